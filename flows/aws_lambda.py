@@ -1,0 +1,94 @@
+"""The Lambda entry point. One function, three entry paths, chosen by the event's shape.
+
+- SQS batch (`Records` from `aws:sqs`)      → reports flow on the newest snapshot; partial batch failures.
+- `{"flow_run_id": "..."}`                   → execute that Prefect flow run (the Lambda work pool).
+- `{"poll_work_pool": "NAME"}`               → one polling round of the Lambda worker (serverless schedules).
+- EventBridge scheduled event / `{"ingest": {...}}` → the ingest flow (stacks without a Prefect work pool).
+
+Imports stay cheap at module level (cold starts): Prefect, pandas and boto3 load inside the paths.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+# Lambda's code directory is read-only; Prefect needs a writable home.
+LAMBDA_PREFECT_HOME = "/tmp/prefect"
+
+
+class UnknownEvent(ValueError):
+    """The event matches none of the entry paths."""
+
+
+def event_kind(event: Any) -> str:
+    """Which entry path an event takes: 'sqs', 'flow_run', 'poll', 'ingest'."""
+    if not isinstance(event, dict):
+        raise UnknownEvent(f"expected a JSON object event, got {type(event).__name__}")
+    records = event.get("Records")
+    if (
+        isinstance(records, list)
+        and records
+        and all(isinstance(r, dict) and r.get("eventSource") == "aws:sqs" for r in records)
+    ):
+        return "sqs"
+    if event.get("flow_run_id"):
+        return "flow_run"
+    if event.get("poll_work_pool"):
+        return "poll"
+    if "ingest" in event or (
+        event.get("source") == "aws.events" and event.get("detail-type") == "Scheduled Event"
+    ):
+        return "ingest"
+    raise UnknownEvent(f"unrecognised event with keys {sorted(event)[:10]}")
+
+
+def prepare_runtime(environ: dict[str, str] | None = None) -> None:
+    """Prefect settings a Lambda needs before Prefect is imported: a writable home, no telemetry."""
+    env = os.environ if environ is None else environ
+    if env.get("AWS_LAMBDA_FUNCTION_NAME"):
+        env.setdefault("PREFECT_HOME", LAMBDA_PREFECT_HOME)
+    env.setdefault("DO_NOT_TRACK", "1")
+
+
+def flush_prefect() -> None:
+    """Send buffered logs and events now: Lambda freezes the process once the handler returns."""
+    try:
+        from prefect.events.worker import EventsWorker
+        from prefect.logging.handlers import APILogWorker
+    except ImportError:  # pragma: no cover - prefect is a runtime dependency
+        return
+    for service in (APILogWorker, EventsWorker):
+        try:
+            service.drain_all(timeout=10)
+        except Exception:  # a flush failure must not turn a good run into a failed invocation
+            log.exception("flushing %s failed", service.__name__)
+
+
+def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
+    prepare_runtime()
+    from flows.settings import Settings
+
+    kind = event_kind(event)
+    settings = Settings()
+    try:
+        if kind == "sqs":
+            from flows.consumer import handle_sqs_batch
+
+            return handle_sqs_batch(event, settings)
+        if kind == "flow_run":
+            from flows.flow_run_entry import run_flow_run
+
+            return run_flow_run(str(event["flow_run_id"]))
+        if kind == "poll":
+            from flows.flow_run_entry import poll_work_pool
+
+            return poll_work_pool(str(event["poll_work_pool"]))
+        from flows.ingest import run_ingest_from_event
+
+        return run_ingest_from_event(event.get("ingest") or {}, settings)
+    finally:
+        flush_prefect()

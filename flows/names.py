@@ -1,0 +1,68 @@
+"""Names shared by the flows and the Pulumi program.
+
+The S3 notification filter, the IAM prefixes and the keys the flows write must agree; they are
+defined once here and imported by both sides so that a prefix changed in one place cannot drift.
+This module has no dependencies and does no I/O.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+PROJECT = "quest"
+
+# Store layout (keys relative to the store root, which may itself carry a prefix).
+BLS_PREFIX = "bls/"
+POPULATION_PREFIX = "population/"
+POPULATION_SUFFIX = ".json"
+REPORTS_PREFIX = "reports/"
+DATA_PREFIXES: tuple[str, ...] = (BLS_PREFIX, POPULATION_PREFIX, REPORTS_PREFIX)
+
+# The BLS file the reports read.
+REPORT_SURVEY = "pr"
+REPORT_BLS_FILE = "pr.data.0.Current"
+
+# S3 → SQS notification: only population snapshots wake the reports flow.
+NOTIFICATION_EVENTS: tuple[str, ...] = ("s3:ObjectCreated:*",)
+
+# Timestamps in keys: sortable, UTC, no characters that need URL-encoding.
+TIMESTAMP_FORMAT = "%Y%m%dT%H%M%SZ"
+
+# Environment variable names (settings use the QUEST_ prefix; Prefect and AWS keep their own).
+ENV_PREFIX = "QUEST_"
+ENV_STORE = "QUEST_STORE"
+ENV_BLS_BASE_URL = "QUEST_BLS_BASE_URL"
+ENV_BLS_SURVEYS = "QUEST_BLS_SURVEYS"
+ENV_POPULATION_URL = "QUEST_POPULATION_URL"
+ENV_CONTACT = "QUEST_CONTACT"
+ENV_PREFECT_API_KEY_SECRET_ARN = "QUEST_PREFECT_API_KEY_SECRET_ARN"
+
+# The Lambda work pool's worker type (see flows/worker.py).
+WORKER_TYPE = "aws-lambda"
+
+
+def timestamp(now: datetime | None = None) -> str:
+    """UTC timestamp as used in `population/<ts>.json` and `reports/<ts>/`."""
+    now = now or datetime.now(UTC)
+    return now.astimezone(UTC).strftime(TIMESTAMP_FORMAT)
+
+
+def bls_key(survey: str, file_name: str) -> str:
+    return f"{BLS_PREFIX}{survey}/{file_name}"
+
+
+def bls_survey_prefix(survey: str) -> str:
+    return f"{BLS_PREFIX}{survey}/"
+
+
+def population_key(ts: str) -> str:
+    return f"{POPULATION_PREFIX}{ts}{POPULATION_SUFFIX}"
+
+
+def reports_prefix(ts: str) -> str:
+    return f"{REPORTS_PREFIX}{ts}/"
+
+
+def is_population_key(key: str) -> bool:
+    """True for keys the S3 notification filter admits (same prefix/suffix as the Pulumi program)."""
+    return key.startswith(POPULATION_PREFIX) and key.endswith(POPULATION_SUFFIX)
