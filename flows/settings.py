@@ -13,6 +13,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from flows import __version__
+from flows.errors import QuestError
 from flows.names import ENV_PREFIX, PROJECT
 
 DEFAULT_BLS_BASE_URL = "https://download.bls.gov/pub/time.series/"
@@ -25,7 +26,7 @@ CONTACT_REQUIRED_HOSTS = frozenset({"download.bls.gov", "www.bls.gov"})
 NEUTRAL_CONTACT = "https://example.invalid/quest-local-run"
 
 
-class ConfigError(ValueError):
+class ConfigError(QuestError, ValueError):
     """A setting is missing or invalid; the message says how to fix it."""
 
 

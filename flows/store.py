@@ -21,6 +21,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, Protocol
 
+from flows.errors import QuestError
+
 META_SHA256 = "sha256"
 META_SOURCE_URL = "source-url"
 META_UPSTREAM_LAST_MODIFIED = "upstream-last-modified"
@@ -30,7 +32,7 @@ S3_MIN_PART = 5 * 1024 * 1024
 S3_MAX_COPY = 5 * 1024**3
 
 
-class StoreError(RuntimeError):
+class StoreError(QuestError):
     """A store operation failed; the message names the object."""
 
 
