@@ -52,6 +52,10 @@ def prepare_runtime(environ: dict[str, str] | None = None) -> None:
     if env.get("AWS_LAMBDA_FUNCTION_NAME"):
         env.setdefault("PREFECT_HOME", LAMBDA_PREFECT_HOME)
     env.setdefault("DO_NOT_TRACK", "1")
+    # The Prefect API key comes from the function's secret, before Prefect reads its settings.
+    from flows.flow_run_entry import load_prefect_api_key
+
+    load_prefect_api_key(env)
 
 
 def flush_prefect() -> None:
@@ -82,7 +86,7 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
         if kind == "flow_run":
             from flows.flow_run_entry import run_flow_run
 
-            return run_flow_run(str(event["flow_run_id"]))
+            return run_flow_run(str(event["flow_run_id"]), env=event.get("env"))
         if kind == "poll":
             from flows.flow_run_entry import poll_work_pool
 

@@ -19,27 +19,102 @@ from flows.errors import QuestError
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
-    raise QuestError("quest sync is not implemented yet")
+    from flows.ingest import mirror_survey
+    from flows.progress import cli_session
+    from flows.settings import Settings
+
+    settings = Settings(**({"bls_surveys": args.surveys} if args.surveys else {}))
+    for survey in settings.bls_surveys:  # a missing contact fails before anything starts
+        settings.contact_for(settings.survey_url(survey))
+    with cli_session():
+        summaries = [
+            mirror_survey(s, dry_run=args.dry_run, allow_mass_delete=args.allow_mass_delete)
+            for s in settings.bls_surveys
+        ]
+    for summary in summaries:
+        print(summary.describe())
+    return 0
 
 
 def cmd_population(args: argparse.Namespace) -> int:
-    raise QuestError("quest population is not implemented yet")
+    from flows.ingest import population_snapshot
+    from flows.progress import cli_session
+    from flows.settings import Settings
+    from flows.store import store_from_settings
+
+    with cli_session():
+        key = population_snapshot()
+    print(f"population snapshot: {store_from_settings(Settings()).location(key)}")
+    return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    raise QuestError("quest run is not implemented yet")
+    from flows.ingest import ingest
+    from flows.progress import cli_session
+    from flows.settings import Settings
+
+    settings = Settings()
+    for survey in settings.bls_surveys:  # a missing contact fails before anything starts
+        settings.contact_for(settings.survey_url(survey))
+    with cli_session():
+        summary = ingest(allow_mass_delete=args.allow_mass_delete)
+    for mirror in summary.surveys:
+        print(mirror.describe())
+    pop = summary.population
+    print(f"population snapshot: {pop.key} ({len(pop.years)} years, {pop.years[0]}-{pop.years[-1]})")
+    return 0
 
 
 def cmd_reports(args: argparse.Namespace) -> int:
-    raise QuestError("quest reports is not implemented yet")
+    import json
+
+    from flows.names import timestamp
+    from flows.report_format import text_report
+    from flows.report_maths import DEFAULT_PERIOD, DEFAULT_SERIES_ID
+    from flows.reports import reports, reports_location
+    from flows.settings import Settings
+    from flows.store import store_from_settings
+
+    settings = Settings()
+    ts = timestamp()
+    result = reports(population_key=args.population_key, quarters_only=args.quarters_only, reports_ts=ts)
+    if args.json:
+        print(json.dumps(result, allow_nan=False))
+        return 0
+    print(text_report(result, DEFAULT_SERIES_ID, DEFAULT_PERIOD, args.quarters_only))
+    print(f"\nreports written to {reports_location(store_from_settings(settings), ts)}")
+    return 0
 
 
 def cmd_consume(args: argparse.Namespace) -> int:
-    raise QuestError("quest consume is not implemented yet")
+    from flows.consumer import RoundResult, consume
+    from flows.settings import Settings
+
+    def report(result: RoundResult) -> None:
+        if not result.received:
+            return
+        outcome = result.outcome
+        line = f"received {result.received}, deleted {result.deleted}, failed {len(result.failed)}"
+        if outcome is not None and outcome.report is not None:
+            line += f"; reports written to {outcome.report.location}"
+        elif outcome is not None and outcome.error:
+            line += f"; reports failed: {outcome.error}"
+        print(line, flush=True)
+
+    stats = consume(
+        args.queue_url, once=args.once, wait_seconds=args.wait_seconds, settings=Settings(), on_round=report
+    )
+    print(
+        f"{stats.rounds} round(s): received {stats.received}, deleted {stats.deleted}, failed {stats.failed}"
+    )
+    return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    raise QuestError("quest demo is not implemented yet")
+    from flows.demo import print_demo, run_demo
+
+    print_demo(run_demo(output_dir=args.output_dir))
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_consume)
 
     p = sub.add_parser("demo", help="the whole event-driven chain offline on loopback")
+    p.add_argument("--output-dir", default="demo-output", help="where the report files are copied")
     p.set_defaults(func=cmd_demo)
     return parser
 

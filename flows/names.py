@@ -25,6 +25,11 @@ REPORT_BLS_FILE = "pr.data.0.Current"
 # S3 → SQS notification: only population snapshots wake the reports flow.
 NOTIFICATION_EVENTS: tuple[str, ...] = ("s3:ObjectCreated:*",)
 
+# The notification queue's dead-letter queue: receives before a message moves there, and how
+# long it keeps them (the SQS maximum, 14 days) so a failure can still be inspected and redriven.
+DLQ_MAX_RECEIVE_COUNT_DEFAULT = 5
+DLQ_RETENTION_SECONDS = 14 * 24 * 3600
+
 # Timestamps in keys: sortable, UTC, no characters that need URL-encoding.
 TIMESTAMP_FORMAT = "%Y%m%dT%H%M%SZ"
 

@@ -16,6 +16,7 @@ import json
 import os
 import uuid
 from collections.abc import Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -256,6 +257,7 @@ class S3Store:
         client: Any = None,
         multipart_threshold: int = 8 * 1024 * 1024,
         part_size: int = 8 * 1024 * 1024,
+        part_concurrency: int = 4,
     ):
         self.bucket = bucket
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
@@ -263,6 +265,7 @@ class S3Store:
         self._client = client
         self.multipart_threshold = max(multipart_threshold, S3_MIN_PART)
         self.part_size = max(part_size, S3_MIN_PART)
+        self.part_concurrency = max(1, part_concurrency)
 
     @property
     def client(self) -> Any:
@@ -363,14 +366,29 @@ class S3Store:
         extra = {"ContentType": content_type} if content_type else {}
         upload = self.client.create_multipart_upload(Bucket=self.bucket, Key=full_key, Metadata=meta, **extra)
         upload_id = upload["UploadId"]
-        done: list[dict[str, Any]] = []
+        etags: dict[int, str] = {}
+
+        def upload(number: int, body: bytes) -> None:
+            resp = self.client.upload_part(
+                Bucket=self.bucket, Key=full_key, UploadId=upload_id, PartNumber=number, Body=body
+            )
+            etags[number] = resp["ETag"]
+
         try:
-            for number, body in enumerate(_chain(head_parts, parts), start=1):
-                resp = self.client.upload_part(
-                    Bucket=self.bucket, Key=full_key, UploadId=upload_id, PartNumber=number, Body=body
-                )
-                done.append({"PartNumber": number, "ETag": resp["ETag"]})
+            # Parts go up concurrently while the next ones are read; at most `part_concurrency`
+            # parts are in flight, so memory stays bounded whatever the object's size.
+            with ThreadPoolExecutor(max_workers=self.part_concurrency) as pool:
+                pending: set[Future[None]] = set()
+                for number, body in enumerate(_chain(head_parts, parts), start=1):
+                    if len(pending) >= self.part_concurrency:
+                        finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                        for fut in finished:
+                            fut.result()
+                    pending.add(pool.submit(upload, number, body))
+                for fut in pending:
+                    fut.result()
             _check_size(key, hashing.size, expected_size)
+            done = [{"PartNumber": n, "ETag": etags[n]} for n in sorted(etags)]
             self.client.complete_multipart_upload(
                 Bucket=self.bucket, Key=full_key, UploadId=upload_id, MultipartUpload={"Parts": done}
             )

@@ -52,3 +52,22 @@ def s3_client(aws):
     import boto3
 
     return boto3.client("s3", region_name="us-east-1")
+
+
+@pytest.fixture(autouse=True)
+def _main_thread_event_loop():
+    """Give the main thread an event loop before each test.
+
+    `@pulumi.runtime.test` schedules on `asyncio.get_event_loop()`, which raises once any earlier test
+    ran `asyncio.run()` (it leaves the main thread with no loop); the order of tests must not matter.
+    """
+    import asyncio
+
+    policy = asyncio.get_event_loop_policy()
+    try:
+        loop = policy.get_event_loop()
+        if loop.is_closed():
+            raise RuntimeError("closed")
+    except RuntimeError:
+        policy.set_event_loop(policy.new_event_loop())
+    yield

@@ -1,0 +1,222 @@
+"""`quest demo`: the whole event-driven chain offline on loopback, in well under a minute.
+
+A loopback HTTP server plays BLS and DataUSA with the project's generated samples; moto's server
+plays S3 + SQS with the Pulumi program's wiring (`flows/emulator.py`); the ingest flow mirrors and
+snapshots into the emulated bucket; S3 notifies the queue; the consumer (the same logic as the
+Lambda SQS path) runs the reports flow. Flows report to `PREFECT_API_URL` when set, else to
+Prefect's ephemeral API. Everything started here is stopped here, and the environment is restored.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from flows import names
+from flows.errors import QuestError
+
+DEFAULT_OUTPUT_DIR = "demo-output"
+DEFAULT_TIMEOUT_SECONDS = 45.0
+EPHEMERAL_TIMEOUT_VAR = "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"
+# Variables a user's shell may carry that must not leak into the demo's emulated AWS.
+_UNSET = (
+    "AWS_PROFILE",
+    "AWS_SESSION_TOKEN",
+    "AWS_SECURITY_TOKEN",
+    "AWS_CONFIG_FILE",
+    "AWS_SHARED_CREDENTIALS_FILE",
+)
+
+
+@dataclass(frozen=True)
+class DemoResult:
+    result: dict[str, Any]  # the contract object, as `quest reports --json` prints it
+    location: str  # the reports' prefix inside the (now stopped) emulated bucket
+    output_dir: Path  # the local copy of the report files
+    files: tuple[str, ...]
+    put_to_reports_seconds: float | None  # snapshot PUT (S3 eventTime) → report objects written
+    total_seconds: float
+    prefect_api: str
+
+
+@contextlib.contextmanager
+def patched_environ(values: Mapping[str, str], unset: tuple[str, ...] = ()) -> Iterator[None]:
+    """Set/unset environment variables for the block, restoring every one afterwards."""
+    saved = {k: os.environ.get(k) for k in (*values, *unset)}
+    try:
+        for k in unset:
+            os.environ.pop(k, None)
+        os.environ.update(values)
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@contextlib.contextmanager
+def quiet_loggers(*names_: str, level: int = logging.WARNING) -> Iterator[None]:
+    """moto's server logs every request through werkzeug; the demo prints its own story."""
+    loggers = [logging.getLogger(n) for n in names_]
+    saved = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(level)
+    try:
+        yield
+    finally:
+        for lg, lvl in zip(loggers, saved, strict=True):
+            lg.setLevel(lvl)
+
+
+def _prefect_api() -> str:
+    from prefect.settings import get_current_settings
+
+    url = get_current_settings().api.url
+    if url:
+        return str(url)
+    return "Prefect's ephemeral API (for the UI: `prefect server start`, then set PREFECT_API_URL)"
+
+
+def _epoch(iso: str) -> float | None:
+    try:
+        return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def run_demo(
+    output_dir: str | Path = DEFAULT_OUTPUT_DIR,
+    say: Callable[[str], None] = print,
+    timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
+) -> DemoResult:
+    """Run the chain; raise QuestError when no report appears within `timeout_seconds`."""
+    from flows.consumer import ConsumeStats, RoundResult, consume
+    from flows.emulator import LocalAws
+    from flows.samples import sample_upstream
+    from flows.settings import Settings
+    from flows.store import open_store
+    from flows.upstream_server import UpstreamServer
+
+    started = time.monotonic()
+    surveys, population = sample_upstream(seed=0)
+    with contextlib.ExitStack() as stack:
+        # Prefect reads its settings when first imported: give a busy machine time to start the
+        # ephemeral API (default 20 s) before anything here imports Prefect.
+        if EPHEMERAL_TIMEOUT_VAR not in os.environ:
+            stack.enter_context(patched_environ({EPHEMERAL_TIMEOUT_VAR: "50"}))
+        prefect_api = _prefect_api()
+        stack.enter_context(quiet_loggers("werkzeug"))
+        upstream = stack.enter_context(UpstreamServer(surveys, population))
+        say(f"upstream (BLS + DataUSA samples) on {upstream.base_url}")
+        aws = stack.enter_context(LocalAws())
+        wiring = aws.wiring
+        assert wiring is not None
+        say(f"S3 + SQS emulator on {aws.endpoint_url}: bucket {wiring.bucket}, queue + DLQ, notification")
+        env = {
+            **aws.env(),
+            names.ENV_STORE: f"s3://{wiring.bucket}",
+            names.ENV_BLS_BASE_URL: upstream.bls_base_url,
+            names.ENV_POPULATION_URL: upstream.population_url,
+            names.ENV_BLS_SURVEYS: "pr",
+        }
+        stack.enter_context(patched_environ(env, unset=_UNSET))
+        settings = Settings()
+        say(f"Prefect API: {prefect_api}")
+
+        done_at: dict[str, float] = {}
+        failure: list[BaseException] = []
+        stop = threading.Event()
+
+        def on_round(result: RoundResult) -> None:
+            if result.outcome is not None and result.outcome.report is not None:
+                done_at["reports"] = time.time()
+                snap = result.outcome.plan.snapshot
+                done_at["put"] = _epoch(snap.event_time) if snap and snap.event_time else None  # type: ignore[assignment]
+            elif result.outcome is not None and result.outcome.error:
+                say(f"consumer: reports run failed: {result.outcome.error}")
+
+        def consumer() -> ConsumeStats | None:
+            try:
+                return consume(
+                    wiring.queue_url,
+                    wait_seconds=1,
+                    settings=settings,
+                    client=aws.client("sqs"),
+                    until=lambda stats: bool(stats.reports) or stop.is_set(),
+                    deadline_seconds=timeout_seconds,
+                    on_round=on_round,
+                )
+            except BaseException as exc:  # surfaced in the main thread
+                failure.append(exc)
+                return None
+
+        stats_box: list[ConsumeStats | None] = []
+        thread = threading.Thread(
+            target=lambda: stats_box.append(consumer()), name="quest-consumer", daemon=True
+        )
+        thread.start()
+        say("consumer: long-polling the queue")
+
+        from flows.ingest import ingest
+
+        say("ingest flow: mirroring BLS pr and snapshotting the population into the bucket")
+        try:
+            ingest()
+        except BaseException:
+            stop.set()  # the consumer returns after its current long poll
+            thread.join(timeout_seconds)
+            raise
+        thread.join(timeout_seconds + 25)
+        if failure:
+            raise QuestError(f"the consumer failed: {failure[0]}") from failure[0]
+        stats = stats_box[0] if stats_box else None
+        if stats is None or not stats.reports:
+            raise QuestError(
+                f"no reports run within {timeout_seconds:.0f} s of the snapshot; see the log above"
+            )
+        report = stats.reports[0]
+
+        store = open_store(f"s3://{wiring.bucket}", client=aws.client("s3"))
+        prefix = names.REPORTS_PREFIX + report.location.rstrip("/").rsplit("/", 1)[-1] + "/"
+        local = Path(output_dir).resolve() / prefix
+        local.mkdir(parents=True, exist_ok=True)
+        files = []
+        for key in store.list_keys(prefix):
+            (local / key[len(prefix) :]).write_bytes(store.read_bytes(key))
+            files.append(key[len(prefix) :])
+    latency = done_at["reports"] - done_at["put"] if done_at.get("put") else None
+    return DemoResult(
+        result=report.result,
+        location=report.location,
+        output_dir=local,
+        files=tuple(sorted(files)),
+        put_to_reports_seconds=latency,
+        total_seconds=time.monotonic() - started,
+        prefect_api=prefect_api,
+    )
+
+
+def print_demo(demo: DemoResult, say: Callable[[str], None] = print) -> None:
+    """The three reports as tables, then where everything is."""
+    from flows.report_format import text_report
+    from flows.report_maths import DEFAULT_PERIOD, DEFAULT_SERIES_ID
+
+    say("")
+    say(text_report(demo.result, DEFAULT_SERIES_ID, DEFAULT_PERIOD))
+    say("")
+    say(f"reports written to {demo.location} (emulated bucket, gone with the emulator)")
+    say(f"copied to {demo.output_dir}: {', '.join(demo.files)}")
+    say(f"flow runs, logs and artifacts: {demo.prefect_api}")
+    if demo.put_to_reports_seconds is not None:
+        say(f"snapshot PUT -> report objects: {demo.put_to_reports_seconds:.2f} s")
+    say(f"demo finished in {demo.total_seconds:.1f} s; servers stopped")

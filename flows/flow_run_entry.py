@@ -1,0 +1,220 @@
+"""Prefect flow runs inside the Lambda function: the other half of the `aws-lambda` work pool.
+
+- `run_flow_run(id, env)`: load the run, import its flow from the deployment's entrypoint (the code
+  ships in the package, so no pull step runs), execute it in-process, return the final state name.
+  A failed flow is a normal return, never an exception: Lambda retries a failed async invocation
+  and would run the flow twice.
+- `poll_work_pool(name)`: one polling round of the `aws-lambda` worker (serverless schedules: the
+  function polls its pool every minute instead of an always-on worker).
+- `load_prefect_api_key(environ)`: the function's Prefect API key from Secrets Manager, read before
+  Prefect loads its settings; the key never travels in a payload or in plain configuration.
+
+Prefect and boto3 are imported inside the functions (cold starts; no import-time work).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, MutableMapping
+from contextlib import contextmanager
+from typing import Any
+
+from flows.errors import QuestError
+from flows.names import ENV_PREFECT_API_KEY_SECRET_ARN
+
+# The runtime's own variables: a run's env must not redirect the API, the key, the home or AWS.
+RESERVED_ENV_NAMES = frozenset(
+    {
+        "PATH",
+        "PYTHONPATH",
+        "LD_LIBRARY_PATH",
+        "HOME",
+        "TZ",
+        "LANG",
+        "PREFECT_API_URL",
+        "PREFECT_API_KEY",
+        "PREFECT_API_AUTH_STRING",
+        "PREFECT_HOME",
+        ENV_PREFECT_API_KEY_SECRET_ARN,
+    }
+)
+RESERVED_ENV_PREFIXES = ("AWS_", "LAMBDA_", "_")
+API_KEY_JSON_FIELDS = ("PREFECT_API_KEY", "api_key", "apiKey")
+
+
+class FlowRunEntryError(QuestError):
+    """The event or the runtime is not usable for running a flow run; the message says why."""
+
+
+# --------------------------------------------------------------------------- pure helpers
+
+
+def module_entrypoint(entrypoint: str | None) -> str:
+    """`flows/ingest.py:ingest` → `flows.ingest:ingest`: import from the package, not by file path.
+
+    Importing by module keeps one copy of each module (a file-path load would import the flows a
+    second time under a synthetic name) and does not depend on the working directory.
+    """
+    if not entrypoint or ":" not in entrypoint:
+        raise FlowRunEntryError(f"deployment entrypoint {entrypoint!r} is not PATH.py:FLOW or MODULE:FLOW")
+    path, func = entrypoint.rsplit(":", 1)
+    if not path.endswith(".py"):
+        return entrypoint
+    parts = path.replace("\\", "/").removeprefix("./")[: -len(".py")].split("/")
+    if path.startswith("/") or any(p in ("", ".", "..") or not p.isidentifier() for p in parts):
+        raise FlowRunEntryError(
+            f"deployment entrypoint {entrypoint!r} must be a path inside the package, "
+            "relative to the project root (e.g. flows/ingest.py:ingest)"
+        )
+    return f"{'.'.join(parts)}:{func}"
+
+
+def run_env(env: dict[str, Any] | None) -> dict[str, str]:
+    """The part of an invocation's env that a flow run may set (never the runtime's own)."""
+    if env is None:
+        return {}
+    if not isinstance(env, dict):
+        raise FlowRunEntryError(f"event env must be a JSON object, got {type(env).__name__}")
+    return {
+        str(k): str(v)
+        for k, v in env.items()
+        if v is not None and k not in RESERVED_ENV_NAMES and not str(k).startswith(RESERVED_ENV_PREFIXES)
+    }
+
+
+def api_key_from_secret_string(value: str, secret_id: str) -> str:
+    """A secret holds the bare key, or a JSON object with one of `API_KEY_JSON_FIELDS`."""
+    text = (value or "").strip()
+    if text.startswith("{"):
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise FlowRunEntryError(f"secret {secret_id} is neither a key nor valid JSON") from exc
+        text = next((str(data[f]).strip() for f in API_KEY_JSON_FIELDS if data.get(f)), "")
+    if not text:
+        raise FlowRunEntryError(f"secret {secret_id} holds no Prefect API key")
+    return text
+
+
+# --------------------------------------------------------------------------- I/O edges
+
+
+@contextmanager
+def applied_env(env: dict[str, str], environ: MutableMapping[str, str] | None = None) -> Iterator[None]:
+    """Set `env` for one run and restore afterwards: a warm Lambda process serves later runs too."""
+    target = os.environ if environ is None else environ
+    saved = {k: target.get(k) for k in env}
+    target.update(env)
+    try:
+        yield
+    finally:
+        for k, old in saved.items():
+            if old is None:
+                target.pop(k, None)
+            else:
+                target[k] = old
+
+
+def load_prefect_api_key(environ: MutableMapping[str, str] | None = None, client: Any = None) -> bool:
+    """Set PREFECT_API_KEY from the secret named by QUEST_PREFECT_API_KEY_SECRET_ARN, once.
+
+    Runs before Prefect is imported (Prefect reads its settings at import). Returns True when the
+    key was read now; False when no secret is configured or the key is already set (warm start).
+    """
+    env = os.environ if environ is None else environ
+    secret_id = env.get(ENV_PREFECT_API_KEY_SECRET_ARN)
+    if not secret_id or env.get("PREFECT_API_KEY"):
+        return False
+    if client is None:
+        import boto3
+
+        client = boto3.client("secretsmanager")
+    try:
+        value = client.get_secret_value(SecretId=secret_id).get("SecretString")
+    except Exception as exc:  # botocore ClientError / NoCredentials / endpoint errors
+        raise FlowRunEntryError(
+            f"reading the Prefect API key from secret {secret_id} failed: {type(exc).__name__}: {exc}"
+        ) from exc
+    env["PREFECT_API_KEY"] = api_key_from_secret_string(value or "", secret_id)
+    return True
+
+
+def run_flow_run(flow_run_id: str, env: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Execute one flow run in this process; return its final state (never raise for a failed flow)."""
+    from uuid import UUID
+
+    try:
+        run_id = UUID(str(flow_run_id))
+    except ValueError as exc:
+        raise FlowRunEntryError(f"flow_run_id {flow_run_id!r} is not a UUID") from exc
+    with applied_env(run_env(env)):
+        return _run_flow_run(run_id)
+
+
+def _run_flow_run(run_id: Any) -> dict[str, Any]:
+    import asyncio
+    import inspect
+
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import Abort
+    from prefect.flow_engine import run_flow
+    from prefect.flows import load_flow_from_entrypoint
+    from prefect.logging.loggers import flow_run_logger
+    from prefect.states import Crashed
+
+    with get_client(sync_client=True) as client:
+        flow_run = client.read_flow_run(run_id)
+        logger = flow_run_logger(flow_run=flow_run)
+        if flow_run.deployment_id is None:
+            raise FlowRunEntryError(f"flow run {run_id} has no deployment: nothing says which flow to run")
+        deployment = client.read_deployment(flow_run.deployment_id)
+        try:
+            flow = load_flow_from_entrypoint(
+                module_entrypoint(deployment.entrypoint), use_placeholder_flow=False
+            )
+        except Exception as exc:
+            # The run cannot start: say why on the run itself instead of leaving it Pending.
+            message = f"could not load flow {deployment.entrypoint!r}: {type(exc).__name__}: {exc}"
+            logger.error(message)
+            client.set_flow_run_state(run_id, Crashed(message=message), force=True)
+            return _result(run_id, "Crashed", "CRASHED", message)
+
+    try:
+        state = run_flow(flow, flow_run=flow_run, return_type="state", error_logger=logger)
+        if inspect.isawaitable(state):
+            state = asyncio.run(state)
+    except Abort as exc:
+        # The server refused to start it (already running or finished: a duplicate invocation).
+        logger.warning("flow run %s not started: %s", run_id, exc)
+        return _result(run_id, "Aborted", "ABORTED", str(exc))
+    return _result(run_id, state.name, state.type.value, state.message)
+
+
+def _result(run_id: Any, name: str, state_type: str, message: str | None) -> dict[str, Any]:
+    return {"flow_run_id": str(run_id), "state": name, "state_type": state_type, "message": message or ""}
+
+
+def poll_work_pool(name: str) -> dict[str, Any]:
+    """One polling round of the `aws-lambda` worker: submit the pool's due scheduled runs."""
+    import asyncio
+
+    return asyncio.run(_poll(name))
+
+
+async def _poll(name: str) -> dict[str, Any]:
+    from flows.worker import LambdaWorker
+
+    function = os.environ.get("AWS_LAMBDA_FUNCTION_NAME") or "local"
+    # A stable worker name: the UI shows one serverless worker, not a new one every minute.
+    async with LambdaWorker(
+        work_pool_name=name, name=f"lambda-poller-{function}", create_pool_if_not_found=False
+    ) as worker:
+        try:
+            pool = worker.work_pool
+        except RuntimeError:
+            raise FlowRunEntryError(f"work pool {name!r} was not found on the Prefect API") from None
+        if pool.type != LambdaWorker.type:
+            raise FlowRunEntryError(f"work pool {name!r} is of type {pool.type!r}, not {LambdaWorker.type!r}")
+        runs = await worker.get_and_submit_flow_runs()
+    return {"work_pool": name, "submitted": [str(run.id) for run in runs]}

@@ -1,0 +1,226 @@
+"""The reports flow: read the BLS file and one population snapshot, compute, write, log, publish.
+
+The maths is pure and lives in `flows/report_maths.py` (re-exported here); this module is the thin
+Prefect shell around it: store reads are tasks with retries (a missing object is not retried: it
+will not appear by waiting), outputs go to `reports/<ts>/`, each report is logged as a table and
+published as a Prefect artifact so a flow run in the UI shows its results.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+
+from flows import names
+from flows.errors import QuestError
+from flows.report_format import cell, report_sections, summary_markdown, text_table
+from flows.report_maths import (
+    DEFAULT_PERIOD,
+    DEFAULT_SERIES_ID,
+    BlsData,
+    Reports,
+    compute_reports,
+    population_by_year,
+    read_bls,
+)
+from flows.settings import Settings
+from flows.store import ObjectStore, StoreError, store_from_settings
+
+__all__ = ["reports", "run_reports", "ReportRun", "compute_reports", "read_bls", "newest_population_key"]
+
+POPULATION_STATS_FILE = "population_stats.json"
+BEST_YEAR_FILE = "best_year_by_series.csv"
+SUMMARY_FILE = "summary.md"
+
+
+class MissingInput(QuestError):
+    """An input object the reports need is not in the store."""
+
+
+def prefix_location(store: ObjectStore, prefix: str) -> str:
+    """Where a folder-like prefix is, for people (stores locate objects, not folders)."""
+    return store.location(prefix + "_")[:-1]
+
+
+def reports_location(store: ObjectStore, ts: str) -> str:
+    return prefix_location(store, names.reports_prefix(ts))
+
+
+def series_file_name(series_id: str, period: str) -> str:
+    return f"series_{series_id}_{period}.csv"
+
+
+def check_code(value: str, what: str) -> str:
+    """series_id / period come from the UI or CLI and end up in an object key: letters and digits only."""
+    value = value.strip()
+    if not value or not value.isalnum():
+        raise QuestError(f"{what} must be letters and digits, got {value!r}")
+    return value
+
+
+def newest_population_key(keys: list[str]) -> str | None:
+    """The newest snapshot: keys are `population/<UTC timestamp>.json`, so they sort by time."""
+    candidates = sorted(k for k in keys if names.is_population_key(k))
+    return candidates[-1] if candidates else None
+
+
+def _retry_unless_expected(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry transient store errors; a QuestError (e.g. no such object) will not go away by waiting."""
+    return not isinstance(getattr(state, "data", None), QuestError)
+
+
+@task(name="read-object", cache_policy=NO_CACHE, retry_condition_fn=_retry_unless_expected)
+def read_object(store: ObjectStore, key: str, hint: str) -> bytes:
+    try:
+        return store.read_bytes(key)
+    except StoreError as exc:
+        if store.head(key) is None:
+            raise MissingInput(f"{store.location(key)} is not in the store: {hint}") from exc
+        raise
+
+
+@task(name="find-newest-population", cache_policy=NO_CACHE, retry_condition_fn=_retry_unless_expected)
+def find_population_key(store: ObjectStore) -> str:
+    key = newest_population_key(store.list_keys(names.POPULATION_PREFIX))
+    if key is None:
+        raise MissingInput(
+            f"no population snapshot under {prefix_location(store, names.POPULATION_PREFIX)}: "
+            "run `quest population` (or `quest run`) first"
+        )
+    return key
+
+
+@task(name="write-reports", cache_policy=NO_CACHE)
+def write_outputs(store: ObjectStore, prefix: str, files: dict[str, tuple[bytes, str]]) -> list[str]:
+    written = []
+    for name, (body, content_type) in files.items():
+        store.put_bytes(prefix + name, body, content_type=content_type)
+        written.append(prefix + name)
+    return written
+
+
+@dataclass(frozen=True)
+class ReportRun:
+    result: dict[str, Any]  # the contract object (`quest reports --json`)
+    location: str  # where the report files are
+    keys: tuple[str, ...]
+
+
+def output_files(
+    reports_: Reports, result: dict[str, Any], series_id: str, period: str, location: str, quarters_only: bool
+) -> dict[str, tuple[bytes, str]]:
+    """The four report files: JSON + CSV for machines, Markdown for people."""
+    stats = json.dumps(result["population_stats"], indent=2).encode() + b"\n"
+    best = reports_.best_year.to_csv(index=False, lineterminator="\n").encode()
+    series = reports_.series_with_population.to_csv(index=False, lineterminator="\n").encode()
+    summary = summary_markdown(result, series_id, period, location, quarters_only).encode()
+    return {
+        POPULATION_STATS_FILE: (stats, "application/json"),
+        BEST_YEAR_FILE: (best, "text/csv"),
+        series_file_name(series_id, period): (series, "text/csv"),
+        SUMMARY_FILE: (summary, "text/markdown"),
+    }
+
+
+def artifact_rows(records: list[dict[str, Any]], columns: Any) -> list[dict[str, Any]]:
+    """Table artifact rows: the contract values, lists (years) shown as text cells."""
+    return [{c: cell(r.get(c)) if isinstance(r.get(c), list) else r.get(c) for c in columns} for r in records]
+
+
+def check_timestamp(value: str) -> str:
+    try:
+        datetime.strptime(value, names.TIMESTAMP_FORMAT)
+    except ValueError as exc:
+        raise QuestError(f"reports_ts must look like 20250101T000000Z, got {value!r}") from exc
+    return value
+
+
+def run_reports(
+    settings: Settings,
+    population_key: str | None = None,
+    quarters_only: bool = False,
+    series_id: str = DEFAULT_SERIES_ID,
+    period: str = DEFAULT_PERIOD,
+    reports_ts: str | None = None,
+    store: ObjectStore | None = None,
+) -> ReportRun:
+    """The body of the reports flow (call it inside a flow run: it uses tasks, the run logger, artifacts)."""
+    logger = get_run_logger()
+    series_id, period = check_code(series_id, "series_id"), check_code(period, "period")
+    reports_ts = check_timestamp(reports_ts) if reports_ts else None
+    store = store or store_from_settings(settings)
+    retrying = {"retries": settings.retries, "retry_delay_seconds": settings.retry_delay_seconds}
+
+    bls_key = names.bls_key(names.REPORT_SURVEY, names.REPORT_BLS_FILE)
+    if population_key is None:
+        population_key = find_population_key.with_options(**retrying)(store)
+    elif not names.is_population_key(population_key):
+        raise QuestError(f"population key {population_key!r} is not population/<timestamp>.json")
+    bls_bytes = read_object.with_options(**retrying)(
+        store, bls_key, "run `quest sync` (or `quest run`) first"
+    )
+    body = read_object.with_options(**retrying)(store, population_key, "list population/ for the snapshots")
+
+    from flows.sources.datausa import normalise_population
+
+    bls: BlsData = read_bls(bls_bytes)
+    population = population_by_year(normalise_population(body))
+    computed = compute_reports(
+        bls,
+        population,
+        quarters_only=quarters_only,
+        series_id=series_id,
+        period=period,
+        inputs={"bls_key": bls_key, "population_key": population_key},
+    )
+    result = computed.to_json()
+    if bls.dropped_rows:
+        logger.warning("%s: dropped %d row(s) whose value is not a number", bls_key, bls.dropped_rows)
+    missing = result["population_stats"]["missing_years"]
+    if missing:
+        logger.warning("%s has no population for %s", population_key, ", ".join(map(str, missing)))
+    if not result["series_with_population"]:
+        logger.warning("%s has no rows for series %s period %s", bls_key, series_id, period)
+
+    reports_ts = reports_ts or names.timestamp()
+    prefix = names.reports_prefix(reports_ts)
+    location = reports_location(store, reports_ts)
+    files = output_files(computed, result, series_id, period, location, quarters_only)
+    keys = write_outputs(store, prefix, files)
+
+    for (title, records, columns), key in zip(
+        report_sections(result, series_id, period, quarters_only),
+        ("population-stats", "best-year-by-series", f"series-{series_id}-{period}".lower()),
+        strict=True,
+    ):
+        logger.info("%s\n%s", title, text_table(records, columns))
+        create_table_artifact(table=artifact_rows(records, columns), key=key, description=title)
+    create_markdown_artifact(
+        markdown=files[SUMMARY_FILE][0].decode(),
+        key="reports-summary",
+        description=f"Reports from {population_key}, written to {location}",
+    )
+    logger.info("reports written to %s (%s)", location, ", ".join(k.rsplit("/", 1)[-1] for k in keys))
+    return ReportRun(result=result, location=location, keys=tuple(keys))
+
+
+@flow(name="reports")
+def reports(
+    population_key: str | None = None,
+    quarters_only: bool = False,
+    series_id: str = DEFAULT_SERIES_ID,
+    period: str = DEFAULT_PERIOD,
+    reports_ts: str | None = None,
+) -> dict[str, Any]:
+    """Compute the three reports from the store (default: the newest population snapshot).
+
+    `reports_ts` names the output folder `reports/<reports_ts>/` (default: now), so a caller
+    knows where the files land. Returns the JSON object `quest reports --json` prints.
+    """
+    return run_reports(Settings(), population_key, quarters_only, series_id, period, reports_ts).result

@@ -1,0 +1,1 @@
+"""Upstream sources: BLS survey directories and the DataUSA population API."""

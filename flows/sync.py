@@ -1,0 +1,132 @@
+"""The mirror plan: upstream listing × stored objects → add / update / delete / keep (pure).
+
+A file is kept — no GET, no PUT — when its listed size and listed last-modified equal what the
+stored object's metadata recorded at the time it was mirrored (and the stored size agrees).
+Deletions are guarded: a plan removing more than the max fraction of the mirrored files is
+refused unless explicitly allowed, since a truncated listing must not empty the mirror.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass
+from enum import StrEnum
+
+from flows.errors import QuestError
+from flows.sources.bls import ListingEntry
+from flows.store import META_UPSTREAM_LAST_MODIFIED, META_UPSTREAM_SIZE, StoredObject
+
+
+class Action(StrEnum):
+    ADD = "add"
+    UPDATE = "update"
+    DELETE = "delete"
+    KEEP = "keep"
+
+
+class MassDeleteError(QuestError):
+    """The plan would delete too large a share of the mirror."""
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    """What the plan needs to know about a mirrored object."""
+
+    name: str
+    size: int
+    upstream_size: int | None
+    upstream_last_modified: str | None
+
+    @classmethod
+    def from_object(cls, name: str, obj: StoredObject) -> StoredFile:
+        raw_size = obj.metadata.get(META_UPSTREAM_SIZE)
+        return cls(
+            name=name,
+            size=obj.size,
+            upstream_size=int(raw_size) if raw_size and raw_size.isdigit() else None,
+            upstream_last_modified=obj.metadata.get(META_UPSTREAM_LAST_MODIFIED),
+        )
+
+
+@dataclass(frozen=True)
+class PlanItem:
+    action: Action
+    name: str
+    size: int  # listed size for add/update/keep, stored size for delete
+    reason: str
+    url: str | None = None
+    last_modified: str | None = None
+
+
+@dataclass(frozen=True)
+class SyncPlan:
+    survey: str
+    items: tuple[PlanItem, ...]
+
+    def of(self, action: Action) -> list[PlanItem]:
+        return [i for i in self.items if i.action == action]
+
+    @property
+    def transfers(self) -> list[PlanItem]:
+        return [i for i in self.items if i.action in (Action.ADD, Action.UPDATE)]
+
+    @property
+    def stored_count(self) -> int:
+        return sum(1 for i in self.items if i.action in (Action.UPDATE, Action.DELETE, Action.KEEP))
+
+    def counts(self) -> dict[str, int]:
+        return {a.value: len(self.of(a)) for a in Action}
+
+    def to_dict(self) -> dict[str, object]:
+        return {"survey": self.survey, "counts": self.counts(), "items": [asdict(i) for i in self.items]}
+
+    def describe(self) -> str:
+        """Human-readable plan, one line per file (for `quest sync --dry-run`)."""
+        c = self.counts()
+        lines = [
+            f"{self.survey}: {c['add']} add, {c['update']} update, {c['delete']} delete, {c['keep']} keep"
+        ]
+        for item in self.items:
+            lines.append(f"  {item.action.value:<6} {item.name:<32} {item.size:>12}  {item.reason}")
+        return "\n".join(lines)
+
+
+def plan_sync(survey: str, listing: Iterable[ListingEntry], stored: Mapping[str, StoredFile]) -> SyncPlan:
+    """Compare the listing with the stored files (keyed by file name)."""
+    items: list[PlanItem] = []
+    listed = {e.name: e for e in listing}
+    for name in sorted(listed):
+        entry = listed[name]
+        have = stored.get(name)
+        if have is None:
+            items.append(
+                PlanItem(Action.ADD, name, entry.size, "new upstream", entry.url, entry.last_modified)
+            )
+            continue
+        changes = []
+        if have.upstream_size != entry.size:
+            changes.append(f"size {have.upstream_size} → {entry.size}")
+        if have.upstream_last_modified != entry.last_modified:
+            changes.append(f"listed {have.upstream_last_modified} → {entry.last_modified}")
+        if not changes and have.size != entry.size:
+            changes.append(f"stored size {have.size} ≠ listed {entry.size}")
+        action = Action.UPDATE if changes else Action.KEEP
+        reason = "; ".join(changes) if changes else "unchanged"
+        items.append(PlanItem(action, name, entry.size, reason, entry.url, entry.last_modified))
+    for name in sorted(set(stored) - set(listed)):
+        items.append(PlanItem(Action.DELETE, name, stored[name].size, "no longer listed"))
+    return SyncPlan(survey, tuple(items))
+
+
+def check_delete_guard(plan: SyncPlan, max_fraction: float, allow_mass_delete: bool = False) -> None:
+    """Refuse a plan deleting more than `max_fraction` of the mirrored files (unless allowed)."""
+    deletes = len(plan.of(Action.DELETE))
+    if allow_mass_delete or deletes == 0:
+        return
+    mirrored = plan.stored_count
+    if deletes / mirrored > max_fraction:
+        raise MassDeleteError(
+            f"{plan.survey}: the listing would delete {deletes} of {mirrored} mirrored files "
+            f"(> {max_fraction:.0%}); nothing was changed. If upstream really dropped them, "
+            "run again with --allow-mass-delete"
+        )

@@ -1,0 +1,532 @@
+"""A real HTTP server on 127.0.0.1 playing BLS and DataUSA, for tests, the demo and benchmarks.
+
+BLS side: an IIS-style directory listing at `/pub/time.series/<survey>/` (uppercase tags,
+absolute hrefs, `[To Parent Directory]`, `6/6/2024  8:30 AM` dates, right-aligned sizes, all rows
+on one line as download.bls.gov serves them) and the files with Content-Length and Last-Modified.
+DataUSA side: the population body at the tesseract path.
+
+Everything a test needs to provoke is a switch: status bursts with Retry-After, bodies cut
+mid-stream, a refused (403) / HTML-error / empty listing, a User-Agent check like BLS's. Every
+request is logged (method, path, status, bytes sent) under a lock, so tests assert on traffic.
+Large files can be `GeneratedFile`s that stream N deterministic bytes without being held in memory.
+
+Use as a context manager (`with UpstreamServer(...) as up:`) or from a script
+(`python -m flows.upstream_server --from-dir pr=/path/to/pr`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import hashlib
+import random
+import re
+import sys
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import urlsplit
+
+BLS_ROOT = "/pub/time.series/"
+POPULATION_PATH = "/tesseract/data.jsonrecords"
+POPULATION_QUERY = "cube=acs_yg_total_population_1&drilldowns=Year%2CNation&locale=en&measures=Population"
+HOST_NAME = "download.bls.gov"
+# The server's clock for listed dates: fixed start, one minute per change, so every change shows.
+CLOCK_START = datetime(2024, 6, 6, 8, 30, tzinfo=UTC)
+_BLOCK = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class GeneratedFile:
+    """`size` deterministic bytes (a seeded 1 MiB block repeated), streamed without holding them."""
+
+    size: int
+    seed: int = 0
+
+    def block(self) -> bytes:
+        return random.Random(self.seed).randbytes(min(_BLOCK, max(self.size, 1)))
+
+    def iter_chunks(self, chunk_size: int = 256 * 1024) -> Iterator[bytes]:
+        block = self.block()
+        sent = 0
+        while sent < self.size:
+            offset = sent % len(block)
+            n = min(chunk_size, self.size - sent, len(block) - offset)
+            yield block[offset : offset + n]
+            sent += n
+
+    def sha256(self) -> str:
+        sha = hashlib.sha256()
+        for chunk in self.iter_chunks():
+            sha.update(chunk)
+        return sha.hexdigest()
+
+
+Body = bytes | GeneratedFile
+
+
+@dataclass
+class _File:
+    body: Body
+    last_modified: datetime
+
+    @property
+    def size(self) -> int:
+        return len(self.body) if isinstance(self.body, bytes) else self.body.size
+
+    def chunks(self, chunk_size: int = 256 * 1024) -> Iterator[bytes]:
+        if isinstance(self.body, bytes):
+            for i in range(0, len(self.body), chunk_size):
+                yield self.body[i : i + chunk_size]
+        else:
+            yield from self.body.iter_chunks(chunk_size)
+
+
+@dataclass(frozen=True)
+class LoggedRequest:
+    method: str
+    path: str
+    status: int
+    bytes_sent: int
+    user_agent: str
+
+
+@dataclass
+class _Fault:
+    pattern: str
+    status: int
+    remaining: int | None  # None: until cleared
+    retry_after: str | None = None
+    body: bytes = b""
+    content_type: str = "text/html"
+
+
+@dataclass
+class _Cut:
+    pattern: str
+    after_bytes: int
+    remaining: int | None
+
+
+@dataclass
+class _Survey:
+    files: dict[str, _File] = field(default_factory=dict)
+    folders: dict[str, datetime] = field(default_factory=dict)
+    listing_mode: str = "ok"  # ok | html_error | empty | not_found
+
+
+LISTING_MODES = ("ok", "html_error", "empty")
+
+ERROR_PAGE = (
+    b"<html><head><title>Access Denied</title></head><body><h1>Access Denied</h1>"
+    b"<p>Please contact the site administrator.</p></body></html>"
+)
+
+
+class UpstreamServer:
+    """A threaded loopback HTTP server playing BLS and DataUSA. Start with `with` or `start()`."""
+
+    def __init__(
+        self,
+        surveys: Mapping[str, Mapping[str, Body]] | None = None,
+        population: bytes | None = None,
+        *,
+        require_contact: bool = False,
+        one_line_listing: bool = True,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ):
+        self._lock = threading.Lock()
+        self._clock = CLOCK_START
+        self._surveys: dict[str, _Survey] = {}
+        self._faults: list[_Fault] = []
+        self._cuts: list[_Cut] = []
+        self._log: list[LoggedRequest] = []
+        self.population: bytes | None = population
+        self.population_last_modified = CLOCK_START
+        self.require_contact = require_contact
+        self.one_line_listing = one_line_listing
+        self._host, self._port = host, port
+        self._httpd: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        for survey, files in (surveys or {}).items():
+            self._surveys[survey] = _Survey()
+            for name, body in sorted(files.items()):
+                self._surveys[survey].files[name] = _File(body, self._clock)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> UpstreamServer:
+        handler = type("_BoundHandler", (_Handler,), {"upstream": self})
+        self._httpd = ThreadingHTTPServer((self._host, self._port), handler)
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(target=self._httpd.serve_forever, name="upstream", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+            self._httpd = None
+
+    def __enter__(self) -> UpstreamServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def base_url(self) -> str:
+        if self._httpd is None:
+            raise RuntimeError("server not started")
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host}:{port}"
+
+    @property
+    def bls_base_url(self) -> str:
+        return self.base_url + BLS_ROOT
+
+    @property
+    def population_url(self) -> str:
+        return f"{self.base_url}{POPULATION_PATH}?{POPULATION_QUERY}"
+
+    def survey_url(self, survey: str) -> str:
+        return f"{self.bls_base_url}{survey}/"
+
+    def file_path(self, survey: str, name: str) -> str:
+        return f"{BLS_ROOT}{survey}/{name}"
+
+    # ------------------------------------------------------------------ content mutators
+
+    def _tick(self) -> datetime:
+        self._clock += timedelta(minutes=1)
+        return self._clock
+
+    def put_file(self, survey: str, name: str, body: Body, last_modified: datetime | None = None) -> None:
+        """Add or replace a file; its listed date moves forward (a minute per change) unless given."""
+        with self._lock:
+            when = last_modified or self._tick()
+            self._surveys.setdefault(survey, _Survey()).files[name] = _File(body, when)
+
+    def replace_survey(self, survey: str, files: Mapping[str, Body]) -> None:
+        """Make the directory hold exactly `files`: changed or new ones get a new date, others keep theirs."""
+        with self._lock:
+            state = self._surveys.setdefault(survey, _Survey())
+            for name in [n for n in state.files if n not in files]:
+                del state.files[name]
+            when = self._tick()
+            for name, body in sorted(files.items()):
+                old = state.files.get(name)
+                if old is None or old.body != body:
+                    state.files[name] = _File(body, when)
+
+    def touch_file(self, survey: str, name: str) -> None:
+        """Same bytes, newer listed date (BLS republishes unchanged files sometimes)."""
+        with self._lock:
+            self._surveys[survey].files[name].last_modified = self._tick()
+
+    def remove_file(self, survey: str, name: str) -> None:
+        with self._lock:
+            del self._surveys[survey].files[name]
+
+    def add_folder(self, survey: str, name: str) -> None:
+        with self._lock:
+            self._surveys.setdefault(survey, _Survey()).folders[name] = self._tick()
+
+    def files(self, survey: str) -> dict[str, Body]:
+        with self._lock:
+            return {n: f.body for n, f in self._surveys[survey].files.items()}
+
+    def listed(self, survey: str) -> dict[str, tuple[int, datetime]]:
+        """name → (size, listed last-modified, minute resolution) as the listing shows them."""
+        with self._lock:
+            return {n: (f.size, f.last_modified) for n, f in self._surveys[survey].files.items()}
+
+    def set_population(self, body: bytes | None) -> None:
+        with self._lock:
+            self.population = body
+            self.population_last_modified = self._tick()
+
+    # ------------------------------------------------------------------ fault switches
+
+    def set_listing_mode(self, survey: str, mode: str) -> None:
+        """`ok`, `html_error` (200 with an HTML page that is no listing) or `empty` (no entries)."""
+        if mode not in LISTING_MODES:
+            raise ValueError(f"listing mode must be one of {LISTING_MODES}")
+        with self._lock:
+            self._surveys.setdefault(survey, _Survey()).listing_mode = mode
+
+    def fail(
+        self,
+        pattern: str,
+        status: int,
+        times: int | None = 1,
+        retry_after: str | int | None = None,
+        body: bytes = ERROR_PAGE,
+        content_type: str = "text/html",
+    ) -> None:
+        """The next `times` requests whose path matches `pattern` (fnmatch) get `status` (None: forever)."""
+        with self._lock:
+            ra = None if retry_after is None else str(retry_after)
+            self._faults.append(_Fault(pattern, status, times, ra, body, content_type))
+
+    def cut(self, pattern: str, after_bytes: int, times: int | None = 1) -> None:
+        """The next `times` GETs matching `pattern` announce the full length and close after `after_bytes`."""
+        with self._lock:
+            self._cuts.append(_Cut(pattern, after_bytes, times))
+
+    def clear_faults(self) -> None:
+        with self._lock:
+            self._faults.clear()
+            self._cuts.clear()
+            for survey in self._surveys.values():
+                survey.listing_mode = "ok"
+
+    def _take(self, items: list, path: str):  # type: ignore[type-arg]
+        for item in items:
+            if fnmatch.fnmatchcase(path, item.pattern) and (item.remaining is None or item.remaining > 0):
+                if item.remaining is not None:
+                    item.remaining -= 1
+                return item
+        return None
+
+    # ------------------------------------------------------------------ request log
+
+    def _record(self, entry: LoggedRequest) -> None:
+        with self._lock:
+            self._log.append(entry)
+
+    @property
+    def requests(self) -> list[LoggedRequest]:
+        with self._lock:
+            return list(self._log)
+
+    def clear_log(self) -> None:
+        with self._lock:
+            self._log.clear()
+
+    def file_gets(self, survey: str | None = None) -> list[LoggedRequest]:
+        """GETs of BLS files (not listings)."""
+        prefix = BLS_ROOT + (f"{survey}/" if survey else "")
+        return [
+            r
+            for r in self.requests
+            if r.method == "GET" and r.path.startswith(prefix) and not r.path.endswith("/")
+        ]
+
+    def listing_gets(self, survey: str | None = None) -> list[LoggedRequest]:
+        return [
+            r
+            for r in self.requests
+            if r.method == "GET"
+            and r.path.startswith(BLS_ROOT)
+            and r.path.endswith("/")
+            and (survey is None or r.path == f"{BLS_ROOT}{survey}/")
+        ]
+
+    # ------------------------------------------------------------------ rendering
+
+    def _listing_html(self, survey: str) -> bytes | None:
+        with self._lock:
+            state = self._surveys.get(survey)
+            if state is None:
+                return None
+            mode = state.listing_mode
+            rows = [(n, f.size, f.last_modified) for n, f in state.files.items()]
+            rows += [(n, None, when) for n, when in state.folders.items()]
+        if mode == "html_error":
+            return ERROR_PAGE
+        if mode == "empty":
+            rows = []
+        return render_iis_listing(f"{BLS_ROOT}{survey}/", rows, one_line=self.one_line_listing)
+
+
+def _iis_date(when: datetime) -> str:
+    hour = when.hour % 12 or 12
+    ampm = "AM" if when.hour < 12 else "PM"
+    date = f"{when.month}/{when.day}/{when.year}"
+    return f"{date:>10} {f'{hour}:{when.minute:02d} {ampm}':>8}"
+
+
+def render_iis_listing(
+    directory: str,
+    rows: list[tuple[str, int | None, datetime]],
+    *,
+    one_line: bool = True,
+    host: str = HOST_NAME,
+) -> bytes:
+    """An IIS directory listing as download.bls.gov serves it. A size of None is a folder."""
+    parent = directory.rstrip("/").rsplit("/", 1)[0] + "/"
+    entries = [f'<A HREF="{parent}">[To Parent Directory]</A><br><br>']
+    for name, size, when in sorted(rows, key=lambda r: r[0]):
+        size_text = "&lt;dir&gt;" if size is None else str(size)
+        href = f"{directory}{name}" + ("/" if size is None else "")
+        entries.append(f'{_iis_date(when)} {size_text:>12} <A HREF="{href}">{name}</A><br>')
+    sep = "" if one_line else "\r\n"
+    html = (
+        f"<html><head><title>{host} - {directory}</title></head><body>"
+        f"<H1>{host} - {directory}</H1><hr>\r\n\r\n"
+        f"<pre>{sep.join(entries)}</pre><hr></body></html>\r\n"
+    )
+    return html.encode("utf-8")
+
+
+_CONTACT = re.compile(r"@|https?://")
+
+
+class _Handler(BaseHTTPRequestHandler):
+    upstream: UpstreamServer
+    protocol_version = "HTTP/1.1"
+    server_version = "Microsoft-IIS/10.0"
+    sys_version = ""
+
+    def log_message(self, format: str, *args: object) -> None:  # the request log replaces stderr noise
+        pass
+
+    def do_HEAD(self) -> None:
+        self._serve(head=True)
+
+    def do_GET(self) -> None:
+        self._serve(head=False)
+
+    def _serve(self, head: bool) -> None:
+        up = self.upstream
+        path = urlsplit(self.path).path
+        ua = self.headers.get("User-Agent", "")
+        sent = 0
+        status = 500
+        try:
+            if up.require_contact and not _CONTACT.search(ua):
+                status = self._simple(403, ERROR_PAGE, head=head)
+                return
+            with up._lock:
+                fault = up._take(up._faults, path)
+            if fault is not None:
+                extra = {"Retry-After": fault.retry_after} if fault.retry_after is not None else {}
+                status = self._simple(fault.status, fault.body, fault.content_type, head, extra)
+                return
+            if path == POPULATION_PATH:
+                with up._lock:
+                    body, when = up.population, up.population_last_modified
+                if body is None:
+                    status = self._simple(404, b'{"error":"not found"}', "application/json", head)
+                    return
+                status = self._simple(
+                    200, body, "application/json", head, {"Last-Modified": _http_date(when)}
+                )
+                return
+            if not path.startswith(BLS_ROOT):
+                status = self._simple(404, b"<html><body>Not Found</body></html>", head=head)
+                return
+            rest = path[len(BLS_ROOT) :]
+            if rest.endswith("/") and rest.count("/") == 1:
+                listing = up._listing_html(rest[:-1])
+                if listing is None:
+                    status = self._simple(404, b"<html><body>Not Found</body></html>", head=head)
+                else:
+                    status = self._simple(200, listing, "text/html", head)
+                return
+            survey, _, name = rest.partition("/")
+            with up._lock:
+                state = up._surveys.get(survey)
+                file = state.files.get(name) if state else None
+                cut = up._take(up._cuts, path) if file is not None and not head else None
+            if file is None:
+                status = self._simple(404, b"<html><body>Not Found</body></html>", head=head)
+                return
+            status = 200
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", str(file.size))
+            self.send_header("Last-Modified", _http_date(file.last_modified))
+            self.end_headers()
+            if head:
+                return
+            limit = cut.after_bytes if cut is not None else None
+            for chunk in file.chunks():
+                if limit is not None and sent + len(chunk) >= limit:
+                    self.wfile.write(chunk[: limit - sent])
+                    sent = limit
+                    break
+                self.wfile.write(chunk)
+                sent += len(chunk)
+            if cut is not None:
+                self.wfile.flush()
+                self.close_connection = True
+                self.connection.shutdown(2)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+        finally:
+            sent = sent or self.__dict__.pop("_simple_sent", 0)
+            up._record(LoggedRequest(self.command, path, status, sent, ua))
+
+    def _simple(
+        self,
+        status: int,
+        body: bytes,
+        content_type: str = "text/html",
+        head: bool = False,
+        headers: Mapping[str, str] | None = None,
+    ) -> int:
+        self.send_response(
+            status, HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else ""
+        )
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        if not head:
+            self.wfile.write(body)
+            self._simple_sent = len(body)
+        return status
+
+
+def _http_date(when: datetime) -> str:
+    return format_datetime(when.astimezone(UTC), usegmt=True)
+
+
+def load_dir(directory: str | Path) -> dict[str, bytes]:
+    """Every regular file of a directory (for serving a real snapshot by hand)."""
+    return {p.name: p.read_bytes() for p in sorted(Path(directory).iterdir()) if p.is_file()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Serve sample data (or directories) on loopback until interrupted; print the URLs to use."""
+    from flows.samples import sample_upstream
+
+    parser = argparse.ArgumentParser(prog="python -m flows.upstream_server", description=main.__doc__)
+    parser.add_argument("--from-dir", action="append", default=[], metavar="SURVEY=DIR")
+    parser.add_argument("--population-file", help="serve this file as the population body")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--require-contact", action="store_true")
+    args = parser.parse_args(argv)
+    surveys, population = sample_upstream(args.seed)
+    if args.from_dir:
+        surveys = {}
+        for spec in args.from_dir:
+            survey, _, directory = spec.partition("=")
+            surveys[survey] = load_dir(directory)
+    if args.population_file:
+        population = Path(args.population_file).read_bytes()
+    with UpstreamServer(surveys, population, require_contact=args.require_contact, port=args.port) as up:
+        print(f"QUEST_BLS_BASE_URL={up.bls_base_url}")
+        print(f"QUEST_POPULATION_URL='{up.population_url}'")
+        sys.stdout.flush()
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,125 @@
+"""The Pulumi program: `pulumi up` runs this file (Pulumi.yaml `main: infra_pulumi/`).
+
+Every AWS resource goes through one explicit provider whose `default_tags` put `Project` and
+`Stack` on everything: unlike `aws:defaultTags` stack config, an explicit provider's tags are
+inputs of the program (visible to the mock tests and to policy checks) and cannot be forgotten
+in a new stack's YAML.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pulumi
+import pulumi_aws as aws
+
+from infra_pulumi import config as stack_config
+from infra_pulumi.package import BuiltPackage, PackageSpec, build, describe_zip
+from infra_pulumi.queue import NotificationQueue
+from infra_pulumi.runner import Runner, RunnerSchedule, RunnerSettings
+from infra_pulumi.storage import Storage
+
+
+def lambda_package(path: str | None) -> BuiltPackage:
+    """The prebuilt zip from config, else a build (cached by its inputs: a no-op when unchanged)."""
+    if path:
+        return describe_zip(Path(path).expanduser())
+    return build(PackageSpec())
+
+
+def main() -> None:
+    stack = stack_config.load()
+    cfg = stack.settings
+    prefix = stack.name_prefix
+
+    provider = aws.Provider(
+        "aws",
+        region=stack.region,
+        default_tags={"tags": {"Project": stack.project, "Stack": stack.stack}},
+    )
+    with_aws = pulumi.ResourceOptions(providers=[provider])
+    account_id = aws.get_caller_identity_output(opts=pulumi.InvokeOutputOptions(provider=provider)).account_id
+
+    storage = Storage(
+        f"{prefix}-storage",
+        encryption=cfg.encryption,
+        kms_key_arn=cfg.kms_key_arn,
+        noncurrent_version_expiration_days=cfg.noncurrent_version_expiration_days,
+        force_destroy=cfg.force_destroy,
+        opts=with_aws,
+    )
+    queue = NotificationQueue(
+        f"{prefix}-notifications",
+        bucket_name=storage.bucket_name,
+        bucket_arn=storage.bucket_arn,
+        account_id=account_id,
+        visibility_timeout_seconds=cfg.queue_visibility_timeout_seconds,
+        max_receive_count=cfg.dlq_max_receive_count,
+        alarm_topic_arn=cfg.alarm_topic_arn,
+        opts=with_aws,
+    )
+    runner = Runner(
+        f"{prefix}-runner",
+        settings=RunnerSettings(
+            contact=cfg.contact,
+            bls_surveys=cfg.bls_surveys,
+            timeout_seconds=cfg.function_timeout_seconds,
+            memory_mb=cfg.function_memory_mb,
+            batch_size=cfg.batch_size,
+            batching_window_seconds=cfg.batching_window_seconds,
+            log_retention_days=cfg.log_retention_days,
+            bls_base_url=cfg.bls_base_url,
+            population_url=cfg.population_url,
+            prefect_api_url=cfg.prefect_api_url,
+            invoke_self=cfg.uses_work_pool,
+        ),
+        package=lambda_package(cfg.lambda_package_path),
+        bucket_name=storage.bucket_name,
+        bucket_arn=storage.bucket_arn,
+        queue_arn=queue.queue_arn,
+        region=stack.region,
+        kms_key_arn=storage.kms_key_arn,
+        prefect_api_key=stack.prefect_api_key,
+        opts=with_aws,
+    )
+
+    if cfg.uses_work_pool:
+        # Prefect schedules the deployments; EventBridge only wakes the worker poll every minute.
+        from infra_pulumi.work_pool import LambdaWorkPool
+
+        pool = LambdaWorkPool(
+            f"{prefix}-work-pool",
+            pool_name=cfg.work_pool_name,
+            function_arn=runner.function_arn,
+            region=stack.region,
+            api_url=str(cfg.prefect_api_url),
+            api_key=stack.prefect_api_key,
+        )
+        RunnerSchedule(
+            f"{prefix}-poll-work-pool",
+            function_arn=runner.function_arn,
+            schedule_expression=cfg.poll_schedule_expression,
+            payload=pool.pool_name.apply(lambda name: {"poll_work_pool": name}),
+            description="one polling round of the Lambda work pool's worker",
+            opts=pulumi.ResourceOptions(parent=runner),
+        )
+        pulumi.export("workPoolName", pool.pool_name)
+    else:
+        RunnerSchedule(
+            f"{prefix}-daily-ingest",
+            function_arn=runner.function_arn,
+            schedule_expression=cfg.schedule_expression,
+            description="the ingest flow (BLS mirror + population snapshot)",
+            opts=pulumi.ResourceOptions(parent=runner),
+        )
+
+    pulumi.export("bucketName", storage.bucket_name)
+    pulumi.export("queueUrl", queue.queue_url)
+    pulumi.export("dlqUrl", queue.dlq_url)
+    pulumi.export("functionName", runner.function_name)
+    pulumi.export("functionArn", runner.function_arn)
+    pulumi.export("logGroupName", runner.log_group_name)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,169 @@
+"""IAM and resource policy documents, as pure functions of ARNs (no Pulumi, no I/O).
+
+Kept pure so the tests parse and check the exact documents the program deploys, and so each
+grant sits next to the reason it exists.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from flows.names import DATA_PREFIXES
+
+VERSION = "2012-10-17"
+
+# What the flows do with objects under the data prefixes. AbortMultipartUpload: the S3 store aborts
+# a multipart upload whose byte count is wrong (flows/store.py); without it the parts linger until
+# the lifecycle rule removes them. CopyObject (the sha256 metadata rewrite) needs Get + Put.
+OBJECT_ACTIONS: tuple[str, ...] = (
+    "s3:GetObject",
+    "s3:PutObject",
+    "s3:DeleteObject",
+    "s3:AbortMultipartUpload",
+)
+# The event source mapping polls on the function's behalf with the function's role.
+QUEUE_ACTIONS: tuple[str, ...] = ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes")
+# The log group is created by the stack, so the role never needs logs:CreateLogGroup.
+LOG_ACTIONS: tuple[str, ...] = ("logs:CreateLogStream", "logs:PutLogEvents")
+KMS_ACTIONS: tuple[str, ...] = ("kms:Decrypt", "kms:GenerateDataKey")
+
+
+def statement(
+    sid: str,
+    actions: Sequence[str],
+    resources: Sequence[str] | str,
+    effect: str = "Allow",
+    condition: dict | None = None,
+    principal: dict | str | None = None,
+) -> dict:
+    stmt: dict = {"Sid": sid, "Effect": effect}
+    if principal is not None:
+        stmt["Principal"] = principal
+    stmt["Action"] = list(actions)
+    stmt["Resource"] = resources if isinstance(resources, str) else list(resources)
+    if condition:
+        stmt["Condition"] = condition
+    return stmt
+
+
+def document(*statements: dict) -> dict:
+    return {"Version": VERSION, "Statement": list(statements)}
+
+
+def object_arns(bucket_arn: str, prefixes: Sequence[str] = DATA_PREFIXES) -> list[str]:
+    """`arn:aws:s3:::bucket/bls/*`, ... for each data prefix."""
+    return [f"{bucket_arn}/{prefix}*" for prefix in prefixes]
+
+
+def list_prefix_patterns(prefixes: Sequence[str] = DATA_PREFIXES) -> list[str]:
+    """`s3:prefix` values a ListObjectsV2 may use: the prefix itself and anything below it."""
+    patterns: list[str] = []
+    for prefix in prefixes:
+        patterns += [prefix, f"{prefix}*"]
+    return patterns
+
+
+def lambda_assume_role_policy() -> dict:
+    return document(
+        {
+            "Sid": "LambdaAssumes",
+            "Effect": "Allow",
+            "Principal": {"Service": "lambda.amazonaws.com"},
+            "Action": "sts:AssumeRole",
+        }
+    )
+
+
+@dataclass(frozen=True)
+class RunnerGrants:
+    """The resources the runner function touches; every field is a concrete ARN."""
+
+    bucket_arn: str
+    queue_arn: str
+    log_group_arn: str
+    secret_arn: str | None = None
+    kms_key_arn: str | None = None
+    region: str = ""
+
+
+def runner_policy(grants: RunnerGrants) -> dict:
+    """The runner role's inline policy: only the actions it uses, only on its own resources."""
+    statements = [
+        statement("DataObjects", OBJECT_ACTIONS, object_arns(grants.bucket_arn)),
+        statement(
+            "ListDataPrefixes",
+            ["s3:ListBucket"],
+            [grants.bucket_arn],
+            condition={"StringLike": {"s3:prefix": list_prefix_patterns()}},
+        ),
+        statement("ConsumeNotifications", QUEUE_ACTIONS, [grants.queue_arn]),
+        statement("WriteOwnLogs", LOG_ACTIONS, [f"{grants.log_group_arn}:*"]),
+    ]
+    if grants.secret_arn:
+        statements.append(
+            statement("ReadPrefectApiKey", ["secretsmanager:GetSecretValue"], [grants.secret_arn])
+        )
+    if grants.kms_key_arn:
+        # SSE-KMS: reading an object decrypts its data key, writing one generates a data key;
+        # only through S3 in the bucket's region, never directly.
+        via = (
+            {"StringEquals": {"kms:ViaService": f"s3.{grants.region}.amazonaws.com"}}
+            if grants.region
+            else None
+        )
+        statements.append(statement("UseBucketKey", KMS_ACTIONS, [grants.kms_key_arn], condition=via))
+    return document(*statements)
+
+
+def invoke_self_policy(function_arn: str) -> dict:
+    """The work-pool path: a worker poll inside the function invokes the function with a flow run id."""
+    return document(statement("InvokeSelfForFlowRuns", ["lambda:InvokeFunction"], [function_arn]))
+
+
+def s3_notification_queue_policy(queue_arn: str, bucket_arn: str, account_id: str) -> dict:
+    """Only S3, only for this bucket, only in this account, may send to the notification queue."""
+    return document(
+        statement(
+            "S3BucketNotifications",
+            ["sqs:SendMessage"],
+            [queue_arn],
+            principal={"Service": "s3.amazonaws.com"},
+            condition={
+                "ArnEquals": {"aws:SourceArn": bucket_arn},
+                "StringEquals": {"aws:SourceAccount": account_id},
+            },
+        )
+    )
+
+
+def tls_only_bucket_policy(bucket_arn: str) -> dict:
+    """Deny every request that does not use TLS (a Deny: `*` principal and `s3:*` are the point)."""
+    return document(
+        statement(
+            "DenyInsecureTransport",
+            ["s3:*"],
+            [bucket_arn, f"{bucket_arn}/*"],
+            effect="Deny",
+            principal="*",
+            condition={"Bool": {"aws:SecureTransport": "false"}},
+        )
+    )
+
+
+def secret_reader_policy(secret_arn: str, role_arn: str) -> dict:
+    """Resource policy on the API-key secret: no principal but the runner role may read its value.
+
+    A Deny for every other principal (`*` with a condition is how a resource policy says "all but
+    one"); administrators keep managing the secret, they just cannot read it.
+    """
+    return document(
+        statement(
+            "OnlyTheRunnerReads",
+            ["secretsmanager:GetSecretValue"],
+            [secret_arn],
+            effect="Deny",
+            principal="*",
+            condition={"StringNotEquals": {"aws:PrincipalArn": role_arn}},
+        )
+    )

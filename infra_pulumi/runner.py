@@ -1,0 +1,279 @@
+"""Runner: the one Lambda function (SQS reports, Prefect flow runs, schedules) with its least-privilege role.
+
+The function's entry paths are chosen by event shape in `flows.aws_lambda`; this module wires the
+events (SQS mapping, EventBridge schedule) and gives the role exactly what those paths use.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import pulumi
+import pulumi_aws as aws
+
+from flows.aws_lambda import LAMBDA_PREFECT_HOME
+from flows.names import (
+    ENV_BLS_BASE_URL,
+    ENV_BLS_SURVEYS,
+    ENV_CONTACT,
+    ENV_POPULATION_URL,
+    ENV_PREFECT_API_KEY_SECRET_ARN,
+    ENV_STORE,
+)
+from infra_pulumi import iam
+from infra_pulumi.package import BuiltPackage
+
+RUNTIME = "python3.12"
+HANDLER = "flows.aws_lambda.handler"
+ARCHITECTURE = "x86_64"  # the package is built for manylinux x86_64 wheels
+# Prefect's own variable names (not ours to rename).
+ENV_PREFECT_API_URL = "PREFECT_API_URL"
+ENV_PREFECT_HOME = "PREFECT_HOME"
+ENV_DO_NOT_TRACK = "DO_NOT_TRACK"
+# Code objects live outside the data prefixes, so the function's role cannot touch them.
+CODE_PREFIX = "lambda-code/"
+
+
+@dataclass(frozen=True)
+class RunnerSettings:
+    """What the runner needs from the stack config (plain values; secrets come separately)."""
+
+    contact: str
+    bls_surveys: list[str]
+    timeout_seconds: int
+    memory_mb: int
+    batch_size: int
+    batching_window_seconds: int
+    log_retention_days: int
+    bls_base_url: str | None = None
+    population_url: str | None = None
+    prefect_api_url: str | None = None
+    invoke_self: bool = False  # the work-pool path: a poll inside the function submits flow runs
+    extra_env: Mapping[str, str] = field(default_factory=dict)
+
+
+def function_environment(
+    settings: RunnerSettings, bucket_name: str, secret_arn: str | None = None
+) -> dict[str, str]:
+    """The function's environment, under the names `flows.settings` and Prefect read."""
+    env = {
+        ENV_STORE: f"s3://{bucket_name}",
+        ENV_BLS_SURVEYS: ",".join(settings.bls_surveys),
+        ENV_CONTACT: settings.contact,
+        ENV_PREFECT_HOME: LAMBDA_PREFECT_HOME,  # the code directory is read-only
+        ENV_DO_NOT_TRACK: "1",
+    }
+    if settings.bls_base_url:
+        env[ENV_BLS_BASE_URL] = settings.bls_base_url
+    if settings.population_url:
+        env[ENV_POPULATION_URL] = settings.population_url
+    if settings.prefect_api_url:
+        env[ENV_PREFECT_API_URL] = settings.prefect_api_url
+    if secret_arn:
+        env[ENV_PREFECT_API_KEY_SECRET_ARN] = secret_arn
+    env.update(settings.extra_env)
+    return env
+
+
+class Runner(pulumi.ComponentResource):
+    """The flow-runner Lambda, its role and policies, log group, API-key secret and SQS mapping."""
+
+    function: aws.lambda_.Function
+    function_name: pulumi.Output[str]
+    function_arn: pulumi.Output[str]
+    role_arn: pulumi.Output[str]
+    log_group_name: pulumi.Output[str]
+    secret_arn: pulumi.Output[str] | None
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        settings: RunnerSettings,
+        package: BuiltPackage,
+        bucket_name: pulumi.Input[str],
+        bucket_arn: pulumi.Input[str],
+        queue_arn: pulumi.Input[str],
+        region: str,
+        kms_key_arn: pulumi.Input[str] | None = None,
+        prefect_api_key: pulumi.Output[str] | None = None,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__("quest:runner:Runner", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+
+        log_group = aws.cloudwatch.LogGroup(
+            f"{name}-logs",
+            name=f"/aws/lambda/{name}",  # one readable group per stack; the function logs here
+            retention_in_days=settings.log_retention_days,
+            opts=child,
+        )
+        role = aws.iam.Role(
+            f"{name}-role",
+            description=f"{name}: the flow-runner function (only what its entry paths use)",
+            assume_role_policy=json.dumps(iam.lambda_assume_role_policy()),
+            opts=child,
+        )
+
+        self.secret_arn = None
+        secret_deps: list[pulumi.Resource] = []
+        if prefect_api_key is not None:
+            secret = aws.secretsmanager.Secret(
+                f"{name}-prefect-api-key",
+                description="Prefect API key for the flow-runner function",
+                recovery_window_in_days=7,
+                opts=child,
+            )
+            version = aws.secretsmanager.SecretVersion(
+                f"{name}-prefect-api-key-value",
+                secret_id=secret.id,
+                secret_string=pulumi.Output.secret(prefect_api_key),
+                opts=child,
+            )
+            aws.secretsmanager.SecretPolicy(
+                f"{name}-prefect-api-key-policy",
+                secret_arn=secret.arn,
+                policy=pulumi.Output.all(secret.arn, role.arn).apply(
+                    lambda args: json.dumps(iam.secret_reader_policy(*args))
+                ),
+                opts=child,
+            )
+            self.secret_arn = secret.arn
+            secret_deps.append(version)
+
+        grants = pulumi.Output.all(bucket_arn, queue_arn, log_group.arn, self.secret_arn, kms_key_arn).apply(
+            lambda a: iam.RunnerGrants(
+                bucket_arn=a[0],
+                queue_arn=a[1],
+                log_group_arn=a[2],
+                secret_arn=a[3],
+                kms_key_arn=a[4],
+                region=region,
+            )
+        )
+        policy = aws.iam.RolePolicy(
+            f"{name}-policy",
+            role=role.id,
+            policy=grants.apply(lambda g: json.dumps(iam.runner_policy(g))),
+            opts=child,
+        )
+
+        code = self._code(name, package, bucket_name, child)
+        environment = pulumi.Output.all(bucket_name, self.secret_arn).apply(
+            lambda a: function_environment(settings, a[0], a[1])
+        )
+        self.function = aws.lambda_.Function(
+            f"{name}-function",
+            description="quest: reports on S3 events, Prefect flow runs, scheduled ingest",
+            runtime=RUNTIME,
+            handler=HANDLER,
+            architectures=[ARCHITECTURE],
+            role=role.arn,
+            timeout=settings.timeout_seconds,
+            memory_size=settings.memory_mb,
+            source_code_hash=package.source_code_hash,
+            environment={"variables": environment},
+            logging_config={"log_format": "Text", "log_group": log_group.name},
+            **code,
+            # The role's permissions must exist before the first invocation; the secret's value too.
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[policy, log_group, *secret_deps]),
+        )
+
+        if settings.invoke_self:
+            aws.iam.RolePolicy(
+                f"{name}-invoke-self",
+                role=role.id,
+                policy=self.function.arn.apply(lambda arn: json.dumps(iam.invoke_self_policy(arn))),
+                opts=child,
+            )
+
+        # ReportBatchItemFailures: the handler returns the failed message ids, so one bad
+        # snapshot does not send the whole batch back to the queue.
+        aws.lambda_.EventSourceMapping(
+            f"{name}-sqs",
+            event_source_arn=queue_arn,
+            function_name=self.function.arn,
+            batch_size=settings.batch_size,
+            maximum_batching_window_in_seconds=settings.batching_window_seconds,
+            function_response_types=["ReportBatchItemFailures"],
+            # AWS checks the role can read the queue when the mapping is created.
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[policy]),
+        )
+
+        self.function_name = self.function.name
+        self.function_arn = self.function.arn
+        self.role_arn = role.arn
+        self.log_group_name = log_group.name
+        self.register_outputs(
+            {
+                "function_name": self.function_name,
+                "function_arn": self.function_arn,
+                "role_arn": self.role_arn,
+                "log_group_name": self.log_group_name,
+            }
+        )
+
+    def _code(
+        self,
+        name: str,
+        package: BuiltPackage,
+        bucket_name: pulumi.Input[str],
+        child: pulumi.ResourceOptions,
+    ) -> dict[str, object]:
+        """Direct upload under Lambda's 50 MB limit, else through an S3 object named by its hash."""
+        archive = pulumi.FileArchive(str(package.path))
+        if not package.needs_s3_upload:
+            return {"code": archive}
+        obj = aws.s3.BucketObjectv2(
+            f"{name}-code",
+            bucket=bucket_name,
+            key=f"{CODE_PREFIX}runner-{package.sha256[:16]}.zip",
+            source=pulumi.FileAsset(str(package.path)),
+            content_type="application/zip",
+            opts=child,
+        )
+        return {"s3_bucket": obj.bucket, "s3_key": obj.key}
+
+
+class RunnerSchedule(pulumi.ComponentResource):
+    """An EventBridge rule invoking the runner: the daily ingest, or the work-pool poll."""
+
+    rule_arn: pulumi.Output[str]
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        function_arn: pulumi.Input[str],
+        schedule_expression: str,
+        payload: pulumi.Input[Mapping[str, object]] | None = None,
+        description: str = "",
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__("quest:runner:RunnerSchedule", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        rule = aws.cloudwatch.EventRule(
+            f"{name}-rule", schedule_expression=schedule_expression, description=description, opts=child
+        )
+        # Without a payload the function receives EventBridge's own `Scheduled Event`
+        # (source aws.events), which flows.aws_lambda routes to the ingest flow.
+        target_input = None if payload is None else pulumi.Output.from_input(payload).apply(json.dumps)
+        permission = aws.lambda_.Permission(
+            f"{name}-may-invoke",
+            action="lambda:InvokeFunction",
+            function=function_arn,
+            principal="events.amazonaws.com",
+            source_arn=rule.arn,
+            opts=child,
+        )
+        aws.cloudwatch.EventTarget(
+            f"{name}-target",
+            rule=rule.name,
+            arn=function_arn,
+            input=target_input,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[permission]),
+        )
+        self.rule_arn = rule.arn
+        self.register_outputs({"rule_arn": self.rule_arn})

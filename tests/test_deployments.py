@@ -1,0 +1,236 @@
+"""prefect.yaml end to end on a real `prefect server start` (the harness runs no scheduler service).
+
+`prefect deploy --all` → the cron schedule makes scheduled runs on the server (the check that
+catches the SQLAlchemy 2.1 scheduler breakage) → a deployment run of the real `ingest` flow goes
+worker `run()` → Lambda emulator → handler in a Lambda-like subprocess → COMPLETED in the API, with
+the mirror and the population snapshot in moto S3 (a `ThreadedMotoServer` the subprocess reaches).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+from lambda_emulator import REPO, LambdaEmulator
+
+from flows.names import population_key
+from flows.samples import population_body, sample_bls_survey
+from flows.upstream_server import UpstreamServer
+from flows.worker import LambdaWorker
+from infra_pulumi.config import StackConfig
+from infra_pulumi.work_pool import WorkPoolProvider
+
+BUCKET = "quest-e2e"
+POOL = "quest-lambda"
+PREFECT = str(Path(sys.executable).with_name("prefect"))
+
+
+def _run_async(coro):
+    """Run a coroutine on a private loop: `asyncio.run` would unset the main thread's loop, which
+    later `@pulumi.runtime.test` tests in the same session rely on."""
+    loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(coro)
+    finally:
+        loop.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _quiet_env(home: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "QUEST_"))}
+    env.update(
+        PREFECT_HOME=str(home),
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        DO_NOT_TRACK="1",
+        PREFECT_UI_ENABLED="false",
+        **extra,
+    )
+    return env
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """`prefect server start` on loopback with its scheduler, stopped by PID afterwards."""
+    home = tmp_path_factory.mktemp("prefect-server")
+    port = _free_port()
+    env = _quiet_env(
+        home,
+        PREFECT_SERVER_DATABASE_CONNECTION_URL=f"sqlite+aiosqlite:///{home}/server.db",
+        PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS="2",
+    )
+    proc = subprocess.Popen(
+        [PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=open(home / "server.log", "wb"),  # noqa: SIM115 - closed with the process
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}/api"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"prefect server did not start: {(home / 'server.log').read_text()[-2000:]}"
+                )
+            time.sleep(0.5)
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+@pytest.fixture(scope="module")
+def moto_server():
+    from moto.server import ThreadedMotoServer
+
+    srv = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    srv.start()
+    host, port = srv.get_host_and_port()
+    yield f"http://{host}:{port}"
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def stack(server, moto_server, tmp_path_factory):
+    """What `pulumi up` + `prefect deploy --all` leave behind, on loopback."""
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=moto_server, region_name="us-east-1")
+    s3.create_bucket(Bucket=BUCKET)
+    survey = sample_bls_survey("pr", seed=5)
+    with (
+        UpstreamServer({"pr": survey}, population_body(), require_contact=True) as upstream,
+        LambdaEmulator() as lam,
+    ):
+        arn = lam.add_function(
+            "quest-dev-runner",
+            env={
+                "PREFECT_API_URL": server,
+                "AWS_ENDPOINT_URL": moto_server,
+                "QUEST_STORE": f"s3://{BUCKET}/data",
+                "QUEST_CONTACT": "tests@example.com",
+                "QUEST_BLS_BASE_URL": upstream.bls_base_url,
+                "QUEST_POPULATION_URL": upstream.population_url,
+                "QUEST_BLS_SURVEYS": "pr",
+            },
+        )
+        # The pool exactly as the Pulumi component creates it, pointed at the emulator.
+        provider = WorkPoolProvider()
+        from flows.worker import base_job_template_for
+
+        template = base_job_template_for(arn, region="us-east-1", endpoint_url=lam.endpoint_url)
+        provider.create({"name": POOL, "api_url": server, "api_key": None, "base_job_template": template})
+
+        home = tmp_path_factory.mktemp("prefect-cli")
+        deploy = subprocess.run(
+            [PREFECT, "--no-prompt", "deploy", "--all"],
+            cwd=REPO,
+            env=_quiet_env(home, PREFECT_API_URL=server),
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=False,
+        )
+        assert deploy.returncode == 0, deploy.stdout[-3000:] + deploy.stderr[-3000:]
+        yield {"api_url": server, "lam": lam, "s3": s3, "survey": survey, "upstream": upstream}
+
+
+def _client(api_url: str):
+    from prefect.client.orchestration import SyncPrefectClient
+
+    return SyncPrefectClient(api_url)
+
+
+def test_prefect_yaml_deploys_both_deployments_on_the_lambda_pool(stack):
+    with _client(stack["api_url"]) as client:
+        ingest = client.read_deployment_by_name("ingest/ingest")
+        reports = client.read_deployment_by_name("reports/reports")
+    assert ingest.work_pool_name == reports.work_pool_name == POOL
+    assert ingest.entrypoint == "flows/ingest.py:ingest"
+    (schedule,) = ingest.schedules
+    assert schedule.schedule.cron == "0 6 * * *" and schedule.schedule.timezone == "UTC"
+    assert schedule.active
+    assert reports.parameters == {"population_key": None, "quarters_only": False}
+    assert set(reports.parameter_openapi_schema["properties"]) >= {"population_key", "quarters_only"}
+
+
+def test_cron_schedule_creates_scheduled_runs_at_six_utc(stack):
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
+
+    deadline = time.monotonic() + 60
+    runs = []
+    with _client(stack["api_url"]) as client:
+        while not runs and time.monotonic() < deadline:
+            runs = client.read_flow_runs(
+                deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=["ingest"]))
+            )
+            runs = [r for r in runs if r.state and r.state.is_scheduled()]
+            time.sleep(1)
+    assert runs, "the server's scheduler created no runs for the daily cron"
+    for run in runs:
+        start = run.expected_start_time.astimezone(UTC)
+        assert (start.hour, start.minute) == (6, 0) and start > datetime.now(UTC)
+
+
+def test_ingest_deployment_runs_on_lambda_and_fills_s3(stack):
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    lam, s3 = stack["lam"], stack["s3"]
+    with temporary_settings({PREFECT_API_URL: stack["api_url"]}):
+        with _client(stack["api_url"]) as client:
+            deployment = client.read_deployment_by_name("ingest/ingest")
+            run = client.create_flow_run_from_deployment(deployment.id)
+
+        async def poll():
+            async with LambdaWorker(work_pool_name=POOL, create_pool_if_not_found=False) as worker:
+                return await worker.get_and_submit_flow_runs()
+
+        assert run.id in {r.id for r in _run_async(poll())}
+    lam.wait_idle(180)
+    with _client(stack["api_url"]) as client:
+        done = client.read_flow_run(run.id)
+    call = [c for c in lam.invocations if c.event.get("flow_run_id") == str(run.id)][-1]
+    assert done.state.is_completed(), f"{done.state}\n{call.logs[-4000:]}"
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix="data/").get("Contents", [])}
+    assert {f"data/bls/pr/{name}" for name in stack["survey"]} <= keys
+    assert any(k.startswith("data/population/") and k.endswith(".json") for k in keys), keys
+    assert population_key("x").startswith("population/")
+
+
+def test_local_prefect_file_mirrors_the_lambda_one():
+    lam_file = yaml.safe_load((REPO / "prefect.yaml").read_text())
+    local_file = yaml.safe_load((REPO / "prefect.local.yaml").read_text())
+    assert [d["work_pool"]["name"] for d in lam_file["deployments"]] == [POOL, POOL]
+    assert [d["work_pool"]["name"] for d in local_file["deployments"]] == ["local", "local"]
+    for deployment in (*lam_file["deployments"], *local_file["deployments"]):
+        deployment.pop("work_pool")
+    assert lam_file["deployments"] == local_file["deployments"]
+    # The pool name in prefect.yaml is the stack's default `workPoolName`.
+    assert StackConfig.model_fields["work_pool_name"].default == POOL
+    assert shutil.which(PREFECT) or Path(PREFECT).exists()

@@ -1,0 +1,134 @@
+"""The policy rules themselves: each flags the violation it exists for, so passing means something."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from infra_pulumi import iam, policies
+from infra_pulumi.policies import Resource, check
+
+PROVIDER = "urn:pulumi:dev::quest::pulumi:providers:aws::aws::id-1"
+BUCKET_ARN = "arn:aws:s3:::b"
+Q_ARN = "arn:aws:sqs:us-east-1:1:q"
+DLQ_ARN = "arn:aws:sqs:us-east-1:1:dlq"
+FN_ARN = "arn:aws:lambda:us-east-1:1:function:f"
+
+
+def _r(typ: str, name: str, outputs: dict | None = None, **inputs) -> Resource:
+    return Resource(type=f"aws:{typ}", name=name, inputs=inputs, outputs=outputs or {}, provider=PROVIDER)
+
+
+def good_stack() -> list[Resource]:
+    policy = iam.runner_policy(iam.RunnerGrants(BUCKET_ARN, Q_ARN, "arn:aws:logs:us-east-1:1:log-group:g"))
+    return [
+        Resource(
+            "pulumi:providers:aws",
+            "aws",
+            {"defaultTags": json.dumps({"tags": {"Project": "p", "Stack": "s"}})},
+        ),
+        _r("s3/bucket:Bucket", "b", {"arn": BUCKET_ARN}),
+        _r(
+            "s3/bucketPublicAccessBlock:BucketPublicAccessBlock",
+            "pab",
+            blockPublicAcls=True,
+            blockPublicPolicy=True,
+            ignorePublicAcls=True,
+            restrictPublicBuckets=True,
+        ),
+        _r(
+            "s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration",
+            "sse",
+            rules=[{"applyServerSideEncryptionByDefault": {"sseAlgorithm": "AES256"}}],
+        ),
+        _r("s3/bucketVersioning:BucketVersioning", "v", versioningConfiguration={"status": "Enabled"}),
+        _r("s3/bucketPolicy:BucketPolicy", "tls", policy=json.dumps(iam.tls_only_bucket_policy(BUCKET_ARN))),
+        _r(
+            "sqs/queue:Queue",
+            "q",
+            {"arn": Q_ARN},
+            sqsManagedSseEnabled=True,
+            visibilityTimeoutSeconds=3600,
+            redrivePolicy=json.dumps({"deadLetterTargetArn": DLQ_ARN, "maxReceiveCount": 5}),
+        ),
+        _r("sqs/queue:Queue", "dlq", {"arn": DLQ_ARN}, sqsManagedSseEnabled=True),
+        _r("iam/rolePolicy:RolePolicy", "p", policy=json.dumps(policy)),
+        _r(
+            "lambda/function:Function",
+            "f",
+            {"arn": FN_ARN},
+            timeout=600,
+            environment={"variables": {"QUEST_PREFECT_API_KEY_SECRET_ARN": "arn:aws:secretsmanager:x"}},
+        ),
+        _r(
+            "lambda/eventSourceMapping:EventSourceMapping",
+            "m",
+            functionName=FN_ARN,
+            eventSourceArn=Q_ARN,
+            functionResponseTypes=["ReportBatchItemFailures"],
+        ),
+        _r("cloudwatch/logGroup:LogGroup", "g", retentionInDays=14),
+    ]
+
+
+def _replace(stack: list[Resource], name: str, **inputs) -> list[Resource]:
+    return [
+        Resource(r.type, r.name, {**r.inputs, **inputs}, r.outputs, r.provider, r.id) if r.name == name else r
+        for r in stack
+    ]
+
+
+def test_a_good_stack_passes():
+    assert check(good_stack()) == []
+
+
+@pytest.mark.parametrize(
+    ("name", "change", "rule"),
+    [
+        ("pab", {"restrictPublicBuckets": False}, "public-access-block"),
+        (
+            "sse",
+            {"rules": [{"applyServerSideEncryptionByDefault": {"sseAlgorithm": "none"}}]},
+            "bucket-encryption",
+        ),
+        ("v", {"versioningConfiguration": {"status": "Suspended"}}, "bucket-versioning"),
+        ("tls", {"policy": json.dumps(iam.document())}, "tls-only"),
+        ("q", {"sqsManagedSseEnabled": False}, "queue-encryption"),
+        ("q", {"redrivePolicy": None}, "dead-letter-queue"),
+        (
+            "p",
+            {"policy": json.dumps(iam.document(iam.statement("x", ["s3:*"], [BUCKET_ARN])))},
+            "iam-no-wildcard-action",
+        ),
+        (
+            "p",
+            {"policy": json.dumps(iam.document(iam.statement("x", ["s3:GetObject"], "*")))},
+            "iam-no-wildcard-resource",
+        ),
+        ("f", {"environment": {"variables": {"PREFECT_API_KEY": "pnu_x"}}}, "no-plaintext-secret"),
+        ("m", {"functionResponseTypes": []}, "partial-batch-response"),
+        ("f", {"timeout": 900}, "visibility-timeout"),
+        ("g", {"retentionInDays": None}, "log-retention"),
+        ("aws", {"defaultTags": json.dumps({"tags": {"Project": "p"}})}, "default-tags"),
+    ],
+)
+def test_each_rule_flags_its_violation(name, change, rule):
+    violations = check(_replace(good_stack(), name, **change))
+    assert rule in {v.rule for v in violations}, violations
+
+
+def test_missing_companions_and_foreign_providers_are_flagged():
+    stack = [r for r in good_stack() if r.name not in ("pab", "sse", "v", "tls")]
+    rules = {v.rule for v in check(stack)}
+    assert {"public-access-block", "bucket-encryption", "bucket-versioning", "tls-only"} <= rules
+    stray = Resource("aws:sqs/queue:Queue", "stray", {"sqsManagedSseEnabled": True}, provider="")
+    assert any(
+        v.resource == "stray" for v in policies.aws_resources_tagged_by_provider([*good_stack(), stray])
+    )
+
+
+def test_deny_statements_may_use_wildcards():
+    doc = iam.secret_reader_policy("arn:aws:secretsmanager:x", "arn:aws:iam::1:role/r")
+    stack = _replace(good_stack(), "p", policy=json.dumps(doc))
+    assert policies.iam_least_privilege(stack) == []

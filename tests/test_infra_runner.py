@@ -1,0 +1,202 @@
+"""Runner component under Pulumi mocks: function, role, secret, SQS mapping, schedules."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import pulumi
+import pytest
+from pulumi_mocks import ACCOUNT, install, is_secret_value, policy_doc, run
+
+from flows.aws_lambda import event_kind
+from flows.names import ENV_CONTACT, ENV_PREFECT_API_KEY_SECRET_ARN, ENV_STORE
+from infra_pulumi.package import DIRECT_UPLOAD_LIMIT_BYTES, describe_zip
+from infra_pulumi.runner import CODE_PREFIX, HANDLER, RUNTIME, Runner, RunnerSchedule, RunnerSettings
+
+BUCKET_ARN = "arn:aws:s3:::quest-data"
+QUEUE_ARN = f"arn:aws:sqs:us-east-1:{ACCOUNT}:quest-queue"
+API_KEY = "pnu_this-is-the-secret-api-key-0123456789"
+
+
+@pytest.fixture
+def package(tmp_path: Path):
+    path = tmp_path / "runner.zip"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("flows/__init__.py", "")
+    return describe_zip(path)
+
+
+def _settings(**overrides) -> RunnerSettings:
+    values = dict(
+        contact="me@example.com",
+        bls_surveys=["pr", "ce"],
+        timeout_seconds=300,
+        memory_mb=2048,
+        batch_size=4,
+        batching_window_seconds=2,
+        log_retention_days=30,
+    )
+    values.update(overrides)
+    return RunnerSettings(**values)
+
+
+def _runner(package, settings=None, api_key=None, **kwargs):
+    config = {"contact": "me@example.com"}
+    mocks = install({**config, "prefectApiKey": API_KEY} if api_key else config, ["prefectApiKey"])
+
+    def program():
+        key = pulumi.Config().require_secret("prefectApiKey") if api_key else None
+        runner = Runner(
+            "run",
+            settings=settings or _settings(),
+            package=package,
+            bucket_name="quest-data",
+            bucket_arn=BUCKET_ARN,
+            queue_arn=QUEUE_ARN,
+            region="us-east-1",
+            prefect_api_key=key,
+            **kwargs,
+        )
+        return pulumi.Output.all(runner.function_arn, runner.function_name, runner.secret_arn)
+
+    return mocks, run(program)
+
+
+def _env(mocks) -> dict[str, str]:
+    return mocks.one("aws:lambda/function:Function").inputs["environment"]["variables"]
+
+
+def test_function_runs_the_shared_handler_with_the_flows_settings(package):
+    mocks, (arn, name, secret_arn) = _runner(package)
+    fn = mocks.one("aws:lambda/function:Function")
+    assert fn.inputs["runtime"] == RUNTIME == "python3.12"
+    assert fn.inputs["handler"] == HANDLER == "flows.aws_lambda.handler"
+    assert fn.inputs["timeout"] == 300 and fn.inputs["memorySize"] == 2048
+    assert fn.inputs["sourceCodeHash"] == package.source_code_hash
+    assert "code" in fn.inputs and "s3Key" not in fn.inputs  # small: direct upload
+    assert arn == fn.arn and name == fn.outputs["name"] and secret_arn is None
+    env = _env(mocks)
+    assert env[ENV_STORE] == "s3://quest-data"
+    assert env[ENV_CONTACT] == "me@example.com"
+    assert env["QUEST_BLS_SURVEYS"] == "pr,ce"
+    assert env["PREFECT_HOME"] == "/tmp/prefect" and env["DO_NOT_TRACK"] == "1"
+    assert "PREFECT_API_URL" not in env and ENV_PREFECT_API_KEY_SECRET_ARN not in env
+    # The variables are the ones flows/settings.py reads.
+    from flows.settings import Settings
+
+    quest = {k: v for k, v in env.items() if k.startswith("QUEST_")}
+    settings = Settings(_env_file=None, **{k.removeprefix("QUEST_").lower(): v for k, v in quest.items()})
+    assert settings.store == "s3://quest-data" and settings.bls_surveys == ["pr", "ce"]
+
+    group = mocks.one("aws:cloudwatch/logGroup:LogGroup")
+    assert group.inputs["retentionInDays"] == 30
+    assert fn.inputs["loggingConfig"]["logGroup"] == group.outputs["name"]
+
+
+def test_role_policy_is_least_privilege_and_precedes_the_function(package):
+    mocks, _ = _runner(package)
+    role = mocks.one("aws:iam/role:Role")
+    (assume,) = json.loads(role.inputs["assumeRolePolicy"])["Statement"]
+    assert assume["Principal"] == {"Service": "lambda.amazonaws.com"}
+    (policy,) = mocks.of_type("aws:iam/rolePolicy:RolePolicy")
+    assert policy.inputs["role"] == role.id
+    doc = policy_doc(policy)
+    for stmt in doc["Statement"]:
+        assert stmt["Effect"] == "Allow"
+        assert all(a != "*" and not a.endswith(":*") for a in stmt["Action"])
+        assert "*" not in stmt["Resource"]
+    resources = {r for s in doc["Statement"] for r in s["Resource"]}
+    group_arn = mocks.one("aws:cloudwatch/logGroup:LogGroup").outputs["arn"]
+    assert resources == {
+        f"{BUCKET_ARN}/bls/*",
+        f"{BUCKET_ARN}/population/*",
+        f"{BUCKET_ARN}/reports/*",
+        BUCKET_ARN,
+        QUEUE_ARN,
+        f"{group_arn}:*",
+    }
+    assert mocks.depends_on("run-function", "run-policy")
+    assert mocks.depends_on("run-sqs", "run-policy")
+
+
+def test_sqs_mapping_reports_batch_item_failures(package):
+    mocks, (arn, _name, _secret) = _runner(package)
+    mapping = mocks.one("aws:lambda/eventSourceMapping:EventSourceMapping").inputs
+    assert mapping["functionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert mapping["eventSourceArn"] == QUEUE_ARN and mapping["functionName"] == arn
+    assert mapping["batchSize"] == 4 and mapping["maximumBatchingWindowInSeconds"] == 2
+
+
+def test_api_key_lives_in_a_secret_only_the_role_reads(package):
+    mocks, (_arn, _name, secret_arn) = _runner(
+        package, _settings(prefect_api_url="https://prefect.example/api"), api_key=True
+    )
+    secret = mocks.one("aws:secretsmanager/secret:Secret")
+    assert secret_arn == secret.arn
+    env = _env(mocks)
+    assert env[ENV_PREFECT_API_KEY_SECRET_ARN] == secret.arn
+    assert env["PREFECT_API_URL"] == "https://prefect.example/api"
+    version = mocks.one("aws:secretsmanager/secretVersion:SecretVersion")
+    assert version.inputs["secretId"] == secret.id
+    # It reaches the engine marked secret (encrypted in the state), never as a plain string.
+    assert is_secret_value(version.inputs["secretString"])
+    assert version.inputs["secretString"]["value"] == API_KEY
+    # The value appears nowhere else: not in the environment, not in any policy or other input.
+    for resource in mocks.resources:
+        if resource is not version:
+            assert API_KEY not in json.dumps(resource.inputs, default=str), resource.name
+    role = mocks.one("aws:iam/role:Role")
+    (deny,) = policy_doc(mocks.one("aws:secretsmanager/secretPolicy:SecretPolicy"))["Statement"]
+    assert deny["Condition"]["StringNotEquals"]["aws:PrincipalArn"] == role.arn
+    by_sid = {s["Sid"]: s for s in policy_doc(mocks.one("aws:iam/rolePolicy:RolePolicy"))["Statement"]}
+    assert by_sid["ReadPrefectApiKey"]["Resource"] == [secret.arn]
+    assert mocks.depends_on("run-function", "run-prefect-api-key-value")
+
+
+def test_large_package_goes_through_an_s3_object(package):
+    from dataclasses import replace
+
+    big = replace(package, zipped_bytes=DIRECT_UPLOAD_LIMIT_BYTES + 1)
+    mocks, _ = _runner(big)
+    obj = mocks.one("aws:s3/bucketObjectv2:BucketObjectv2")
+    assert obj.inputs["bucket"] == "quest-data"
+    assert obj.inputs["key"] == f"{CODE_PREFIX}runner-{package.sha256[:16]}.zip"
+    assert not obj.inputs["key"].startswith(("bls/", "population/", "reports/"))  # role cannot touch it
+    fn = mocks.one("aws:lambda/function:Function").inputs
+    assert fn["s3Bucket"] == "quest-data" and fn["s3Key"] == obj.inputs["key"] and "code" not in fn
+
+
+def test_work_pool_path_may_invoke_only_itself(package):
+    mocks, (arn, _name, _secret) = _runner(package, _settings(invoke_self=True))
+    policies = {p.name: policy_doc(p) for p in mocks.of_type("aws:iam/rolePolicy:RolePolicy")}
+    (stmt,) = policies["run-invoke-self"]["Statement"]
+    assert stmt["Action"] == ["lambda:InvokeFunction"] and stmt["Resource"] == [arn]
+
+
+@pytest.mark.parametrize("payload", [None, {"poll_work_pool": "quest-lambda"}])
+def test_schedule_invokes_the_function_with_a_routable_event(payload):
+    mocks = install({"contact": "me@example.com"})
+    fn_arn = f"arn:aws:lambda:us-east-1:{ACCOUNT}:function:runner"
+    run(
+        lambda: (
+            RunnerSchedule(
+                "sched", function_arn=fn_arn, schedule_expression="cron(0 6 * * ? *)", payload=payload
+            ).rule_arn
+        )
+    )
+    rule = mocks.one("aws:cloudwatch/eventRule:EventRule")
+    assert rule.inputs["scheduleExpression"] == "cron(0 6 * * ? *)"
+    permission = mocks.one("aws:lambda/permission:Permission").inputs
+    assert permission["principal"] == "events.amazonaws.com" and permission["sourceArn"] == rule.arn
+    assert permission["function"] == fn_arn and permission["action"] == "lambda:InvokeFunction"
+    target = mocks.one("aws:cloudwatch/eventTarget:EventTarget").inputs
+    assert target["arn"] == fn_arn and target["rule"] == rule.outputs["name"]
+    if payload is None:
+        # EventBridge delivers its own Scheduled Event, which the handler routes to ingest.
+        assert "input" not in target
+        assert event_kind({"source": "aws.events", "detail-type": "Scheduled Event"}) == "ingest"
+    else:
+        assert json.loads(target["input"]) == payload
+        assert event_kind(json.loads(target["input"])) == "poll"

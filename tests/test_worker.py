@@ -1,0 +1,252 @@
+"""The `aws-lambda` worker against a real Prefect API (session harness) and the Lambda emulator.
+
+A deployment run → the worker's `run()` → boto3 `Invoke` → the loopback Lambda API → the
+project's handler in a Lambda-like subprocess → the flow run's final state in the Prefect API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+
+import pytest
+from lambda_emulator import REPO, LambdaEmulator
+
+from flows.worker import (
+    LambdaInvokeError,
+    LambdaJobConfiguration,
+    LambdaWorker,
+    base_job_template_for,
+    default_base_job_template,
+    invocation_payload,
+    invoke_failure,
+)
+
+CODE = ("flows", "tests/worker_flows.py")
+
+
+# --------------------------------------------------------------------------- pure parts
+
+
+def _run_async(coro):
+    """Run a coroutine on a private loop: `asyncio.run` would unset the main thread's loop, which
+    later `@pulumi.runtime.test` tests in the same session rely on."""
+    loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(coro)
+    finally:
+        loop.close()
+
+
+def test_registered_through_the_collections_entry_point():
+    from prefect.workers.base import BaseWorker
+
+    assert BaseWorker.get_worker_class_from_type("aws-lambda") is LambdaWorker
+
+
+def test_default_template_reads_well_in_the_ui():
+    template = default_base_job_template()
+    props = template["variables"]["properties"]
+    assert set(template["job_configuration"]) == {
+        "env",
+        "function_name",
+        "region",
+        "invocation_type",
+        "endpoint_url",
+    }
+    assert set(props) == {"env", "function_name", "region", "invocation_type", "endpoint_url"}
+    assert props["invocation_type"]["default"] == "Event"
+    assert props["invocation_type"]["enum"] == ["Event", "RequestResponse"]
+    assert all(p.get("description") and p.get("title") for p in props.values())
+    assert template["variables"]["required"] == ["function_name"]
+
+
+def test_template_for_a_function_sets_defaults():
+    arn = "arn:aws:lambda:eu-west-1:123456789012:function:runner"
+    template = base_job_template_for(arn, region="eu-west-1", env={"QUEST_BLS_SURVEYS": "pr"})
+    props = template["variables"]["properties"]
+    assert props["function_name"]["default"] == arn
+    assert props["region"]["default"] == "eu-west-1"
+    assert props["env"]["default"] == {"QUEST_BLS_SURVEYS": "pr"}
+    assert "function_name" not in template["variables"].get("required", [])
+    with pytest.raises(ValueError):
+        base_job_template_for("")
+
+
+def test_payload_never_carries_credentials():
+    env = {
+        "QUEST_BLS_SURVEYS": "pr,cu",
+        "PREFECT_API_KEY": "pnu_secret",
+        "prefect_api_auth_string": "admin:pw",
+        "AWS_SECRET_ACCESS_KEY": "x",
+        "UNSET": None,
+    }
+    body = json.loads(invocation_payload("abc", env, "Event"))
+    assert body == {"flow_run_id": "abc", "env": {"QUEST_BLS_SURVEYS": "pr,cu"}}
+
+
+def test_payload_over_lambda_limit_is_refused():
+    with pytest.raises(LambdaInvokeError, match="byte limit"):
+        invocation_payload("abc", {"BIG": "x" * 300_000}, "Event")
+    assert invocation_payload("abc", {"BIG": "x" * 300_000}, "RequestResponse")
+
+
+def test_invoke_failure_reasons():
+    ok = {"StatusCode": 202, "ResponseMetadata": {"RequestId": "r1"}}
+    assert invoke_failure(ok, "f") is None
+    err = {
+        "StatusCode": 200,
+        "FunctionError": "Unhandled",
+        "Payload": json.dumps({"errorType": "KeyError", "errorMessage": "'x'"}).encode(),
+        "ResponseMetadata": {"RequestId": "r2"},
+    }
+    assert invoke_failure(err, "f") == "function f (request r2) failed (Unhandled): KeyError: 'x'"
+    assert "status 500" in invoke_failure({"StatusCode": 500}, "f")
+
+
+# --------------------------------------------------------------------------- real API + emulator
+
+
+@pytest.fixture(scope="module")
+def lam(prefect_harness):
+    from prefect.settings import PREFECT_API_URL
+
+    with LambdaEmulator(code_paths=CODE) as emulator:
+        emulator.add_function("runner", env={"PREFECT_API_URL": PREFECT_API_URL.value()})
+        yield emulator
+
+
+def _pool_and_deployment(lam, flow_name: str, function: str = "runner", **template_options):
+    """A fresh aws-lambda pool and a deployment of `tests/worker_flows.py:<flow_name>` on it."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+
+    pool = f"lambda-{uuid.uuid4().hex[:8]}"
+    template = base_job_template_for(
+        lam.function_arn(function), endpoint_url=lam.endpoint_url, **template_options
+    )
+    with get_client(sync_client=True) as client:
+        client.create_work_pool(WorkPoolCreate(name=pool, type="aws-lambda", base_job_template=template))
+        flow_id = client.create_flow_from_name(flow_name)
+        deployment_id = client.create_deployment(
+            flow_id=flow_id,
+            name=f"{flow_name}-{pool}",
+            entrypoint=f"tests/worker_flows.py:{flow_name}",
+            work_pool_name=pool,
+            job_variables={"env": {"QUEST_PROBE": "from-deployment", "PREFECT_API_KEY": "pnu_leak"}},
+        )
+    return pool, deployment_id
+
+
+def _run_once(pool: str, deployment_id, parameters=None):
+    """Create a deployment run and let one worker polling round submit it."""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        run = client.create_flow_run_from_deployment(deployment_id, parameters=parameters or {})
+
+    async def poll():
+        async with LambdaWorker(work_pool_name=pool, create_pool_if_not_found=False) as worker:
+            return await worker.get_and_submit_flow_runs()
+
+    assert run.id in {r.id for r in _run_async(poll())}
+    return run.id
+
+
+def _state(run_id):
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        return client.read_flow_run(run_id)
+
+
+def test_deployment_run_completes_in_the_function(lam):
+    pool, deployment_id = _pool_and_deployment(lam, "echo")
+    run_id = _run_once(
+        pool, deployment_id, {"names": ["QUEST_PROBE", "PREFECT_API_KEY", "AWS_LAMBDA_FUNCTION_NAME"]}
+    )
+    lam.wait_idle(60)
+    run = _state(run_id)
+    call = [c for c in lam.invocations if c.event.get("flow_run_id") == str(run_id)][-1]
+    assert run.state.type.value == "COMPLETED", call.logs[-3000:]
+    assert call.invocation_type == "Event" and call.function_error is None
+    assert call.result["state"] == "Completed"
+    assert run.infrastructure_pid == call.request_id
+    assert call.event["env"]["QUEST_PROBE"] == "from-deployment"
+    assert "PREFECT_API_KEY" not in call.event["env"]
+
+
+def test_flow_failing_inside_the_function_ends_failed(lam):
+    pool, deployment_id = _pool_and_deployment(lam, "fail", invocation_type="RequestResponse")
+    run_id = _run_once(pool, deployment_id, {"message": "bad data"})
+    run = _state(run_id)
+    call = [c for c in lam.invocations if c.event.get("flow_run_id") == str(run_id)][-1]
+    assert call.function_error is None, "a failed flow is not a function error (no Lambda retry)"
+    assert run.state.type.value == "FAILED", call.logs[-3000:]
+    assert call.result["state"] == "Failed"
+
+
+def test_unknown_function_marks_the_run_crashed(lam):
+    pool, deployment_id = _pool_and_deployment(lam, "echo", function="missing")
+    run_id = _run_once(pool, deployment_id)
+    run = _state(run_id)
+    assert run.state.type.value == "CRASHED"
+    assert "ResourceNotFoundException" in run.state.message
+    assert "missing" in run.state.message
+
+
+def test_function_error_marks_the_run_crashed_with_the_reason(lam):
+    # The function cannot read its API key secret: the handler raises before running anything.
+    lam.add_function(
+        "misconfigured",
+        env={
+            "PREFECT_API_URL": lam.functions["runner"].env["PREFECT_API_URL"],
+            "QUEST_PREFECT_API_KEY_SECRET_ARN": "arn:aws:secretsmanager:us-east-1:123456789012:secret:nope",
+            "AWS_ENDPOINT_URL": "http://127.0.0.1:9",
+            "AWS_MAX_ATTEMPTS": "1",
+        },
+    )
+    pool, deployment_id = _pool_and_deployment(
+        lam, "echo", function="misconfigured", invocation_type="RequestResponse"
+    )
+    run_id = _run_once(pool, deployment_id)
+    run = _state(run_id)
+    assert run.state.type.value == "CRASHED"
+    assert "(Unhandled)" in run.state.message
+    assert "FlowRunEntryError" in run.state.message and "secret" in run.state.message
+
+
+def test_serverless_poll_submits_due_scheduled_runs(lam):
+    import boto3
+    from prefect.client.orchestration import get_client
+
+    pool, deployment_id = _pool_and_deployment(lam, "echo")
+    with get_client(sync_client=True) as client:
+        run = client.create_flow_run_from_deployment(deployment_id)  # Scheduled, due now
+    client = boto3.client("lambda", endpoint_url=lam.endpoint_url, region_name="us-east-1")
+    response = client.invoke(FunctionName="runner", Payload=json.dumps({"poll_work_pool": pool}).encode())
+    body = json.loads(response["Payload"].read())
+    assert response.get("FunctionError") is None, body
+    assert body == {"work_pool": pool, "submitted": [str(run.id)]}
+    lam.wait_idle(60)
+    done = _state(run.id)
+    assert done.state.type.value == "COMPLETED"
+
+
+def test_poll_of_a_missing_pool_is_a_function_error(lam):
+    import boto3
+
+    client = boto3.client("lambda", endpoint_url=lam.endpoint_url, region_name="us-east-1")
+    response = client.invoke(
+        FunctionName="runner", Payload=json.dumps({"poll_work_pool": "no-such-pool"}).encode()
+    )
+    body = json.loads(response["Payload"].read())
+    assert response.get("FunctionError") == "Unhandled"
+    assert "no-such-pool" in body["errorMessage"] and "not found" in body["errorMessage"]
+
+
+def test_job_configuration_drops_worker_settings_from_env():
+    # The worker's own Prefect settings (key, home) must not become the run's environment.
+    assert LambdaJobConfiguration._base_environment() == {}
+    assert REPO.joinpath("tests/worker_flows.py").exists()
