@@ -58,11 +58,12 @@ def store_scope(store_url: str) -> tuple[str | None, str]:
 
 
 def run_reports_flow(settings: Any, population_key: str, reports_ts: str) -> ReportOutcome:
-    """Run the reports flow on one snapshot (a Prefect flow run reporting to the configured API)."""
+    """Run the reports flow on one snapshot (a flow run when a Prefect API exists, else plain Python)."""
+    from flows.orchestration import run_flow
     from flows.reports import reports, reports_location
     from flows.store import store_from_settings
 
-    result = reports(population_key=population_key, reports_ts=reports_ts)
+    result = run_flow(reports, population_key=population_key, reports_ts=reports_ts)
     location = reports_location(store_from_settings(settings), reports_ts)
     return ReportOutcome(result=result, location=location)
 

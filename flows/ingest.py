@@ -12,21 +12,19 @@ per file in the UI with each retry logged to it.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
+from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
-from prefect.context import FlowRunContext
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, Field
 
 from flows.errors import QuestError
 from flows.http import IncompleteBody, RetryPolicy, call_with_retries, check_status, make_client
 from flows.names import bls_key, bls_survey_prefix, population_key, timestamp
+from flows.orchestration import call, in_flow_run, markdown_artifact, run_flow, run_logger
 from flows.progress import current_sink
 from flows.settings import Settings
 from flows.sources.bls import Listing, fetch_listing
@@ -99,45 +97,6 @@ class IngestSummary(BaseModel):
     population: PopulationSummary
 
 
-# --------------------------------------------------------------------------- orchestrated or plain
-# The same flow bodies run two ways: inside a Prefect flow run (tasks, subflows, artifacts, run
-# logger: what the UI shows), or as plain Python when no Prefect API exists at all, which is the
-# Lambda's scheduled path on a stack without Prefect (prefect-client carries no local server).
-
-
-def _in_flow_run() -> bool:
-    return FlowRunContext.get() is not None
-
-
-def _call(prefect_callable: Any, *args: Any, **kwargs: Any) -> Any:
-    """A task or subflow through Prefect inside a flow run; its plain function outside one."""
-    if _in_flow_run():
-        return prefect_callable(*args, **kwargs)
-    return prefect_callable.fn(*args, **kwargs)
-
-
-def _logger() -> Any:
-    return get_run_logger() if _in_flow_run() else logging.getLogger(__name__)
-
-
-def _artifact(markdown: str, key: str, description: str) -> None:
-    if _in_flow_run():
-        create_markdown_artifact(markdown, key=key, description=description)
-
-
-def prefect_api_available() -> bool:
-    """True when flows can report to a Prefect API: PREFECT_API_URL, or a local ephemeral server."""
-    from prefect.settings import get_current_settings
-
-    if get_current_settings().api.url:
-        return True
-    try:
-        import prefect.server.api.server  # noqa: F401  (absent from prefect-client)
-    except ImportError:
-        return False
-    return True
-
-
 class UpstreamUnavailable(QuestError):
     """The upstream could not be reached even after the retries."""
 
@@ -153,7 +112,7 @@ def _retried(fn: Any, settings: Settings, what: str) -> Any:
 
 
 def _retry_logger(what: str) -> Any:
-    logger = _logger()
+    logger = run_logger(__name__)
 
     def on_retry(attempt: int, exc: BaseException, wait: float) -> None:
         logger.warning("%s: attempt %d failed (%s); retrying in %.2fs", what, attempt, exc, wait)
@@ -173,7 +132,7 @@ def list_survey(url: str, client: Any, settings: Settings) -> Listing:
         _retry_logger(f"listing {url}"),
     )
     for href in listing.skipped:
-        _logger().warning("listing %s: ignored href %r (outside the survey directory)", url, href)
+        run_logger(__name__).warning("listing %s: ignored href %r (outside the survey directory)", url, href)
     return listing
 
 
@@ -234,7 +193,9 @@ def transfer_once(client: Any, store: ObjectStore, survey: str, item: PlanItem) 
 @task(name="transfer-file", task_run_name="transfer-{item.name}", cache_policy=NO_CACHE)
 def transfer_file(client: Any, store: ObjectStore, survey: str, item: PlanItem, settings: Settings) -> int:
     size = _retried(lambda: transfer_once(client, store, survey, item), settings, item.url or item.name)
-    _logger().info("%s %s (%d bytes)", "added" if item.action == Action.ADD else "updated", item.name, size)
+    run_logger(__name__).info(
+        "%s %s (%d bytes)", "added" if item.action == Action.ADD else "updated", item.name, size
+    )
     return size
 
 
@@ -242,7 +203,7 @@ def transfer_file(client: Any, store: ObjectStore, survey: str, item: PlanItem, 
 def delete_files(store: ObjectStore, survey: str, names: list[str]) -> list[str]:
     for name in names:
         store.delete(bls_key(survey, name))
-        _logger().info("deleted %s (no longer listed)", name)
+        run_logger(__name__).info("deleted %s (no longer listed)", name)
     return names
 
 
@@ -287,14 +248,14 @@ def _artifact_key(prefix: str, name: str) -> str:
 def mirror_survey(survey: str, dry_run: bool = False, allow_mass_delete: bool = False) -> MirrorSummary:
     """Mirror one BLS survey directory into `bls/<survey>/`: add, update, delete, keep."""
     settings = Settings()
-    logger = _logger()
+    logger = run_logger(__name__)
     survey = survey.strip().lower()
     url = settings.survey_url(survey)
     settings.contact_for(url)  # fail at once, with the fix, when BLS would refuse us
     store = store_from_settings(settings)
     with make_client(settings, url) as client:
-        listing = _call(list_survey, url, client, settings)
-        stored = _call(read_mirror_state, store, survey)
+        listing = call(list_survey, url, client, settings)
+        stored = call(read_mirror_state, store, survey)
         plan = plan_sync(survey, listing.entries, stored)
         logger.info("plan for %s: %s", survey, plan.counts())
         check_delete_guard(plan, settings.max_delete_fraction, allow_mass_delete)
@@ -312,7 +273,7 @@ def mirror_survey(survey: str, dry_run: bool = False, allow_mass_delete: bool = 
             summary.deleted = [i.name for i in plan.of(Action.DELETE)]
         else:
             _apply(plan, client, store, survey, settings, summary)
-    _artifact(
+    markdown_artifact(
         _mirror_markdown(summary, plan),
         key=_artifact_key("mirror", survey),
         description=f"BLS {survey} mirror",
@@ -339,14 +300,14 @@ def _apply(
         )
     deletes = [i.name for i in plan.of(Action.DELETE)]
     if deletes:
-        summary.deleted = _call(delete_files, store, survey, deletes)
+        summary.deleted = call(delete_files, store, survey, deletes)
 
 
 def _run_transfers(
     plan: SyncPlan, client: Any, store: ObjectStore, survey: str, settings: Settings
 ) -> Iterator[tuple[PlanItem, int, str | None]]:
     """(item, bytes, error or None) per transfer, at most `settings.concurrency` at a time."""
-    if _in_flow_run():
+    if in_flow_run():
         with ThreadPoolTaskRunner(max_workers=settings.concurrency) as runner:
             params = {"client": client, "store": store, "survey": survey, "settings": settings}
             futures = [
@@ -383,13 +344,13 @@ def _state_message(future: Any) -> str:
 def population_snapshot() -> str:
     """Fetch the DataUSA population and store the body as returned under `population/<ts>.json`."""
     settings = Settings()
-    logger = _logger()
+    logger = run_logger(__name__)
     url = settings.population_url
     store = store_from_settings(settings)
-    body = _call(fetch_population_body, url, settings)
+    body = call(fetch_population_body, url, settings)
     rows = normalise_population(body)  # refuse junk BEFORE storing anything
     key = population_key(timestamp())
-    location = _call(store_population, store, key, body, url)
+    location = call(store_population, store, key, body, url)
     years = [y for y, _ in rows]
     logger.info(
         "population snapshot %s: %d years (%d-%d), %d bytes",
@@ -399,7 +360,7 @@ def population_snapshot() -> str:
         years[-1],
         len(body),
     )
-    _artifact(
+    markdown_artifact(
         f"# Population snapshot\n`{url}` → `{location}`\n\n| year | population |\n|---:|---:|\n"
         + "".join(f"| {y} | {p:,} |\n" for y, p in rows),
         key="population-snapshot",
@@ -425,10 +386,9 @@ def ingest(surveys: list[str] | None = None, allow_mass_delete: bool = False) ->
     """Every survey (default: QUEST_BLS_SURVEYS), then the population snapshot."""
     settings = Settings()
     mirrors = [
-        _call(mirror_survey, s, allow_mass_delete=allow_mass_delete)
-        for s in (surveys or settings.bls_surveys)
+        call(mirror_survey, s, allow_mass_delete=allow_mass_delete) for s in (surveys or settings.bls_surveys)
     ]
-    key = _call(population_snapshot)
+    key = call(population_snapshot)
     return IngestSummary(surveys=mirrors, population=_population_summary(key))
 
 
@@ -440,11 +400,5 @@ def run_ingest_from_event(payload: dict[str, Any], settings: Settings) -> dict[s
     if not isinstance(surveys, list) or not all(isinstance(s, str) for s in surveys):
         raise QuestError(f"ingest payload: `surveys` must be a list of names, got {surveys!r}")
     allow = bool(payload.get("allow_mass_delete", False))
-    if prefect_api_available():
-        summary = ingest(surveys=surveys, allow_mass_delete=allow)
-    else:
-        logging.getLogger(__name__).warning(
-            "no Prefect API configured (PREFECT_API_URL unset): running the ingest without orchestration"
-        )
-        summary = ingest.fn(surveys=surveys, allow_mass_delete=allow)
+    summary = run_flow(ingest, surveys=surveys, allow_mass_delete=allow)
     return summary.model_dump(mode="json")

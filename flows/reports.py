@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from flows import names
 from flows.errors import QuestError
+from flows.orchestration import call, markdown_artifact, run_logger, table_artifact
 from flows.report_format import cell, report_sections, summary_markdown, text_table
 from flows.report_maths import (
     DEFAULT_PERIOD,
@@ -150,8 +150,8 @@ def run_reports(
     reports_ts: str | None = None,
     store: ObjectStore | None = None,
 ) -> ReportRun:
-    """The body of the reports flow (call it inside a flow run: it uses tasks, the run logger, artifacts)."""
-    logger = get_run_logger()
+    """The body of the reports flow: orchestrated inside a flow run, plain Python outside one."""
+    logger = run_logger(__name__)
     series_id, period = check_code(series_id, "series_id"), check_code(period, "period")
     reports_ts = check_timestamp(reports_ts) if reports_ts else None
     store = store or store_from_settings(settings)
@@ -159,13 +159,15 @@ def run_reports(
 
     bls_key = names.bls_key(names.REPORT_SURVEY, names.REPORT_BLS_FILE)
     if population_key is None:
-        population_key = find_population_key.with_options(**retrying)(store)
+        population_key = call(find_population_key.with_options(**retrying), store)
     elif not names.is_population_key(population_key):
         raise QuestError(f"population key {population_key!r} is not population/<timestamp>.json")
-    bls_bytes = read_object.with_options(**retrying)(
-        store, bls_key, "run `quest sync` (or `quest run`) first"
+    bls_bytes = call(
+        read_object.with_options(**retrying), store, bls_key, "run `quest sync` (or `quest run`) first"
     )
-    body = read_object.with_options(**retrying)(store, population_key, "list population/ for the snapshots")
+    body = call(
+        read_object.with_options(**retrying), store, population_key, "list population/ for the snapshots"
+    )
 
     from flows.sources.datausa import normalise_population
 
@@ -192,7 +194,7 @@ def run_reports(
     prefix = names.reports_prefix(reports_ts)
     location = reports_location(store, reports_ts)
     files = output_files(computed, result, series_id, period, location, quarters_only)
-    keys = write_outputs(store, prefix, files)
+    keys = call(write_outputs, store, prefix, files)
 
     for (title, records, columns), key in zip(
         report_sections(result, series_id, period, quarters_only),
@@ -200,8 +202,8 @@ def run_reports(
         strict=True,
     ):
         logger.info("%s\n%s", title, text_table(records, columns))
-        create_table_artifact(table=artifact_rows(records, columns), key=key, description=title)
-    create_markdown_artifact(
+        table_artifact(artifact_rows(records, columns), key=key, description=title)
+    markdown_artifact(
         markdown=files[SUMMARY_FILE][0].decode(),
         key="reports-summary",
         description=f"Reports from {population_key}, written to {location}",

@@ -345,7 +345,7 @@ class S3Store:
         for piece in parts:
             buffered.append(piece)
             total += len(piece)
-            if total >= self.multipart_threshold:
+            if total > self.multipart_threshold:
                 return self._multipart(key, buffered, parts, hashing, metadata, content_type, expected_size)
         # The whole stream fit below the threshold: one PutObject.
         _check_size(key, hashing.size, expected_size)

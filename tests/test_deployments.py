@@ -8,7 +8,6 @@ the mirror and the population snapshot in moto S3 (a `ThreadedMotoServer` the su
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import signal
@@ -22,6 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
+from aio import run_async
 from lambda_emulator import REPO, LambdaEmulator
 
 from flows.names import population_key
@@ -34,16 +34,6 @@ from infra_pulumi.work_pool import WorkPoolProvider
 BUCKET = "quest-e2e"
 POOL = "quest-lambda"
 PREFECT = str(Path(sys.executable).with_name("prefect"))
-
-
-def _run_async(coro):
-    """Run a coroutine on a private loop: `asyncio.run` would unset the main thread's loop, which
-    later `@pulumi.runtime.test` tests in the same session rely on."""
-    loop = asyncio.new_event_loop()
-    try:
-        return loop.run_until_complete(coro)
-    finally:
-        loop.close()
 
 
 def _free_port() -> int:
@@ -211,7 +201,7 @@ def test_ingest_deployment_runs_on_lambda_and_fills_s3(stack):
             async with LambdaWorker(work_pool_name=POOL, create_pool_if_not_found=False) as worker:
                 return await worker.get_and_submit_flow_runs()
 
-        assert run.id in {r.id for r in _run_async(poll())}
+        assert run.id in {r.id for r in run_async(poll())}
     lam.wait_idle(180)
     with _client(stack["api_url"]) as client:
         done = client.read_flow_run(run.id)

@@ -271,9 +271,10 @@ def test_ingest_and_lambda_path(prefect_harness, upstream, store, env):
 def test_lambda_path_without_a_prefect_api_runs_plain(upstream, store, env, monkeypatch):
     """prefect-client has no local server: with no PREFECT_API_URL the scheduled path still mirrors."""
     import flows.ingest as ingest_module
+    import flows.orchestration
     from flows.settings import Settings
 
-    monkeypatch.setattr(ingest_module, "prefect_api_available", lambda: False)
+    monkeypatch.setattr(flows.orchestration, "prefect_api_available", lambda: False)
     upstream.set_population(population_body("tesseract"))
     result = ingest_module.run_ingest_from_event({"surveys": ["pr"]}, Settings())
     assert sorted(result["surveys"][0]["added"]) == sorted(upstream.files("pr"))

@@ -74,3 +74,17 @@ def test_a_failing_run_fails_the_snapshot_messages_not_the_test_event(prefect_ha
     snapshot_ids = [r["messageId"] for r in event["Records"] if "ObjectCreated" in r["body"]]
     response = handler(event, None)
     assert [f["itemIdentifier"] for f in response["batchItemFailures"]] == snapshot_ids
+
+
+def test_without_a_prefect_api_the_reports_still_run(wired, monkeypatch):
+    """A stack without Prefect: the function has prefect-client and no API, the reports run plain."""
+    import flows.orchestration
+
+    monkeypatch.setattr(flows.orchestration, "prefect_api_available", lambda: False)
+    wiring, sqs, store = wired
+    key, bls, body = seed_store(store, ts="20320101T000000Z")
+    response = handler(batch(sqs, wiring), None)
+    assert response == {"batchItemFailures": []}
+    [stats_key] = [k for k in store.list_keys("reports/") if k.endswith("/population_stats.json")]
+    assert json.loads(store.read_bytes(stats_key)) == expected(bls, body, key)["population_stats"]
+    assert len([k for k in store.list_keys("reports/") if k.startswith(stats_key.rsplit("/", 1)[0])]) == 4

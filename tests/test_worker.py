@@ -6,11 +6,11 @@ project's handler in a Lambda-like subprocess → the flow run's final state in 
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
 
 import pytest
+from aio import run_async
 from lambda_emulator import REPO, LambdaEmulator
 
 from flows.worker import (
@@ -27,16 +27,6 @@ CODE = ("flows", "tests/worker_flows.py")
 
 
 # --------------------------------------------------------------------------- pure parts
-
-
-def _run_async(coro):
-    """Run a coroutine on a private loop: `asyncio.run` would unset the main thread's loop, which
-    later `@pulumi.runtime.test` tests in the same session rely on."""
-    loop = asyncio.new_event_loop()
-    try:
-        return loop.run_until_complete(coro)
-    finally:
-        loop.close()
 
 
 def test_registered_through_the_collections_entry_point():
@@ -150,7 +140,7 @@ def _run_once(pool: str, deployment_id, parameters=None):
         async with LambdaWorker(work_pool_name=pool, create_pool_if_not_found=False) as worker:
             return await worker.get_and_submit_flow_runs()
 
-    assert run.id in {r.id for r in _run_async(poll())}
+    assert run.id in {r.id for r in run_async(poll())}
     return run.id
 
 
