@@ -157,6 +157,22 @@ def raw_copy(urls: list[str], s3, concurrency: int) -> float:
     return time.perf_counter() - start
 
 
+def _empty_flow_seconds(runs: int = 3) -> float:
+    """What one flow run costs with no work in it (create, state changes, the heartbeat thread's join)."""
+    from prefect import flow
+
+    @flow(name="bench-empty")
+    def empty() -> None:
+        return None
+
+    timings = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        empty()
+        timings.append(time.perf_counter() - t0)
+    return min(timings)
+
+
 def versions(s3, prefix: str) -> int:
     count = 0
     for page in s3.get_paginator("list_object_versions").paginate(Bucket=BUCKET, Prefix=prefix):
@@ -224,6 +240,11 @@ def main() -> int:
             print(f"  mirror-survey flow : {first:6.2f} s  {mb / first:7.1f} MB/s")
             print(f"  raw httpx->S3 copy : {raw:6.2f} s  {mb / raw:7.1f} MB/s")
             print(f"  ratio flow/raw throughput: {raw / first:.2f}x  (target >= 0.8x)")
+            fixed = _empty_flow_seconds()
+            print(
+                f"  of which Prefect's fixed cost of any flow run (an empty flow): {fixed:.2f} s;"
+                f" ratio without it {raw / max(first - fixed, 1e-9):.2f}x"
+            )
 
             before = versions(s3, "mirror/")
             up.clear_log()

@@ -137,11 +137,11 @@ def list_survey(url: str, client: Any, settings: Settings) -> Listing:
 
 
 @task(name="read-mirror-state", cache_policy=NO_CACHE)
-def read_mirror_state(store: ObjectStore, survey: str) -> dict[str, StoredFile]:
+def read_mirror_state(store: ObjectStore, survey: str, workers: int = 8) -> dict[str, StoredFile]:
     """Stored files directly under `bls/<survey>/`, with the listing facts recorded at mirror time."""
     prefix = bls_survey_prefix(survey)
     state = {}
-    for key, obj in stat_prefix(store, prefix).items():
+    for key, obj in stat_prefix(store, prefix, workers).items():
         name = key[len(prefix) :]
         if "/" not in name:
             state[name] = StoredFile.from_object(name, obj)
@@ -255,7 +255,7 @@ def mirror_survey(survey: str, dry_run: bool = False, allow_mass_delete: bool = 
     store = store_from_settings(settings)
     with make_client(settings, url) as client:
         listing = call(list_survey, url, client, settings)
-        stored = call(read_mirror_state, store, survey)
+        stored = call(read_mirror_state, store, survey, settings.concurrency * 2)
         plan = plan_sync(survey, listing.entries, stored)
         logger.info("plan for %s: %s", survey, plan.counts())
         check_delete_guard(plan, settings.max_delete_fraction, allow_mass_delete)

@@ -74,14 +74,16 @@ class ObjectStore(Protocol):
     def delete(self, key: str) -> None: ...
 
 
-def stat_prefix(store: ObjectStore, prefix: str) -> dict[str, StoredObject]:
-    """Every object under `prefix` with its metadata (one HEAD per object on S3)."""
-    found: dict[str, StoredObject] = {}
-    for key in store.list_keys(prefix):
-        obj = store.head(key)
-        if obj is not None:
-            found[key] = obj
-    return found
+def stat_prefix(store: ObjectStore, prefix: str, workers: int = 8) -> dict[str, StoredObject]:
+    """Every object under `prefix` with its metadata.
+
+    S3 lists no user metadata, so this is one HEAD per object: they run `workers` at a time, or a
+    survey of a few hundred files would spend seconds on round trips before planning anything.
+    """
+    keys = store.list_keys(prefix)
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(keys) or 1))) as pool:
+        heads = pool.map(store.head, keys)
+        return {key: obj for key, obj in zip(keys, heads, strict=True) if obj is not None}
 
 
 def _check_key(key: str) -> str:
