@@ -26,6 +26,7 @@ from flows.errors import QuestError
 DEFAULT_OUTPUT_DIR = "demo-output"
 DEFAULT_TIMEOUT_SECONDS = 45.0
 EPHEMERAL_TIMEOUT_VAR = "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"
+ANALYTICS_VAR = "PREFECT_SERVER_ANALYTICS_ENABLED"
 # Variables a user's shell may carry that must not leak into the demo's emulated AWS.
 _UNSET = (
     "AWS_PROFILE",
@@ -112,8 +113,12 @@ def run_demo(
     with contextlib.ExitStack() as stack:
         # Prefect reads its settings when first imported: give a busy machine time to start the
         # ephemeral API (default 20 s) before anything here imports Prefect.
-        if EPHEMERAL_TIMEOUT_VAR not in os.environ:
-            stack.enter_context(patched_environ({EPHEMERAL_TIMEOUT_VAR: "50"}))
+        # The demo is offline by design: the ephemeral server's analytics would log an ERROR for
+        # each attempt to reach Prefect's telemetry host. A user's own setting wins.
+        defaults = {EPHEMERAL_TIMEOUT_VAR: "50", ANALYTICS_VAR: "false"}
+        missing = {k: v for k, v in defaults.items() if k not in os.environ}
+        if missing:
+            stack.enter_context(patched_environ(missing))
         prefect_api = _prefect_api()
         stack.enter_context(quiet_loggers("werkzeug"))
         upstream = stack.enter_context(UpstreamServer(surveys, population))
