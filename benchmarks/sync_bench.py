@@ -7,6 +7,9 @@
 2. a no-change re-sync: time, listing GETs, file GETs, new S3 object versions (= PUTs);
 3. peak RSS growth mirroring one big file (default 1 GiB) through the flow, beside a naive
    read-whole-body-then-put baseline, each in its own subprocess.
+The upstream and moto each run in a process of their own, as BLS and S3 would. The first-sync
+figures also show Prefect's fixed cost of any flow run and the CPU the local Prefect server spends
+recording the run, since on this machine that server shares the cores with everything else.
 Targets (issue 2): no-change = 1 listing GET, 0 file GETs, 0 PUTs; first sync ≥ 0.8× raw copy;
 RSS growth < 150 MiB for the 1 GiB file.
 """
@@ -86,6 +89,66 @@ def child_moto() -> None:
     print(server.get_host_and_port()[1], flush=True)
     sys.stdin.read()  # until the parent closes our stdin
     server.stop()
+
+
+def bench_surveys(files: int, file_mib: int, big_mib: int) -> dict[str, dict[str, object]]:
+    """The upstream's content: the generated `pr` sample plus N bulk files, and one big file."""
+    from flows.samples import sample_bls_survey
+    from flows.upstream_server import GeneratedFile
+
+    pr: dict[str, object] = dict(sample_bls_survey("pr"))
+    for i in range(files):
+        pr[f"pr.bulk.{i:02d}"] = GeneratedFile(file_mib * MIB, seed=i)
+    return {"pr": pr, "big": {"big.bin": GeneratedFile(big_mib * MIB, seed=99)}}
+
+
+def child_upstream(files: int, file_mib: int, big_mib: int) -> None:
+    """The loopback BLS in its own process, like BLS itself: it must not share the flow's GIL.
+
+    Prints its base URL, then answers `clear` / `counts` lines on stdin until stdin closes.
+    """
+    from flows.upstream_server import UpstreamServer
+
+    with UpstreamServer(bench_surveys(files, file_mib, big_mib)) as up:
+        print(up.bls_base_url, flush=True)
+        for line in sys.stdin:
+            if line.strip() == "clear":
+                up.clear_log()
+                print("{}", flush=True)
+            elif line.strip() == "counts":
+                counts = {"listing": len(up.listing_gets("pr")), "files": len(up.file_gets("pr"))}
+                print(json.dumps(counts), flush=True)
+
+
+class _Upstream:
+    """The parent's handle on `child_upstream`."""
+
+    def __init__(self, args: argparse.Namespace):
+        cmd = [sys.executable, __file__, "--child-upstream", str(args.files), str(args.file_mib)]
+        self._proc = subprocess.Popen(
+            [*cmd, str(args.big_mib)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT
+        )
+        self.bls_base_url = self._proc.stdout.readline().strip()
+        if not self.bls_base_url:
+            raise RuntimeError("the upstream child did not start")
+
+    def survey_url(self, survey: str) -> str:
+        return f"{self.bls_base_url}{survey}/"
+
+    def _ask(self, command: str) -> dict[str, int]:
+        self._proc.stdin.write(command + "\n")
+        self._proc.stdin.flush()
+        return json.loads(self._proc.stdout.readline())
+
+    def clear_log(self) -> None:
+        self._ask("clear")
+
+    def counts(self) -> dict[str, int]:
+        return self._ask("counts")
+
+    def close(self) -> None:
+        self._proc.stdin.close()
+        self._proc.wait(timeout=30)
 
 
 def child_rss(variant: str, url: str) -> None:
@@ -173,6 +236,20 @@ def _empty_flow_seconds(runs: int = 3) -> float:
     return min(timings)
 
 
+def _cpu_seconds(marker: str) -> float:
+    """CPU time so far of the processes whose command line contains `marker` (Linux /proc)."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if marker not in (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode():
+                continue
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
 def versions(s3, prefix: str) -> int:
     count = 0
     for page in s3.get_paginator("list_object_versions").paginate(Bucket=BUCKET, Prefix=prefix):
@@ -193,9 +270,7 @@ def main() -> int:
     from prefect.settings import get_current_settings
     from prefect.testing.utilities import prefect_test_harness
 
-    from flows.samples import sample_bls_survey
     from flows.store import make_s3_client
-    from flows.upstream_server import GeneratedFile, UpstreamServer
 
     moto = subprocess.Popen(
         [sys.executable, __file__, "--child-moto"],
@@ -211,14 +286,12 @@ def main() -> int:
     s3.create_bucket(Bucket=BUCKET)
     s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
 
-    files: dict[str, object] = dict(sample_bls_survey("pr"))
-    for i in range(args.files):
-        files[f"pr.bulk.{i:02d}"] = GeneratedFile(args.file_mib * MIB, seed=i)
+    files = bench_surveys(args.files, args.file_mib, args.big_mib)["pr"]
     total = sum(len(b) if isinstance(b, bytes) else b.size for b in files.values())
-    surveys = {"pr": files, "big": {"big.bin": GeneratedFile(args.big_mib * MIB, seed=99)}}
+    up = _Upstream(args)
 
     try:
-        with UpstreamServer(surveys) as up, prefect_test_harness(server_startup_timeout=120):
+        with prefect_test_harness(server_startup_timeout=120):
             os.environ.update(
                 QUEST_STORE=f"s3://{BUCKET}/mirror",
                 QUEST_BLS_BASE_URL=up.bls_base_url,
@@ -230,9 +303,11 @@ def main() -> int:
             mirror_survey("pr", dry_run=True)  # warm-up: Prefect client, imports
             up.clear_log()
 
+            server_cpu = _cpu_seconds("prefect.server.api.server")
             t0 = time.perf_counter()
             summary = mirror_survey("pr")
             first = time.perf_counter() - t0
+            server_cpu = _cpu_seconds("prefect.server.api.server") - server_cpu
             assert summary.bytes_transferred == total, summary
             raw = raw_copy([up.survey_url("pr") + n for n in sorted(files)], s3, args.concurrency)
             mb = total / 1e6
@@ -245,18 +320,23 @@ def main() -> int:
                 f"  of which Prefect's fixed cost of any flow run (an empty flow): {fixed:.2f} s;"
                 f" ratio without it {raw / max(first - fixed, 1e-9):.2f}x"
             )
+            print(
+                f"  CPU the local Prefect server spent recording that flow run: {server_cpu:.2f} s"
+                f" (on {os.cpu_count()} cores shared with moto, the upstream and the flow)"
+            )
 
             before = versions(s3, "mirror/")
             up.clear_log()
             t0 = time.perf_counter()
             again = mirror_survey("pr")
             resync = time.perf_counter() - t0
+            counts = up.counts()
             print("\n[no-change re-sync]")
             print(
                 f"  time {resync:.2f} s; kept {len(again.kept)}, transferred {again.bytes_transferred} bytes"
             )
             print(
-                f"  listing GETs {len(up.listing_gets('pr'))}, file GETs {len(up.file_gets('pr'))}, "
+                f"  listing GETs {counts['listing']}, file GETs {counts['files']}, "
                 f"new S3 object versions (PUTs) {versions(s3, 'mirror/') - before}  (target 1 / 0 / 0)"
             )
 
@@ -282,6 +362,7 @@ def main() -> int:
                     print(f"  {name:<20}: RSS growth {growth:7.1f} MiB  (peak {peak:.0f} MiB)")
                 print("  target: flow growth < 150 MiB")
     finally:
+        up.close()
         moto.stdin.close()
         moto.wait(timeout=30)
     return 0
@@ -290,6 +371,9 @@ def main() -> int:
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--child-moto":
         child_moto()
+    elif len(sys.argv) > 1 and sys.argv[1] == "--child-upstream":
+        sys.path.insert(0, str(ROOT))
+        child_upstream(*(int(a) for a in sys.argv[2:5]))
     elif len(sys.argv) > 1 and sys.argv[1] == "--child-rss":
         sys.path.insert(0, str(ROOT))
         child_rss(sys.argv[2], sys.argv[3])

@@ -6,7 +6,7 @@ import hashlib
 
 import pytest
 
-from flows.store import LocalStore, S3Store, SizeMismatch, StoreError, stat_prefix
+from flows.store import LocalStore, S3Store, SizeMismatch, StoreError, _rechunk, stat_prefix
 
 MIB = 1024 * 1024
 
@@ -106,3 +106,19 @@ def test_s3_failed_multipart_is_aborted(s3_bucket, s3_client):
     with pytest.raises(ConnectionError):
         store.put_stream("bls/pr/f", broken())
     assert s3_client.list_multipart_uploads(Bucket=s3_bucket).get("Uploads", []) == []
+
+
+@pytest.mark.parametrize(
+    "sizes, piece",
+    [([], 4), ([0, 0], 4), ([4, 4], 4), ([1, 2, 3, 4, 5, 6], 4), ([10], 3), ([3, 0, 9, 1], 5), ([7], 8)],
+)
+def test_rechunk_yields_exact_pieces_and_every_byte(sizes, piece):
+    data = bytes(range(256)) * 2
+    chunks, start = [], 0
+    for n in sizes:
+        chunks.append(data[start : start + n])
+        start += n
+    pieces = list(_rechunk(iter(chunks), piece))
+    assert b"".join(pieces) == b"".join(chunks)
+    assert all(len(p) == piece for p in pieces[:-1])
+    assert all(p for p in pieces)  # never an empty piece: it would become an empty part
