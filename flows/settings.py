@@ -45,8 +45,20 @@ class Settings(BaseSettings):
     retry_delay_seconds: float = Field(1.0, ge=0.0, description="base of the exponential backoff")
     retry_max_delay_seconds: float = Field(60.0, ge=0.0)
     http_timeout_seconds: float = Field(60.0, gt=0)
+    # Overall deadline of one request (not only between reads): a floor, plus the size divided by
+    # the slowest transfer rate we accept, so a peer trickling 1 byte/s cannot hold a run forever.
+    http_deadline_floor_seconds: float = Field(60.0, gt=0, le=86400)
+    http_min_rate_bytes_per_second: float = Field(256 * 1024, gt=0)
     multipart_threshold_bytes: int = Field(8 * 1024 * 1024, ge=5 * 1024 * 1024)
     multipart_chunk_bytes: int = Field(8 * 1024 * 1024, ge=5 * 1024 * 1024)
+    # Two syncs of one store must not interleave: a lease in the store, renewed while a sync runs,
+    # taken over by another sync only once it has expired (a killed sync cannot renew it).
+    lease_seconds: float = Field(300.0, ge=5, le=86400)
+    # What a killed sync left behind (open multipart uploads, temp files) is removed by a later
+    # sync once it is older than this, so a sync still running elsewhere is never disturbed.
+    stale_upload_grace_seconds: float = Field(6 * 3600.0, ge=0)
+    # The real DataUSA body is about 1.3 KB; anything far larger is not a population response.
+    population_max_bytes: int = Field(1024 * 1024, ge=1024, le=256 * 1024 * 1024)
 
     @field_validator("bls_surveys", mode="before")
     @classmethod
