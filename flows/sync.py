@@ -91,10 +91,20 @@ class SyncPlan:
         return "\n".join(lines)
 
 
-def plan_sync(survey: str, listing: Iterable[ListingEntry], stored: Mapping[str, StoredFile]) -> SyncPlan:
-    """Compare the listing with the stored files (keyed by file name)."""
+def plan_sync(
+    survey: str,
+    listing: Iterable[ListingEntry],
+    stored: Mapping[str, StoredFile],
+    held: Iterable[str] = (),
+) -> SyncPlan:
+    """Compare the listing with the stored files (keyed by file name).
+
+    `held` names files the listing shows in a row it could not read: their stored copies are kept
+    as they are (neither replaced nor deleted) until a later listing reads them again.
+    """
     items: list[PlanItem] = []
     listed = {e.name: e for e in listing}
+    hold = set(held) - set(listed)
     for name in sorted(listed):
         entry = listed[name]
         have = stored.get(name)
@@ -114,7 +124,10 @@ def plan_sync(survey: str, listing: Iterable[ListingEntry], stored: Mapping[str,
         reason = "; ".join(changes) if changes else "unchanged"
         items.append(PlanItem(action, name, entry.size, reason, entry.url, entry.last_modified))
     for name in sorted(set(stored) - set(listed)):
-        items.append(PlanItem(Action.DELETE, name, stored[name].size, "no longer listed"))
+        if name in hold:
+            items.append(PlanItem(Action.KEEP, name, stored[name].size, "listing row unreadable; kept as is"))
+        else:
+            items.append(PlanItem(Action.DELETE, name, stored[name].size, "no longer listed"))
     return SyncPlan(survey, tuple(items))
 
 
