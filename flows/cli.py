@@ -1,8 +1,9 @@
 """The `quest` command line.
 
-Each command builds the one Settings object and calls into the flows. Expected failures
-(`QuestError`, e.g. a missing contact, a refused listing, a mass-delete guard) print one line and
-exit 1; anything else is a bug and keeps its traceback.
+Each command builds the one Settings object first, so a bad setting fails before any flow run
+starts, then calls into the flows. Expected failures (`QuestError`, e.g. a bad setting, a missing
+contact, a refused listing, a mass-delete guard) print one line `quest <command>: error: ...` and
+exit 1; usage errors exit 2 (argparse); anything else is a bug and keeps its traceback.
 
 Ownership while the project is being built: the ingest commands (sync, population, run) and the
 report commands (reports, consume, demo) are filled in by different changes; keep each command's
@@ -14,18 +15,34 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from flows.errors import QuestError
+from flows.errors import QuestError, one_line
+
+if TYPE_CHECKING:
+    from flows.settings import Settings
+
+SQS_MAX_WAIT_SECONDS = 20  # the longest long poll SQS accepts
+
+
+def check_contacts(settings: Settings, *, population: bool) -> None:
+    """Fail before anything starts, with the fix in the message, when an upstream would refuse us."""
+    for survey in settings.bls_surveys:
+        settings.contact_for(settings.survey_url(survey))
+    if population:
+        settings.contact_for(settings.population_url)
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
+    from flows.settings import Settings, parse_surveys
+
+    overrides = {"bls_surveys": parse_surveys(args.surveys, source="--survey")} if args.surveys else {}
+    settings = Settings(**overrides)
+    check_contacts(settings, population=False)
+
     from flows.ingest import mirror_survey
     from flows.progress import cli_session
-    from flows.settings import Settings
 
-    settings = Settings(**({"bls_surveys": args.surveys} if args.surveys else {}))
-    for survey in settings.bls_surveys:  # a missing contact fails before anything starts
-        settings.contact_for(settings.survey_url(survey))
     with cli_session():
         summaries = [
             mirror_survey(s, dry_run=args.dry_run, allow_mass_delete=args.allow_mass_delete)
@@ -37,25 +54,29 @@ def cmd_sync(args: argparse.Namespace) -> int:
 
 
 def cmd_population(args: argparse.Namespace) -> int:
+    from flows.settings import Settings
+
+    settings = Settings()
+    settings.contact_for(settings.population_url)
+
     from flows.ingest import population_snapshot
     from flows.progress import cli_session
-    from flows.settings import Settings
     from flows.store import store_from_settings
 
     with cli_session():
         key = population_snapshot()
-    print(f"population snapshot: {store_from_settings(Settings()).location(key)}")
+    print(f"population snapshot: {store_from_settings(settings).location(key)}")
     return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from flows.ingest import ingest
-    from flows.progress import cli_session
     from flows.settings import Settings
 
-    settings = Settings()
-    for survey in settings.bls_surveys:  # a missing contact fails before anything starts
-        settings.contact_for(settings.survey_url(survey))
+    check_contacts(Settings(), population=True)
+
+    from flows.ingest import ingest
+    from flows.progress import cli_session
+
     with cli_session():
         summary = ingest(allow_mass_delete=args.allow_mass_delete)
     for mirror in summary.surveys:
@@ -68,14 +89,16 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_reports(args: argparse.Namespace) -> int:
     import json
 
+    from flows.settings import Settings
+
+    settings = Settings()
+
     from flows.names import timestamp
     from flows.report_format import text_report
     from flows.report_maths import DEFAULT_PERIOD, DEFAULT_SERIES_ID
     from flows.reports import reports, reports_location
-    from flows.settings import Settings
     from flows.store import store_from_settings
 
-    settings = Settings()
     ts = timestamp()
     result = reports(population_key=args.population_key, quarters_only=args.quarters_only, reports_ts=ts)
     if args.json:
@@ -87,8 +110,11 @@ def cmd_reports(args: argparse.Namespace) -> int:
 
 
 def cmd_consume(args: argparse.Namespace) -> int:
-    from flows.consumer import RoundResult, consume
     from flows.settings import Settings
+
+    settings = Settings()
+
+    from flows.consumer import RoundResult, consume
 
     def report(result: RoundResult) -> None:
         if not result.received:
@@ -102,7 +128,7 @@ def cmd_consume(args: argparse.Namespace) -> int:
         print(line, flush=True)
 
     stats = consume(
-        args.queue_url, once=args.once, wait_seconds=args.wait_seconds, settings=Settings(), on_round=report
+        args.queue_url, once=args.once, wait_seconds=args.wait_seconds, settings=settings, on_round=report
     )
     print(
         f"{stats.rounds} round(s): received {stats.received}, deleted {stats.deleted}, failed {stats.failed}"
@@ -115,6 +141,27 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     print_demo(run_demo(output_dir=args.output_dir))
     return 0
+
+
+def wait_seconds(text: str) -> int:
+    """--wait-seconds: a whole number of seconds SQS accepts for a long poll (0-20)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number of seconds: {text!r}") from None
+    if not 0 <= value <= SQS_MAX_WAIT_SECONDS:
+        raise argparse.ArgumentTypeError(f"must be between 0 and {SQS_MAX_WAIT_SECONDS} (SQS), got {value}")
+    return value
+
+
+def queue_url(text: str) -> str:
+    """--queue-url: an http(s) URL with a host, as SQS queue URLs are; checked before any AWS call."""
+    from flows.settings import ConfigError, parse_http_url
+
+    try:
+        return parse_http_url(text, directory=False)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -141,9 +188,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_reports)
 
     p = sub.add_parser("consume", help="long-poll an SQS queue of S3 events and run the reports")
-    p.add_argument("--queue-url", required=True)
+    p.add_argument("--queue-url", required=True, type=queue_url)
     p.add_argument("--once", action="store_true", help="one receive round, then exit")
-    p.add_argument("--wait-seconds", type=int, default=20)
+    p.add_argument(
+        "--wait-seconds", type=wait_seconds, default=SQS_MAX_WAIT_SECONDS, help="long-poll seconds, 0-20"
+    )
     p.set_defaults(func=cmd_consume)
 
     p = sub.add_parser("demo", help="the whole event-driven chain offline on loopback")
@@ -152,14 +201,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def error_line(exc: BaseException) -> str:
+    """The message of an expected failure on one printable line, whatever the message holds."""
+    return one_line(str(exc)) or type(exc).__name__
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from flows.signals import Stopped, stop_on_signals
+
     try:
-        return int(args.func(args) or 0)
+        with stop_on_signals():
+            return int(args.func(args) or 0)
     except QuestError as exc:
-        print(f"quest {args.command}: error: {exc}", file=sys.stderr)
+        print(f"quest {args.command}: error: {error_line(exc)}", file=sys.stderr)
         return 1
+    except Stopped as exc:
+        # In-flight transfers were aborted on the way here; nothing half-written was published.
+        print(f"quest {args.command}: stopped by {exc.signal_name}", file=sys.stderr)
+        return exc.exit_status
     except KeyboardInterrupt:
+        print(f"quest {args.command}: stopped by SIGINT", file=sys.stderr)
         return 130
 
 
