@@ -1,7 +1,10 @@
 """The mirror plan: upstream listing × stored objects → add / update / delete / keep (pure).
 
 A file is kept — no GET, no PUT — when its listed size and listed last-modified equal what the
-stored object's metadata recorded at the time it was mirrored (and the stored size agrees).
+stored object's metadata recorded at the time it was mirrored, the stored size agrees, and the
+stored object's integrity metadata can be trusted (`flows.store.trusted_sha256`). An object whose
+sha256 is missing or contradicts it (e.g. left by a crash or by two syncs racing) is transferred
+again rather than kept forever.
 Deletions are guarded: a plan removing more than the max fraction of the mirrored files is
 refused unless explicitly allowed, since a truncated listing must not empty the mirror.
 """
@@ -14,7 +17,7 @@ from enum import StrEnum
 
 from flows.errors import QuestError
 from flows.sources.bls import ListingEntry
-from flows.store import META_UPSTREAM_LAST_MODIFIED, META_UPSTREAM_SIZE, StoredObject
+from flows.store import META_UPSTREAM_LAST_MODIFIED, META_UPSTREAM_SIZE, StoredObject, trusted_sha256
 
 
 class Action(StrEnum):
@@ -36,6 +39,7 @@ class StoredFile:
     size: int
     upstream_size: int | None
     upstream_last_modified: str | None
+    sha256: str | None  # None when missing or not to be trusted: the file is then transferred again
 
     @classmethod
     def from_object(cls, name: str, obj: StoredObject) -> StoredFile:
@@ -45,6 +49,7 @@ class StoredFile:
             size=obj.size,
             upstream_size=int(raw_size) if raw_size and raw_size.isdigit() else None,
             upstream_last_modified=obj.metadata.get(META_UPSTREAM_LAST_MODIFIED),
+            sha256=trusted_sha256(obj),
         )
 
 
@@ -113,13 +118,7 @@ def plan_sync(
                 PlanItem(Action.ADD, name, entry.size, "new upstream", entry.url, entry.last_modified)
             )
             continue
-        changes = []
-        if have.upstream_size != entry.size:
-            changes.append(f"size {have.upstream_size} → {entry.size}")
-        if have.upstream_last_modified != entry.last_modified:
-            changes.append(f"listed {have.upstream_last_modified} → {entry.last_modified}")
-        if not changes and have.size != entry.size:
-            changes.append(f"stored size {have.size} ≠ listed {entry.size}")
+        changes = _changes(have, entry)
         action = Action.UPDATE if changes else Action.KEEP
         reason = "; ".join(changes) if changes else "unchanged"
         items.append(PlanItem(action, name, entry.size, reason, entry.url, entry.last_modified))
@@ -129,6 +128,22 @@ def plan_sync(
         else:
             items.append(PlanItem(Action.DELETE, name, stored[name].size, "no longer listed"))
     return SyncPlan(survey, tuple(items))
+
+
+def _changes(have: StoredFile, entry: ListingEntry) -> list[str]:
+    """Why the stored file must be transferred again (empty: it can be kept)."""
+    changes = []
+    if have.sha256 is None:
+        changes.append("stored object has no trustworthy sha256 metadata")
+    if have.upstream_size is not None and have.upstream_size != have.size:
+        changes.append(f"stored size {have.size} ≠ recorded upstream size {have.upstream_size}")
+    if have.upstream_size != entry.size:
+        changes.append(f"size {have.upstream_size} → {entry.size}")
+    if have.upstream_last_modified != entry.last_modified:
+        changes.append(f"listed {have.upstream_last_modified} → {entry.last_modified}")
+    if not changes and have.size != entry.size:
+        changes.append(f"stored size {have.size} ≠ listed {entry.size}")
+    return changes
 
 
 def check_delete_guard(plan: SyncPlan, max_fraction: float, allow_mass_delete: bool = False) -> None:

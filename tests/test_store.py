@@ -90,7 +90,9 @@ def test_failing_stream_never_replaces_the_good_object(store):
     assert store.list_keys() == ["bls/pr/f"]
 
 
-@pytest.mark.parametrize("key", ["", "/abs", "a/../b", "a//b", "a/./b", "bad\nkey"])
+@pytest.mark.parametrize(
+    "key", ["", "/abs", "a/../b", "a//b", "a/./b", "bad\nkey", ".quest-tmp/x", "bls/pr/.quest-lease.json"]
+)
 def test_rejects_bad_keys(store, key):
     with pytest.raises(StoreError):
         store.put_bytes(key, b"x")

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from flows.sources.bls import ListingEntry
 from flows.store import StoredObject
 from flows.sync import Action, MassDeleteError, StoredFile, check_delete_guard, plan_sync
+
+SHA = "ab" * 32
 
 
 def entry(name: str, size: int = 10, when: str = "2024-06-06T08:30") -> ListingEntry:
@@ -14,12 +18,16 @@ def entry(name: str, size: int = 10, when: str = "2024-06-06T08:30") -> ListingE
 
 
 def stored(name: str, size: int = 10, when: str | None = "2024-06-06T08:30", actual: int | None = None):
-    meta = {"upstream-size": str(size), "sha256": "x"}
+    actual = actual if actual is not None else size
+    meta = {"upstream-size": str(size), "sha256": SHA, "sha256-size": str(actual)}
     if when is not None:
         meta["upstream-last-modified"] = when
-    return StoredFile.from_object(
-        name, StoredObject(f"bls/pr/{name}", actual if actual is not None else size, meta)
-    )
+    return StoredFile.from_object(name, StoredObject(f"bls/pr/{name}", actual, meta))
+
+
+def stored_with(name: str, size: int = 10, **meta: str) -> StoredFile:
+    base = {"upstream-size": str(size), "upstream-last-modified": "2024-06-06T08:30"}
+    return StoredFile.from_object(name, StoredObject(f"bls/pr/{name}", size, {**base, **meta}))
 
 
 def test_plan_add_update_delete_keep():
@@ -59,3 +67,54 @@ def test_delete_guard():
     check_delete_guard(plan_sync("pr", [entry(f"f{i}") for i in range(10)], twelve), 0.5)
     # Nothing mirrored yet: nothing to guard.
     check_delete_guard(plan_sync("pr", [entry("a")], {}), 0.0)
+
+
+@pytest.mark.parametrize(
+    "meta, why",
+    [
+        ({}, "no trustworthy sha256"),  # published without it (a crash before the metadata step)
+        ({"sha256": SHA}, "no trustworthy sha256"),  # before sha256-size: may describe other bytes
+        ({"sha256": "x", "sha256-size": "10"}, "no trustworthy sha256"),
+        ({"sha256": SHA.upper(), "sha256-size": "10"}, "no trustworthy sha256"),
+        ({"sha256": SHA, "sha256-size": "9"}, "no trustworthy sha256"),  # covers other bytes
+    ],
+)
+def test_missing_or_contradicting_integrity_metadata_is_transferred_again(meta, why):
+    plan = plan_sync("pr", [entry("a")], {"a": stored_with("a", **meta)})
+    assert plan.items[0].action == Action.UPDATE
+    assert why in plan.items[0].reason
+    assert plan.items[0].url == entry("a").url
+
+
+def test_trusted_integrity_metadata_is_kept():
+    plan = plan_sync("pr", [entry("a")], {"a": stored_with("a", sha256=SHA, **{"sha256-size": "10"})})
+    assert plan.items[0].action == Action.KEEP
+
+
+def test_recorded_upstream_size_disagreeing_with_the_stored_size_is_named():
+    plan = plan_sync("pr", [entry("a", 3)], {"a": stored("a", size=3, actual=5)})
+    item = plan.items[0]
+    assert item.action == Action.UPDATE
+    assert "stored size 5 ≠ recorded upstream size 3" in item.reason
+
+
+metadata_values = st.one_of(
+    st.none(), st.sampled_from([SHA, "x", "", "10", "9", SHA[:-1]]), st.text(max_size=5)
+)
+
+
+@given(
+    size=st.integers(0, 20),
+    sha=metadata_values,
+    sha_size=metadata_values,
+    upstream_size=metadata_values,
+)
+def test_no_object_is_kept_unless_its_sha256_covers_exactly_its_bytes(size, sha, sha_size, upstream_size):
+    meta = {"upstream-last-modified": "2024-06-06T08:30"}
+    for name, value in (("sha256", sha), ("sha256-size", sha_size), ("upstream-size", upstream_size)):
+        if value is not None:
+            meta[name] = value
+    have = StoredFile.from_object("a", StoredObject("bls/pr/a", size, meta))
+    plan = plan_sync("pr", [entry("a", size)], {"a": have})
+    trusted = sha == SHA and sha_size == str(size) and upstream_size == str(size)
+    assert (plan.items[0].action == Action.KEEP) == trusted

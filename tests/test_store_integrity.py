@@ -1,0 +1,341 @@
+"""Issue 9: an object is published with its integrity metadata in one step or not at all.
+
+Real boto3 against moto for S3; failures are injected with botocore's own event hooks, and the
+local store's two renames are interleaved by wrapping `os.replace`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import unquote
+
+import pytest
+from botocore.exceptions import EndpointConnectionError
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import flows.store as store_module
+from flows.store import LocalStore, S3Store, StoredObject, StoreError, trusted_sha256
+
+MIB = 1024 * 1024
+BUCKET = "quest-test"
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def s3_store(client, **kwargs) -> S3Store:
+    return S3Store(BUCKET, "root", client=client, multipart_threshold=5 * MIB, part_size=5 * MIB, **kwargs)
+
+
+@pytest.fixture(params=["local", "s3"])
+def store(request, tmp_path):
+    if request.param == "local":
+        return LocalStore(tmp_path / "store")
+    request.getfixturevalue("s3_bucket")
+    return s3_store(request.getfixturevalue("s3_client"))
+
+
+def assert_metadata_matches_bytes(store, key: str) -> None:
+    """The invariant: a stored object's sha256 metadata is absent or describes its bytes."""
+    head = store.head(key)
+    data = store.read_bytes(key)
+    recorded = head.metadata.get("sha256")
+    assert recorded in (None, sha(data)), f"{key}: sha256 metadata {recorded} describes other bytes"
+    if recorded is not None:
+        assert head.metadata.get("sha256-size") == str(len(data))
+
+
+def serialise_moto_writes(client) -> None:
+    """One PutObject/CopyObject at a time, as S3 applies each atomically. moto's in-process backend
+    reads the key back after writing it; two writes of one key at once can read a disposed buffer."""
+    lock = threading.Lock()
+
+    def acquire(**kwargs):
+        lock.acquire()
+
+    def release(**kwargs):
+        lock.release()
+
+    for operation in ("PutObject", "CopyObject"):
+        client.meta.events.register(f"before-call.s3.{operation}", acquire)
+        client.meta.events.register(f"after-call.s3.{operation}", release)
+        client.meta.events.register(f"after-call-error.s3.{operation}", release)
+
+
+def bucket_keys(client) -> list[str]:
+    return [o["Key"] for o in client.list_objects_v2(Bucket=BUCKET).get("Contents", [])]
+
+
+# --------------------------------------------------------------------------- publish in one step
+
+
+def test_published_objects_carry_sha256_and_the_size_it_covers(store):
+    for key, data in (("bls/pr/small", b"abc"), ("bls/pr/big", b"m" * (6 * MIB + 3))):
+        obj = store.put_stream(key, iter([data]), {"upstream-size": str(len(data))}, expected_size=len(data))
+        head = store.head(key)
+        assert head.metadata["sha256"] == obj.metadata["sha256"] == sha(data)
+        assert head.metadata["sha256-size"] == str(len(data))
+        assert trusted_sha256(head) == sha(data)
+
+
+@pytest.mark.parametrize("had_old", [True, False])
+def test_s3_failure_between_upload_and_publish_leaves_the_final_key_untouched(s3_bucket, s3_client, had_old):
+    store = s3_store(s3_client)
+    if had_old:
+        store.put_bytes("bls/pr/f", b"old contents")
+
+    def broken_copy(**kwargs):
+        raise EndpointConnectionError(endpoint_url="http://127.0.0.1:1")
+
+    s3_client.meta.events.register("before-call.s3.CopyObject", broken_copy)
+    data = b"n" * (6 * MIB)
+    with pytest.raises(StoreError, match="cannot reach the S3 endpoint"):
+        store.put_stream("bls/pr/f", iter([data]), expected_size=len(data))
+    s3_client.meta.events.unregister("before-call.s3.CopyObject", broken_copy)
+
+    if had_old:
+        assert store.read_bytes("bls/pr/f") == b"old contents"
+        assert trusted_sha256(store.head("bls/pr/f")) == sha(b"old contents")
+    else:
+        assert store.head("bls/pr/f") is None  # never an object without its sha256
+    assert bucket_keys(s3_client) == (["root/bls/pr/f"] if had_old else [])  # the temp object is gone
+    assert s3_client.list_multipart_uploads(Bucket=BUCKET).get("Uploads", []) == []
+
+
+def test_s3_multipart_never_writes_the_final_key_without_metadata(s3_bucket, s3_client):
+    """Every request that writes the final key carries the sha256 (no window without it)."""
+    store = s3_store(s3_client)
+    writes: list[tuple[str, dict]] = []
+
+    def record(params, **kwargs):
+        if params.get("Key") == "root/bls/pr/f":
+            writes.append((kwargs["model"].name, dict(params.get("Metadata") or {})))
+
+    s3_client.meta.events.register("provide-client-params.s3.*", record)
+    data = b"q" * (11 * MIB)
+    store.put_stream("bls/pr/f", iter([data]), expected_size=len(data))
+    names = [name for name, _ in writes if name != "HeadObject"]
+    assert names == ["CopyObject"]
+    assert writes[0][1]["sha256"] == sha(data) and writes[0][1]["sha256-size"] == str(len(data))
+
+
+def test_s3_publish_above_the_single_copy_limit_uses_a_multipart_copy_with_metadata(
+    s3_bucket, s3_client, monkeypatch
+):
+    monkeypatch.setattr(store_module, "S3_MAX_COPY", 5 * MIB)
+    store = s3_store(s3_client)
+    data = bytes(range(256)) * (40 * 1024 + 5)  # ~10 MiB: above the patched limit
+    store.put_stream("bls/pr/huge", iter([data]), content_type="text/plain", expected_size=len(data))
+    head = s3_client.head_object(Bucket=BUCKET, Key="root/bls/pr/huge")
+    assert head["Metadata"]["sha256"] == sha(data)
+    assert head["ContentType"] == "text/plain"
+    assert store.read_bytes("bls/pr/huge") == data
+    assert bucket_keys(s3_client) == ["root/bls/pr/huge"]
+
+
+def test_local_crash_between_the_two_renames_is_detected_not_trusted(tmp_path, monkeypatch):
+    store = LocalStore(tmp_path)
+    store.put_bytes("bls/pr/f", b"old contents")
+    real_replace = os.replace
+
+    def crash_on_sidecar(src, dst):
+        if ".quest-meta" in str(dst):
+            raise KeyboardInterrupt  # the process dies after the data rename
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", crash_on_sidecar)
+    with pytest.raises(KeyboardInterrupt):
+        store.put_bytes("bls/pr/f", b"new contents!")
+    monkeypatch.undo()
+    head = store.head("bls/pr/f")
+    assert store.read_bytes("bls/pr/f") == b"new contents!"
+    assert head.metadata == {} and trusted_sha256(head) is None  # re-transferred by the next sync
+
+
+def test_local_sidecar_of_other_bytes_or_old_format_is_not_believed(tmp_path):
+    store = LocalStore(tmp_path)
+    store.put_bytes("bls/pr/f", b"contents", {"upstream-size": "8"})
+    assert trusted_sha256(store.head("bls/pr/f")) == sha(b"contents")
+    (tmp_path / "bls/pr/f").write_bytes(b"edited!!")  # same size, rewritten in place
+    assert store.head("bls/pr/f").metadata == {}
+    store.put_bytes("bls/pr/g", b"contents")
+    legacy = {"sha256": sha(b"contents"), "upstream-size": "8"}  # the sidecar format before issue 9
+    (tmp_path / ".quest-meta/bls/pr/g.json").write_text(json.dumps(legacy))
+    assert store.head("bls/pr/g").metadata == {}
+
+
+def test_s3_object_from_before_sha256_size_is_not_trusted(s3_bucket, s3_client):
+    s3_client.put_object(Bucket=BUCKET, Key="root/bls/pr/f", Body=b"abc", Metadata={"sha256": sha(b"abc")})
+    head = s3_store(s3_client).head("bls/pr/f")
+    assert head.metadata["sha256"] == sha(b"abc") and trusted_sha256(head) is None
+
+
+def test_trusted_sha256_rules():
+    good = {"sha256": sha(b"abc"), "sha256-size": "3"}
+    assert trusted_sha256(StoredObject("k", 3, good)) == sha(b"abc")
+    assert trusted_sha256(StoredObject("k", 4, good)) is None
+    assert trusted_sha256(StoredObject("k", 3, {**good, "sha256": "nope"})) is None
+    assert trusted_sha256(StoredObject("k", 3, {"sha256": sha(b"abc")})) is None
+
+
+# --------------------------------------------------------------------------- concurrent writers
+
+
+def test_s3_concurrent_multipart_writers_of_one_key_leave_matching_metadata(s3_bucket, s3_client):
+    """Both writers complete their upload before either publishes; the one whose sha256 would be
+    stale publishes last. Stamping a sha256 onto whatever the final key holds fails this."""
+    store = s3_store(s3_client)
+    reader = s3_store(s3_client)
+    serialise_moto_writes(s3_client)
+    for round_ in range(3):
+        barrier = threading.Barrier(2, timeout=10)
+
+        def publish_in_bad_order(params, barrier=barrier, **kwargs):
+            barrier.wait()
+            source_key = unquote(str(params["CopySource"]).split("/", 1)[1])  # "bucket/key" by now
+            source = s3_client.get_object(Bucket=BUCKET, Key=source_key)["Body"].read()
+            if sha(source) != params["Metadata"]["sha256"]:
+                time.sleep(0.3)
+
+        s3_client.meta.events.register("before-parameter-build.s3.CopyObject", publish_in_bad_order)
+        bodies = [bytes([65 + round_ * 2 + i]) * (5 * MIB + 100 * i + 1) for i in range(2)]
+        with ThreadPoolExecutor(2) as pool:
+            list(pool.map(lambda b: store.put_stream("bls/pr/f", iter([b]), expected_size=len(b)), bodies))
+        s3_client.meta.events.unregister("before-parameter-build.s3.CopyObject", publish_in_bad_order)
+        assert reader.read_bytes("bls/pr/f") in bodies
+        assert_metadata_matches_bytes(reader, "bls/pr/f")
+        assert trusted_sha256(reader.head("bls/pr/f")) is not None
+
+
+def test_local_concurrent_writers_of_one_key_leave_matching_metadata(tmp_path, monkeypatch):
+    """Both data renames land before either sidecar rename, the first writer's sidecar last:
+    two unguarded renames leave the second writer's bytes under the first writer's sha256."""
+    store = LocalStore(tmp_path)
+    real_replace = os.replace
+    state = threading.local()
+
+    for round_ in range(3):
+        barrier = threading.Barrier(2, timeout=0.5)
+        order: list[int] = []
+
+        def interleaving(src, dst, barrier=barrier, order=order):
+            if ".quest-meta" not in str(dst) and "bls" in str(dst):
+                real_replace(src, dst)
+                order.append(state.writer)
+                # Broken when the renames are serialised: the other writer cannot get here now.
+                with contextlib.suppress(threading.BrokenBarrierError):
+                    barrier.wait()
+                return
+            if "bls" in str(dst) and order and order[0] == state.writer:
+                time.sleep(0.2)
+            real_replace(src, dst)
+
+        monkeypatch.setattr(os, "replace", interleaving)
+
+        def write(i: int, round_=round_) -> None:
+            state.writer = i
+            body = bytes([97 + i]) * (1000 + i + round_)
+            store.put_bytes("bls/pr/f", body)
+
+        with ThreadPoolExecutor(2) as pool:
+            list(pool.map(write, range(2)))
+        monkeypatch.undo()
+        assert_metadata_matches_bytes(store, "bls/pr/f")
+        assert store.head("bls/pr/f").metadata.get("sha256") is not None  # the pair stayed whole
+
+
+@pytest.mark.parametrize("size", [300, 5 * MIB + 17])
+def test_many_concurrent_writers_without_orchestration(store, size):
+    if isinstance(store, LocalStore) and size > MIB:
+        size = 64 * 1024
+    if isinstance(store, S3Store):
+        serialise_moto_writes(store.client)
+    bodies = [bytes([48 + i]) * (size + i) for i in range(4)]
+    rounds = 2 if size > MIB else 10
+    for _ in range(rounds):
+        with ThreadPoolExecutor(4) as pool:
+            list(pool.map(lambda b: store.put_bytes("bls/pr/f", b), bodies))
+        assert_metadata_matches_bytes(store, "bls/pr/f")
+    assert store.list_keys() == ["bls/pr/f"]
+
+
+# --------------------------------------------------------------------------- property
+
+
+@st.composite
+def writes(draw):
+    """A few writes of random bytes in random chunkings, some of them dying before they finish."""
+    ops = []
+    for _ in range(draw(st.integers(1, 6))):
+        data = draw(st.binary(max_size=300))
+        cuts = sorted(draw(st.lists(st.integers(0, len(data)), max_size=4)))
+        chunks = [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True)]
+        crash = draw(st.sampled_from([None, "sidecar"]))
+        ops.append((draw(st.sampled_from(["a", "b"])), data, chunks, crash))
+    return ops
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops=writes())
+def test_property_local_metadata_always_matches_bytes(ops, monkeypatch):
+    real_replace = os.replace
+    with tempfile.TemporaryDirectory() as root:
+        store = LocalStore(root)
+        for key, data, chunks, crash in ops:
+
+            def dying(src, dst, crash=crash):
+                if crash and ".quest-meta" in str(dst):
+                    raise KeyboardInterrupt
+                real_replace(src, dst)
+
+            monkeypatch.setattr(os, "replace", dying)
+            with contextlib.suppress(KeyboardInterrupt):
+                store.put_stream(f"bls/pr/{key}", iter(chunks), expected_size=len(data))
+            monkeypatch.setattr(os, "replace", real_replace)
+            assert store.read_bytes(f"bls/pr/{key}") == data
+            for stored_key in store.list_keys():
+                assert_metadata_matches_bytes(store, stored_key)
+            if not crash:
+                assert trusted_sha256(store.head(f"bls/pr/{key}")) == sha(data)
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops=writes(), fail_copy=st.booleans())
+def test_property_s3_metadata_always_matches_bytes(ops, fail_copy, s3_bucket, s3_client):
+    """S3 with the threshold at its minimum: bodies above it (padded) take the temp+copy path."""
+    store = s3_store(s3_client)
+    published: dict[str, bytes] = {}
+
+    def broken_copy(**kwargs):
+        raise EndpointConnectionError(endpoint_url="http://127.0.0.1:1")
+
+    for i, (key, data, chunks, _) in enumerate(ops):
+        big = i % 3 == 0
+        if big:
+            chunks = [b"p" * (5 * MIB), *chunks]
+            data = b"p" * (5 * MIB) + data
+        failing = fail_copy and big and i % 2 == 0
+        if failing:
+            s3_client.meta.events.register("before-call.s3.CopyObject", broken_copy)
+        try:
+            store.put_stream(f"bls/pr/{key}", iter(chunks), expected_size=len(data))
+            published[key] = data
+        except StoreError:
+            assert failing
+        finally:
+            s3_client.meta.events.unregister("before-call.s3.CopyObject", broken_copy)
+        for name, body in published.items():
+            assert store.read_bytes(f"bls/pr/{name}") == body
+            assert trusted_sha256(store.head(f"bls/pr/{name}")) == sha(body)
+    for key in bucket_keys(s3_client):  # the bucket outlives one example
+        s3_client.delete_object(Bucket=BUCKET, Key=key)
+    assert store.list_keys() == []

@@ -1,0 +1,135 @@
+"""Issue 9: two syncs of one store prefix never interleave — a lease in the store, with expiry."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from flows.store import LeaseHeld, LeaseLost, LocalStore, S3Store, StoreError
+
+
+@pytest.fixture(params=["local", "s3"])
+def store(request, tmp_path):
+    if request.param == "local":
+        return LocalStore(tmp_path / "store")
+    request.getfixturevalue("s3_bucket")
+    return S3Store("quest-test", "root", client=request.getfixturevalue("s3_client"))
+
+
+def killed_holder(store, prefix: str, expires_in: float, owner: str = "killed-host pid 1") -> None:
+    """The record a holder leaves when it dies: nobody renews or releases it."""
+    slot = store.lease(prefix, 60).slot
+    assert slot.create({"owner": owner, "token": "dead", "expires": time.time() + expires_in}) is not None
+
+
+def test_only_one_of_many_concurrent_writers_holds_the_lease(store):
+    inside, overlaps, entered = [0], [], []
+    lock = threading.Lock()
+
+    def sync(i: int) -> None:
+        with store.lease("bls/pr/", 30, owner=f"writer {i}", wait_seconds=20):
+            with lock:
+                inside[0] += 1
+                overlaps.append(inside[0])
+                entered.append(i)
+            time.sleep(0.05)
+            with lock:
+                inside[0] -= 1
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(sync, range(4)))
+    assert sorted(entered) == [0, 1, 2, 3]
+    assert max(overlaps) == 1
+
+
+def test_a_held_lease_refuses_a_second_sync_with_who_and_until_when(store):
+    with store.lease("bls/pr/", 30, owner="sync A"):
+        started = time.monotonic()
+        with pytest.raises(LeaseHeld) as info, store.lease("bls/pr/", 30, owner="sync B", wait_seconds=0.3):
+            pass
+        assert 0.25 < time.monotonic() - started < 5  # waited (bounded), then refused
+    message = str(info.value)
+    assert "\n" not in message and "sync A" in message and "until 20" in message
+    assert ".quest-lease.json" in message
+    assert isinstance(info.value, StoreError)
+    with store.lease("bls/pr/", 30, owner="sync B", wait_seconds=0):  # released: free again
+        pass
+
+
+def test_leases_on_other_prefixes_do_not_conflict_and_stay_out_of_listings(store):
+    store.put_bytes("bls/pr/a", b"1")
+    with store.lease("bls/pr/", 30), store.lease("bls/cu/", 30, wait_seconds=0):
+        assert store.list_keys() == ["bls/pr/a"]
+    assert store.list_keys("bls/pr/") == ["bls/pr/a"]
+
+
+def test_a_waiting_sync_gets_the_lease_when_the_holder_finishes(store):
+    release = threading.Event()
+
+    def holder() -> None:
+        with store.lease("bls/pr/", 30, owner="first"):
+            release.set()
+            time.sleep(0.4)
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    release.wait(5)
+    with store.lease("bls/pr/", 30, owner="second", wait_seconds=10):
+        assert not thread.is_alive()  # entered only after the first released
+    thread.join()
+
+
+def test_the_lease_of_a_killed_sync_is_taken_over_once_expired(store):
+    killed_holder(store, "bls/pr/", expires_in=0.5)
+    with pytest.raises(LeaseHeld, match="killed-host"):
+        store.lease("bls/pr/", 30, wait_seconds=0).acquire()
+    with store.lease("bls/pr/", 30, owner="next sync", wait_seconds=5) as lease:
+        record, _ = lease.slot.read()
+        assert record["owner"] == "next sync" and record["token"] == lease.token
+
+
+def test_a_held_lease_is_renewed_past_its_ttl(store):
+    with store.lease("bls/pr/", 0.6, owner="long sync") as lease:
+        time.sleep(1.5)  # more than twice the ttl
+        with pytest.raises(LeaseHeld, match="long sync"):
+            store.lease("bls/pr/", 0.6, wait_seconds=0).acquire()
+        assert lease.slot.read()[0]["expires"] > time.time()
+    with store.lease("bls/pr/", 0.6, wait_seconds=0):
+        pass
+
+
+def test_a_holder_that_lost_its_lease_fails_instead_of_finishing_quietly(store):
+    lease = store.lease("bls/pr/", 0.6, owner="stalled")
+    lease.acquire()
+    lease._stop.set()  # the holder stalls: no renewals
+    lease._thread.join()
+    lease._stop.clear()
+    time.sleep(0.7)
+    with store.lease("bls/pr/", 30, owner="taker", wait_seconds=0):
+        lease._thread = threading.Thread(target=lease._renew_loop)  # it wakes up and renews
+        lease._thread.start()
+        time.sleep(0.4)
+        with pytest.raises(LeaseLost, match="taken over"):
+            lease.__exit__(None, None, None)
+        assert lease.slot.read()[0]["owner"] == "taker"  # releasing never touched the taker's lease
+
+
+def test_a_conditional_write_that_landed_before_its_retry_counts_as_acquired(store):
+    lease = store.lease("bls/pr/", 30, owner="me", wait_seconds=0)
+    lease.slot.create(lease._record(time.time() + 30))  # the first attempt landed, its answer was lost
+    with lease:
+        assert lease.slot.read()[0]["token"] == lease.token
+
+
+def test_a_dry_run_lease_holds_nothing(store):
+    with store.lease("bls/pr/", 30, hold=False), store.lease("bls/pr/", 30, wait_seconds=0):
+        pass
+
+
+@pytest.mark.parametrize("prefix", ["bls/pr", "/bls/", "bls//", "bls/.quest-tmp/"])
+def test_lease_prefix_is_checked(store, prefix):
+    with pytest.raises(StoreError, match="invalid"):
+        store.lease(prefix, 30)
