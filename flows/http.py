@@ -8,13 +8,20 @@ is defined. Each retry is still logged to the run logger by the caller's `on_ret
 
 from __future__ import annotations
 
+import contextlib
 import random
+import socket
+import threading
 import time
-from collections.abc import Callable
+import weakref
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import httpx
 
 from flows.errors import QuestError
 
@@ -36,6 +43,18 @@ class HttpStatusError(QuestError):
 
 class IncompleteBody(QuestError):
     """The body's length disagrees with Content-Length or the listed size; worth retrying."""
+
+
+class DeadlineExceeded(QuestError):
+    """A request outlived its overall deadline (a peer trickling bytes); worth retrying."""
+
+
+class RedirectRefused(QuestError):
+    """The server redirected to another host (or from https to http); its bytes are not the source's."""
+
+
+class TransfersCancelled(QuestError):
+    """The run is stopping (a signal, a failed sibling, a cancel): in-flight transfers were aborted."""
 
 
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
@@ -60,13 +79,13 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
 
 def is_retryable(exc: BaseException) -> bool:
     """Transient: transport errors, cut or short bodies, 5xx, 408, 429. Everything else fails at once."""
-    import httpx
-
     from flows.store import SizeMismatch
 
     if isinstance(exc, HttpStatusError):
         return exc.status >= 500 or exc.status in RETRYABLE_4XX
-    return isinstance(exc, httpx.TransportError | IncompleteBody | SizeMismatch)
+    if isinstance(exc, TransfersCancelled):
+        return False
+    return isinstance(exc, httpx.TransportError | IncompleteBody | SizeMismatch | DeadlineExceeded)
 
 
 @dataclass(frozen=True)
@@ -103,15 +122,16 @@ def call_with_retries(
     policy: RetryPolicy,
     on_retry: OnRetry | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    stopped: Callable[[], bool] = lambda: False,
 ) -> T:
-    """Call `fn` until it succeeds, a non-retryable error occurs, or the retries are spent."""
+    """Call `fn` until it succeeds, a non-retryable error occurs, the retries are spent or `stopped()`."""
     attempt = 0
     while True:
         try:
             return fn()
         except Exception as exc:
             attempt += 1
-            if attempt > policy.retries or not is_retryable(exc):
+            if attempt > policy.retries or not is_retryable(exc) or stopped():
                 raise
             retry_after = exc.retry_after if isinstance(exc, HttpStatusError) else None
             wait = policy.delay(attempt, retry_after)
@@ -130,14 +150,178 @@ def check_status(response: Any, url: str) -> None:
     raise HttpStatusError(url, response.status_code, retry_after)
 
 
-def make_client(settings: Any, url: str) -> Any:
-    """An httpx client whose User-Agent names the contact (BLS refuses anonymous clients).
+def request_deadline(floor_seconds: float, min_rate: float, size: int | None = None) -> float:
+    """Seconds one request may take in all: a floor, plus the size at the slowest rate we accept.
+
+    A read timeout alone never ends a peer that sends one byte a second; this bound does.
+    """
+    return floor_seconds + max(0, size or 0) / min_rate
+
+
+def origin(url: str | httpx.URL) -> tuple[str, str, int]:
+    """(scheme, host, port) with the scheme's default port filled in, host lower-cased without a final dot."""
+    parts = urlsplit(str(url))
+    scheme = parts.scheme.lower()
+    host = (parts.hostname or "").rstrip(".")
+    try:
+        port = parts.port or {"http": 80, "https": 443}.get(scheme, 0)
+    except ValueError:
+        port = -1
+    return scheme, host, port
+
+
+def same_site(allowed: tuple[str, str, int], url: str | httpx.URL) -> bool:
+    """True for the allowed origin itself, or its https upgrade on the same host (never a downgrade)."""
+    scheme, host, port = origin(url)
+    if host != allowed[1]:
+        return False
+    if (scheme, port) == (allowed[0], allowed[2]):
+        return True
+    return allowed[0] == "http" and scheme == "https" and port == 443
+
+
+DEADLINE_EXTENSION = "quest.deadline"  # request extension: seconds this request may take in all
+
+
+class _GuardedStream(httpx.SyncByteStream):
+    """A response body that stops at the request's deadline, or at once when the transport aborts."""
+
+    def __init__(self, inner: httpx.SyncByteStream, url: str, ends_at: float, guard: GuardedTransport):
+        self._inner, self._url, self._ends_at, self._guard = inner, url, ends_at, guard
+
+    def __iter__(self) -> Iterator[bytes]:
+        chunks = iter(self._inner)
+        while True:
+            try:
+                chunk = next(chunks)
+            except StopIteration:
+                return
+            except httpx.TransportError as exc:
+                self._guard.check(self._url, self._ends_at, exc)  # an abort or a deadline says so
+                raise
+            self._guard.check(self._url, self._ends_at)
+            yield chunk
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+class GuardedTransport(httpx.BaseTransport):
+    """httpx transport for one upstream site: same-site requests only, a deadline per request, abortable.
+
+    - A request to another host (a redirect elsewhere, a hostile URL) is refused before it is sent,
+      so the function cannot be turned into a proxy and foreign bytes never land under `bls/`.
+    - Every request has an overall deadline (the `quest.deadline` extension, else `default_deadline`);
+      the socket read timeout is cut to what is left of it.
+    - `abort()` (a signal, a cancelled run, a failed sibling) shuts down every open socket, so
+      transfers blocked in a read end now instead of after their read timeout.
+    """
+
+    def __init__(self, site_url: str, default_deadline: float, inner: httpx.BaseTransport | None = None):
+        self.allowed = origin(site_url)
+        self.default_deadline = default_deadline
+        self._inner = inner or httpx.HTTPTransport()
+        self._aborted: str | None = None
+        self._sockets: weakref.WeakSet[socket.socket] = weakref.WeakSet()
+        self._lock = threading.Lock()
+
+    @property
+    def aborted(self) -> str | None:
+        return self._aborted
+
+    def abort(self, reason: str) -> None:
+        """Stop every request of this transport now; later requests are refused."""
+        with self._lock:
+            if self._aborted is None:
+                self._aborted = reason
+            sockets = list(self._sockets)
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def check(self, url: str, ends_at: float, cause: BaseException | None = None) -> None:
+        """Raise if this transport was aborted or the request is past its deadline."""
+        if self._aborted is not None:
+            raise TransfersCancelled(f"GET {url} aborted: {self._aborted}") from cause
+        if time.monotonic() > ends_at:
+            raise DeadlineExceeded(f"GET {url} did not finish within its deadline") from cause
+
+    def _trace(self, event: str, info: dict[str, Any]) -> None:
+        if event in ("connection.connect_tcp.complete", "connection.start_tls.complete"):
+            stream = info.get("return_value")
+            sock = stream.get_extra_info("socket") if stream is not None else None
+            if isinstance(sock, socket.socket):
+                with self._lock:
+                    self._sockets.add(sock)
+                if self._aborted is not None:
+                    with contextlib.suppress(OSError):
+                        sock.shutdown(socket.SHUT_RDWR)
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        url = str(request.url)
+        if not same_site(self.allowed, request.url):
+            raise RedirectRefused(
+                f"refusing to request {url}: only {self.allowed[0]}://{self.allowed[1]} is read "
+                "(a redirect to another host, or from https to http?)"
+            )
+        budget = float(request.extensions.get(DEADLINE_EXTENSION) or self.default_deadline)
+        ends_at = time.monotonic() + budget
+        self.check(url, ends_at)
+        timeout = dict(request.extensions.get("timeout") or {})
+        for phase in ("connect", "read", "write", "pool"):
+            limit = timeout.get(phase)
+            timeout[phase] = budget if limit is None else min(float(limit), budget)
+        request.extensions = {**request.extensions, "timeout": timeout, "trace": self._trace}
+        try:
+            response = self._inner.handle_request(request)
+        except httpx.TransportError as exc:
+            self.check(url, ends_at, exc)  # an aborted or overdue request says so, not "connection reset"
+            raise
+        assert isinstance(response.stream, httpx.SyncByteStream)
+        response.stream = _GuardedStream(response.stream, url, ends_at, self)
+        return response
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+def _refuse_foreign_redirect(allowed: tuple[str, str, int], response: httpx.Response) -> None:
+    """Name the redirect itself in the error (the transport would refuse the next hop anyway)."""
+    if not response.has_redirect_location:
+        return
+    target = response.url.join(response.headers["location"])
+    if not same_site(allowed, target):
+        raise RedirectRefused(
+            f"GET {response.request.url} answered {response.status_code} redirecting to {target}: "
+            "another host (or a downgrade to http); refused"
+        )
+
+
+def make_client(settings: Any, url: str) -> httpx.Client:
+    """An httpx client for the site of `url`: User-Agent naming the contact, guarded transport.
 
     Bodies are requested uncompressed so the bytes counted are the bytes the listing sizes.
+    Redirects are followed only on the same site; `response.url` is the URL actually read.
     """
-    import httpx
-
     headers = {"User-Agent": settings.user_agent(url), "Accept-Encoding": "identity"}
     timeout = httpx.Timeout(settings.http_timeout_seconds, connect=min(10.0, settings.http_timeout_seconds))
     limits = httpx.Limits(max_connections=max(4, settings.concurrency * 2))
-    return httpx.Client(headers=headers, timeout=timeout, limits=limits, follow_redirects=True)
+    transport = GuardedTransport(
+        url,
+        default_deadline=settings.http_deadline_floor_seconds,
+        inner=httpx.HTTPTransport(limits=limits),
+    )
+
+    return httpx.Client(
+        headers=headers,
+        timeout=timeout,
+        transport=transport,
+        follow_redirects=True,
+        max_redirects=5,
+        event_hooks={"response": [lambda response: _refuse_foreign_redirect(transport.allowed, response)]},
+    )
+
+
+def guarded_transport(client: httpx.Client) -> GuardedTransport | None:
+    transport = client._transport  # httpx keeps the mounted transport here; no public accessor
+    return transport if isinstance(transport, GuardedTransport) else None

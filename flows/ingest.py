@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Any
 
 from prefect import flow, task
@@ -22,7 +23,16 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, Field
 
 from flows.errors import QuestError
-from flows.http import IncompleteBody, RetryPolicy, call_with_retries, check_status, make_client
+from flows.http import (
+    DEADLINE_EXTENSION,
+    IncompleteBody,
+    RetryPolicy,
+    call_with_retries,
+    check_status,
+    guarded_transport,
+    make_client,
+    request_deadline,
+)
 from flows.names import bls_key, bls_survey_prefix, population_key, timestamp
 from flows.orchestration import call, in_flow_run, markdown_artifact, run_flow, run_logger
 from flows.progress import current_sink
@@ -101,12 +111,19 @@ class UpstreamUnavailable(QuestError):
     """The upstream could not be reached even after the retries."""
 
 
-def _retried(fn: Any, settings: Settings, what: str) -> Any:
-    """`call_with_retries` with each retry logged; a transport failure that outlasts them is expected."""
+def _retried(fn: Any, settings: Settings, what: str, client: Any = None) -> Any:
+    """`call_with_retries` with each retry logged; a transport failure that outlasts them is expected.
+
+    No retry starts once the client's transport was aborted (the run is stopping).
+    """
     import httpx
 
+    guard = guarded_transport(client) if client is not None else None
+    stopped = (lambda: guard.aborted is not None) if guard is not None else (lambda: False)
     try:
-        return call_with_retries(fn, RetryPolicy.from_settings(settings), _retry_logger(what))
+        return call_with_retries(
+            fn, RetryPolicy.from_settings(settings), _retry_logger(what), stopped=stopped
+        )
     except httpx.HTTPError as exc:
         raise UpstreamUnavailable(f"{what}: {type(exc).__name__}: {exc}") from exc
 
@@ -126,13 +143,12 @@ def _retry_logger(what: str) -> Any:
 @task(name="list-survey", cache_policy=NO_CACHE)
 def list_survey(url: str, client: Any, settings: Settings) -> Listing:
     """GET + parse the survey directory, retried."""
-    listing = call_with_retries(
-        lambda: fetch_listing(client, url),
-        RetryPolicy.from_settings(settings),
-        _retry_logger(f"listing {url}"),
-    )
+    listing = _retried(lambda: fetch_listing(client, url), settings, f"listing {url}", client)
+    logger = run_logger(__name__)
     for href in listing.skipped:
-        run_logger(__name__).warning("listing %s: ignored href %r (outside the survey directory)", url, href)
+        logger.warning("listing %s: ignored href %r (outside the survey directory)", url, href)
+    for problem in listing.problems:
+        logger.warning("listing %s: %s; its stored copy is kept as is", url, problem)
     return listing
 
 
@@ -165,10 +181,13 @@ def _counted(chunks: Iterator[bytes], name: str, expected: int) -> Iterator[byte
         sink.finish(name)
 
 
-def transfer_once(client: Any, store: ObjectStore, survey: str, item: PlanItem) -> int:
+def transfer_once(client: Any, store: ObjectStore, survey: str, item: PlanItem, settings: Settings) -> int:
     """Stream one file from upstream into the store; the old object stays until the new one is whole."""
     assert item.url is not None
-    with client.stream("GET", item.url) as response:
+    deadline = request_deadline(
+        settings.http_deadline_floor_seconds, settings.http_min_rate_bytes_per_second, item.size
+    )
+    with client.stream("GET", item.url, extensions={DEADLINE_EXTENSION: deadline}) as response:
         check_status(response, item.url)
         announced = response.headers.get("content-length")
         if announced is not None and int(announced) != item.size:
@@ -176,7 +195,7 @@ def transfer_once(client: Any, store: ObjectStore, survey: str, item: PlanItem) 
                 f"{item.url}: Content-Length {announced} differs from the listed size {item.size}"
             )
         metadata = {
-            META_SOURCE_URL: item.url,
+            META_SOURCE_URL: str(response.url),  # the URL actually read (after same-site redirects)
             META_UPSTREAM_LAST_MODIFIED: item.last_modified or "",
             META_UPSTREAM_SIZE: str(item.size),
         }
@@ -192,7 +211,9 @@ def transfer_once(client: Any, store: ObjectStore, survey: str, item: PlanItem) 
 
 @task(name="transfer-file", task_run_name="transfer-{item.name}", cache_policy=NO_CACHE)
 def transfer_file(client: Any, store: ObjectStore, survey: str, item: PlanItem, settings: Settings) -> int:
-    size = _retried(lambda: transfer_once(client, store, survey, item), settings, item.url or item.name)
+    size = _retried(
+        lambda: transfer_once(client, store, survey, item, settings), settings, item.url or item.name, client
+    )
     run_logger(__name__).info(
         "%s %s (%d bytes)", "added" if item.action == Action.ADD else "updated", item.name, size
     )
@@ -210,7 +231,11 @@ def delete_files(store: ObjectStore, survey: str, names: list[str]) -> list[str]
 @task(name="fetch-population", cache_policy=NO_CACHE)
 def fetch_population_body(url: str, settings: Settings) -> bytes:
     with make_client(settings, url) as client:
-        return _retried(lambda: fetch_population(client, url), settings, f"population {url}")
+        return _retried(
+            lambda: fetch_population(client, url, settings.population_max_bytes),
+            settings,
+            f"population {url}",
+        )
 
 
 @task(name="store-population", cache_policy=NO_CACHE)
@@ -253,10 +278,17 @@ def mirror_survey(survey: str, dry_run: bool = False, allow_mass_delete: bool = 
     url = settings.survey_url(survey)
     settings.contact_for(url)  # fail at once, with the fix, when BLS would refuse us
     store = store_from_settings(settings)
-    with make_client(settings, url) as client:
+    # Issue 9 (store integrity): one sync of a survey at a time, through a lease in the store (a dry
+    # run writes nothing, so it holds none); what a killed sync left behind goes first, past the grace.
+    prefix = bls_survey_prefix(survey)
+    with make_client(settings, url) as client, store.lease(prefix, settings.lease_seconds, hold=not dry_run):
+        if not dry_run:
+            for leftover in store.cleanup_stale(prefix, settings.stale_upload_grace_seconds):
+                logger.info("removed a leftover of an interrupted sync: %s", leftover)
+        # (end of the issue 9 edit)
         listing = call(list_survey, url, client, settings)
         stored = call(read_mirror_state, store, survey, settings.concurrency * 2)
-        plan = plan_sync(survey, listing.entries, stored)
+        plan = plan_sync(survey, listing.entries, stored, held=listing.unreadable)
         logger.info("plan for %s: %s", survey, plan.counts())
         check_delete_guard(plan, settings.max_delete_fraction, allow_mass_delete)
         summary = MirrorSummary(
@@ -308,7 +340,7 @@ def _run_transfers(
 ) -> Iterator[tuple[PlanItem, int, str | None]]:
     """(item, bytes, error or None) per transfer, at most `settings.concurrency` at a time."""
     if in_flow_run():
-        with ThreadPoolTaskRunner(max_workers=settings.concurrency) as runner:
+        with ThreadPoolTaskRunner(max_workers=settings.concurrency) as runner, _abort_on_exit(client):
             params = {"client": client, "store": store, "survey": survey, "settings": settings}
             futures = [
                 (item, runner.submit(transfer_file, {**params, "item": item})) for item in plan.transfers
@@ -320,7 +352,7 @@ def _run_transfers(
                 else:
                     yield item, 0, _state_message(future)
         return
-    with ThreadPoolExecutor(max_workers=settings.concurrency) as pool:
+    with ThreadPoolExecutor(max_workers=settings.concurrency) as pool, _abort_on_exit(client):
         plain = [
             (item, pool.submit(transfer_file.fn, client, store, survey, item, settings))
             for item in plan.transfers
@@ -330,6 +362,24 @@ def _run_transfers(
                 yield item, fut.result(), None
             except Exception as exc:
                 yield item, 0, str(exc)
+
+
+@contextmanager
+def _abort_on_exit(client: Any) -> Iterator[None]:
+    """Abort the client's transfers when the run stops while they are in flight.
+
+    Ctrl-C, SIGTERM (Prefect raises TerminationSignal) or a crash arrive in the thread waiting on
+    the transfers. Aborting the transport ends every open download at once, so each store write
+    aborts (nothing half-published, multipart uploads aborted) and the executor's shutdown, which
+    waits for its threads, returns in seconds instead of after every transfer.
+    """
+    try:
+        yield
+    except BaseException as exc:
+        guard = guarded_transport(client)
+        if guard is not None:
+            guard.abort(f"the run is stopping ({type(exc).__name__})")
+        raise
 
 
 def _state_message(future: Any) -> str:

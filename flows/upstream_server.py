@@ -112,6 +112,22 @@ class _Cut:
     pattern: str
     after_bytes: int
     remaining: int | None
+    announce_length: bool = True  # False: no Content-Length, the close looks like a normal end
+
+
+@dataclass
+class _Redirect:
+    pattern: str
+    location: str
+    status: int
+    remaining: int | None
+
+
+@dataclass
+class _Trickle:
+    pattern: str
+    bytes_per_second: int
+    remaining: int | None
 
 
 @dataclass
@@ -147,6 +163,9 @@ class UpstreamServer:
         self._surveys: dict[str, _Survey] = {}
         self._faults: list[_Fault] = []
         self._cuts: list[_Cut] = []
+        self._redirects: list[_Redirect] = []
+        self._trickles: list[_Trickle] = []
+        self._stopping = threading.Event()
         self._log: list[LoggedRequest] = []
         self.population: bytes | None = population
         self.population_last_modified = CLOCK_START
@@ -171,6 +190,7 @@ class UpstreamServer:
         return self
 
     def stop(self) -> None:
+        self._stopping.set()  # trickling responses end instead of holding the shutdown
         if self._httpd is not None:
             self._httpd.shutdown()
             self._httpd.server_close()
@@ -277,15 +297,33 @@ class UpstreamServer:
             ra = None if retry_after is None else str(retry_after)
             self._faults.append(_Fault(pattern, status, times, ra, body, content_type))
 
-    def cut(self, pattern: str, after_bytes: int, times: int | None = 1) -> None:
-        """The next `times` GETs matching `pattern` announce the full length and close after `after_bytes`."""
+    def cut(
+        self, pattern: str, after_bytes: int, times: int | None = 1, *, announce_length: bool = True
+    ) -> None:
+        """The next `times` GETs matching `pattern` (files or listings) close after `after_bytes`.
+
+        With `announce_length` the full Content-Length is sent (the client can see the cut); without
+        it the body is close-delimited, so the cut is indistinguishable from a normal end.
+        """
         with self._lock:
-            self._cuts.append(_Cut(pattern, after_bytes, times))
+            self._cuts.append(_Cut(pattern, after_bytes, times, announce_length))
+
+    def redirect(self, pattern: str, location: str, status: int = 302, times: int | None = None) -> None:
+        """GETs matching `pattern` answer `status` with `Location: location` (relative or absolute)."""
+        with self._lock:
+            self._redirects.append(_Redirect(pattern, location, status, times))
+
+    def trickle(self, pattern: str, bytes_per_second: int = 1, times: int | None = None) -> None:
+        """GETs matching `pattern` send their body at `bytes_per_second` (a slow or hostile peer)."""
+        with self._lock:
+            self._trickles.append(_Trickle(pattern, max(1, bytes_per_second), times))
 
     def clear_faults(self) -> None:
         with self._lock:
             self._faults.clear()
             self._cuts.clear()
+            self._redirects.clear()
+            self._trickles.clear()
             for survey in self._surveys.values():
                 survey.listing_mode = "ok"
 
@@ -408,6 +446,10 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             with up._lock:
                 fault = up._take(up._faults, path)
+                moved = None if head else up._take(up._redirects, path)
+            if moved is not None:
+                status = self._simple(moved.status, b"", head=head, headers={"Location": moved.location})
+                return
             if fault is not None:
                 extra = {"Retry-After": fault.retry_after} if fault.retry_after is not None else {}
                 status = self._simple(fault.status, fault.body, fault.content_type, head, extra)
@@ -430,42 +472,78 @@ class _Handler(BaseHTTPRequestHandler):
                 listing = up._listing_html(rest[:-1])
                 if listing is None:
                     status = self._simple(404, b"<html><body>Not Found</body></html>", head=head)
-                else:
-                    status = self._simple(200, listing, "text/html", head)
+                    return
+                status = 200
+                sent = self._body(path, [listing], len(listing), "text/html", None, head)
                 return
             survey, _, name = rest.partition("/")
             with up._lock:
                 state = up._surveys.get(survey)
                 file = state.files.get(name) if state else None
-                cut = up._take(up._cuts, path) if file is not None and not head else None
             if file is None:
                 status = self._simple(404, b"<html><body>Not Found</body></html>", head=head)
                 return
             status = 200
-            self.send_response(200)
-            self.send_header("Content-Type", "text/plain")
-            self.send_header("Content-Length", str(file.size))
-            self.send_header("Last-Modified", _http_date(file.last_modified))
-            self.end_headers()
-            if head:
-                return
-            limit = cut.after_bytes if cut is not None else None
-            for chunk in file.chunks():
-                if limit is not None and sent + len(chunk) >= limit:
-                    self.wfile.write(chunk[: limit - sent])
-                    sent = limit
-                    break
-                self.wfile.write(chunk)
-                sent += len(chunk)
-            if cut is not None:
-                self.wfile.flush()
-                self.close_connection = True
-                self.connection.shutdown(2)
+            sent = self._body(path, file.chunks(), file.size, "text/plain", file.last_modified, head)
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
         finally:
             sent = sent or self.__dict__.pop("_simple_sent", 0)
             up._record(LoggedRequest(self.command, path, status, sent, ua))
+
+    def _body(
+        self,
+        path: str,
+        chunks: Iterator[bytes] | list[bytes],
+        size: int,
+        content_type: str,
+        last_modified: datetime | None,
+        head: bool,
+    ) -> int:
+        """Send a 200 body, honouring the cut and trickle switches; returns the bytes sent."""
+        up = self.upstream
+        with up._lock:
+            cut = None if head else up._take(up._cuts, path)
+            slow = None if head else up._take(up._trickles, path)
+        self.send_response(200)
+        self.send_header("Content-Type", content_type)
+        if cut is None or cut.announce_length:
+            self.send_header("Content-Length", str(size))
+        else:
+            self.send_header("Connection", "close")
+        if last_modified is not None:
+            self.send_header("Last-Modified", _http_date(last_modified))
+        self.end_headers()
+        if head:
+            return 0
+        sent = 0
+        limit = cut.after_bytes if cut is not None else None
+        for chunk in chunks:
+            if limit is not None and sent + len(chunk) >= limit:
+                chunk = chunk[: limit - sent]
+            if slow is not None:
+                sent += self._trickle(chunk, slow.bytes_per_second)
+            else:
+                self.wfile.write(chunk)
+                sent += len(chunk)
+            if limit is not None and sent >= limit:
+                break
+        if cut is not None:
+            self.wfile.flush()
+            self.close_connection = True
+            self.connection.shutdown(2)
+        return sent
+
+    def _trickle(self, chunk: bytes, rate: int) -> int:
+        sent = 0
+        for start in range(0, len(chunk), rate):
+            if self.upstream._stopping.is_set():
+                raise BrokenPipeError("server stopping")
+            self.wfile.write(chunk[start : start + rate])
+            self.wfile.flush()
+            sent += len(chunk[start : start + rate])
+            time.sleep(1.0)
+        return sent
 
     def _simple(
         self,

@@ -81,14 +81,134 @@ def test_odd_but_safe_names_are_kept_and_quoted():
     [
         ("<html><body><h1>Access Denied</h1></body></html>", "not a directory listing"),
         ("", "not a directory listing"),
-        ('<pre><A HREF="/pub/time.series/">[To Parent Directory]</A><br><br></pre>', "names no files"),
         (
-            REAL.split("  3/27")[0] + ' 12/13/2023  1:05 PM  &lt;dir&gt; <A HREF="/x/">x</A></pre>',
+            '<html><pre><A HREF="/pub/time.series/">[To Parent Directory]</A><br><br></pre></html>',
             "names no files",
         ),
+        (
+            REAL.split("  3/27")[0] + ' 12/13/2023  1:05 PM  &lt;dir&gt; <A HREF="/x/">x</A></pre></html>',
+            "names no files",
+        ),
+        ("<html><body><pre></pre></body></html>", "not a directory listing"),
     ],
 )
 def test_not_a_listing_or_empty_is_an_error(page, reason):
     with pytest.raises(ListingError, match=reason) as info:
         parse_listing(page, DIR)
     assert DIR in str(info.value)
+
+
+# --------------------------------------------------------------------------- cut and malformed pages
+
+ROWS = "".join(
+    f" {1 + i % 12}/{1 + i % 28}/2024  {1 + i % 12}:{i % 60:02d} {'AM' if i % 2 else 'PM'}   "
+    f'{1000 + i * 37:>10} <A HREF="/pub/time.series/pr/pr.f{i:02d}">pr.f{i:02d}</A><br>'
+    for i in range(30)
+)
+FULL = REAL.replace("</pre>", ROWS + "</pre>")
+
+
+def test_every_cut_of_a_listing_is_refused_or_complete():
+    """A page cut anywhere (a dropped connection with no Content-Length) never reads as fewer files."""
+    whole = parse_listing(FULL, DIR)
+    assert len(whole.entries) == 33
+    end = FULL.rstrip().lower().rindex("</html>") + len("</html>")
+    for cut in range(len(FULL)):
+        page = FULL[:cut]
+        if cut >= end:
+            assert parse_listing(page, DIR) == whole
+            continue
+        with pytest.raises(ListingError):
+            parse_listing(page, DIR)
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        "13/45/2024  8:30 AM   10",  # impossible date
+        "2/30/2024  8:30 AM   10",  # no such day
+        "6/6/2024  13:30 PM   10",  # no such hour
+        "6/6/2024  8:75 AM   10",  # no such minute
+        "6/6/2024  8:30 AM   1O",  # letter O in the size
+        "6/6/2024  8:30 AM   -10",
+        "6/6/2024  8:30 AM",  # no size
+        "garbage",
+        "",
+    ],
+)
+def test_a_malformed_row_holds_its_file_and_keeps_the_others(head):
+    row = f'  {head} <A HREF="/pub/time.series/pr/pr.data.0.Current">pr.data.0.Current</A><br>'
+    current = '<A HREF="/pub/time.series/pr/pr.data.0.Current">pr.data.0.Current</A><br>'
+    page = REAL.replace("  6/6/2024  8:30 AM      1504795 " + current, row)
+    assert page != REAL
+    listing = parse_listing(page, DIR)
+    assert [e.name for e in listing.entries] == ["pr.class", "pr.txt"]
+    assert listing.unreadable == ("pr.data.0.Current",)
+    assert "pr.data.0.Current" in listing.problems[0]
+
+
+def test_a_file_listed_twice_with_different_facts_is_held():
+    row = '  6/7/2024  8:30 AM          99 <A HREF="/pub/time.series/pr/pr.class">pr.class</A><br>'
+    listing = parse_listing(REAL.replace("</pre>", row + "</pre>"), DIR)
+    assert "pr.class" not in listing.by_name() and listing.unreadable == ("pr.class",)
+    same = '  3/27/2024  8:30 AM          102 <A HREF="/pub/time.series/pr/pr.class">pr.class</A><br>'
+    assert parse_listing(REAL.replace("</pre>", same + "</pre>"), DIR).unreadable == ()
+
+
+def test_only_unreadable_rows_is_not_an_empty_listing():
+    page = REAL
+    for date in ("3/27/2024", "6/6/2024", "12/13/2023 12:00"):
+        page = page.replace(date, "99/99/2024" + date[len(date.split(" ")[0]) :], 1)
+    listing = parse_listing(page, DIR)
+    assert listing.entries == () and set(listing.unreadable) == {"pr.class", "pr.data.0.Current", "pr.txt"}
+
+
+# --------------------------------------------------------------------------- properties
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.text(max_size=400))
+def test_any_text_is_a_listing_or_a_listing_error(page):
+    try:
+        listing = parse_listing(page, DIR)
+    except ListingError:
+        return
+    assert listing.entries or listing.unreadable
+    for entry in listing.entries:
+        assert entry.url.startswith(DIR) and "/" not in entry.name and entry.size >= 0
+
+
+_pieces = st.sampled_from(
+    [
+        '<A HREF="/pub/time.series/pr/pr.a">pr.a</A><br>',
+        '<A HREF="/pub/time.series/pr/pr.b">pr.b</A>',
+        '<A HREF="http://evil/pub/time.series/pr/pr.c">x</A>',
+        '<A HREF="/pub/time.series/pr/sub/">sub</A>',
+        "  6/6/2024  8:30 AM      15 ",
+        " 13/45/2024 8:30 AM 15 ",
+        "&lt;dir&gt;",
+        "<br>",
+        "</pre>",
+        "<pre>",
+        "</html>",
+        '"',
+        "\r\n",
+        "\x00",
+        "é",
+    ]
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_pieces, max_size=30), st.integers(min_value=0, max_value=2000))
+def test_hostile_rows_and_cuts_raise_only_listing_errors(pieces, cut):
+    page = ("<html><body><pre>" + "".join(pieces) + "</pre><hr></body></html>")[: cut or None]
+    try:
+        listing = parse_listing(page, DIR)
+    except ListingError:
+        return
+    names = {e.name for e in listing.entries}
+    assert names <= {"pr.a", "pr.b"} and not names & set(listing.unreadable)

@@ -17,18 +17,27 @@ from urllib.parse import unquote, urljoin, urlsplit
 
 from flows.errors import QuestError
 
-_ROW = re.compile(
+# Every anchor of the listing, with the text since the previous anchor (where IIS puts the date,
+# time and size). Rows are read strictly afterwards, so a malformed row is seen, not passed over.
+_ANCHOR = re.compile(r"<A\s+HREF\s*=\s*\"(?P<href>[^\"]*)\"\s*>(?P<text>.*?)</A>", re.IGNORECASE | re.DOTALL)
+_ROW_HEAD = re.compile(
     r"(?P<month>\d{1,2})/(?P<day>\d{1,2})/(?P<year>\d{4})\s+"
     r"(?P<hour>\d{1,2}):(?P<minute>\d{2})\s*(?P<ampm>[AP]M)\s+"
-    r"(?P<size>\d+|&lt;dir&gt;|<dir>)\s+"
-    r"<A\s+HREF\s*=\s*\"(?P<href>[^\"]*)\"\s*>(?P<text>.*?)</A>",
-    re.IGNORECASE | re.DOTALL,
+    r"(?P<size>\d{1,15}|&lt;dir&gt;|<dir>)\s*$",
+    re.IGNORECASE,
 )
 _PARENT = re.compile(r"\[To Parent Directory\]", re.IGNORECASE)
+_PRE_OPEN = re.compile(r"<pre\b[^>]*>", re.IGNORECASE)
+_PRE_CLOSE = re.compile(r"</pre\s*>", re.IGNORECASE)
+_HTML_CLOSE = re.compile(r"</html\s*>\s*$", re.IGNORECASE)
 
 
 class ListingError(QuestError):
     """The survey directory could not be read as a listing; nothing may be deleted."""
+
+
+class IncompleteListing(ListingError):
+    """The page stops before the listing's closing markup: rows may be missing, so nothing is deleted."""
 
 
 @dataclass(frozen=True)
@@ -47,14 +56,22 @@ class Listing:
     entries: tuple[ListingEntry, ...]
     folders: tuple[str, ...] = ()
     skipped: tuple[str, ...] = field(default=())  # hrefs refused (other host, outside the directory, ...)
+    # Files the listing names in a row that cannot be read (impossible date, garbled size, listed
+    # twice with different facts): their stored copies are neither replaced nor deleted.
+    unreadable: tuple[str, ...] = field(default=())
+    problems: tuple[str, ...] = field(default=())  # one line per unreadable row, for the run log
 
     def by_name(self) -> dict[str, ListingEntry]:
         return {e.name: e for e in self.entries}
 
 
 def _listed_time(m: re.Match[str]) -> str:
-    hour = int(m["hour"]) % 12 + (12 if m["ampm"].upper() == "PM" else 0)
-    when = datetime(int(m["year"]), int(m["month"]), int(m["day"]), hour, int(m["minute"]))
+    """ISO minutes of a row's date; ValueError for an impossible date or time (13/45/2024, 25:70)."""
+    hour12, minute = int(m["hour"]), int(m["minute"])
+    if not 1 <= hour12 <= 12 or minute > 59:
+        raise ValueError(f"impossible time {m['hour']}:{m['minute']} {m['ampm']}")
+    hour = hour12 % 12 + (12 if m["ampm"].upper() == "PM" else 0)
+    when = datetime(int(m["year"]), int(m["month"]), int(m["day"]), hour, minute)
     return when.isoformat(timespec="minutes")
 
 
@@ -63,7 +80,10 @@ def _safe_name(directory_url: str, href: str) -> str | None:
     if ".." in href or any(ord(c) < 32 or ord(c) == 127 for c in href):
         return None
     base = urlsplit(directory_url)
-    target = urlsplit(urljoin(directory_url, href))
+    try:
+        target = urlsplit(urljoin(directory_url, href))
+    except ValueError:  # e.g. an invalid IPv6 literal in the href's host
+        return None
     if (target.scheme, target.netloc.lower()) != (base.scheme, base.netloc.lower()):
         return None
     if target.query or target.fragment or not target.path.startswith(base.path):
@@ -76,40 +96,91 @@ def _safe_name(directory_url: str, href: str) -> str | None:
     return name
 
 
+def _row_block(page: str, directory_url: str) -> str:
+    """The `<pre>` block of a whole listing; refuses a page cut before its closing markup.
+
+    IIS ends every listing with `</pre><hr></body></html>`. A page that stops earlier was cut in
+    transit (a dropped connection with no Content-Length looks like a normal end): rows after the
+    cut are missing and must not be read as deleted upstream.
+    """
+    opened = _PRE_OPEN.search(page)
+    if opened is None:
+        snippet = " ".join(re.sub(r"<[^>]+>", " ", page).split())[:80]
+        if _ANCHOR.search(page) or _PARENT.search(page):
+            raise IncompleteListing(f"{directory_url}: the listing has no opening <pre>; not read")
+        raise ListingError(f"{directory_url}: the response is not a directory listing (starts: {snippet!r})")
+    closed = _PRE_CLOSE.search(page, opened.end())
+    if closed is None or not _HTML_CLOSE.search(page, closed.end()):
+        raise IncompleteListing(
+            f"{directory_url}: the listing was cut off before its closing </pre>...</html> "
+            f"({len(page)} characters read); nothing is deleted or replaced"
+        )
+    return page[opened.end() : closed.start()]
+
+
 def parse_listing(page: str, directory_url: str) -> Listing:
-    """Files (name, URL, size, listed time) of an IIS listing of `directory_url`.
+    """Files (name, URL, size, listed time) of a complete IIS listing of `directory_url`.
 
     Skips the parent link and folders; refuses hrefs naming another host, leaving the directory,
-    or whose name holds `..`, `/` or control characters. Raises ListingError for a page that is
-    not a listing or lists no files.
+    or whose name holds `..`, `/` or control characters. A row whose date or size cannot be read
+    is reported in `unreadable`, never dropped silently. Raises ListingError for a page that is not
+    a listing or lists no files, IncompleteListing for one cut before its end.
     """
     if not directory_url.endswith("/"):
         directory_url += "/"
+    block = _row_block(page, directory_url)
     entries: dict[str, ListingEntry] = {}
+    conflicting: set[str] = set()
+    unreadable: dict[str, str] = {}
     folders: list[str] = []
     skipped: list[str] = []
-    rows = list(_ROW.finditer(page))
-    for m in rows:
-        href = html.unescape(m["href"])
-        if m["size"].isdigit():
-            name = _safe_name(directory_url, href)
-            if name is None:
-                skipped.append(href)
-                continue
-            entries[name] = ListingEntry(
-                name, directory_url + _quote_name(name), int(m["size"]), _listed_time(m)
-            )
-        else:
-            folders.append(html.unescape(m["text"]).strip())
-    if not rows and not _PARENT.search(page):
-        snippet = " ".join(re.sub(r"<[^>]+>", " ", page).split())[:80]
-        raise ListingError(f"{directory_url}: the response is not a directory listing (starts: {snippet!r})")
-    if not entries:
+    previous_end = 0
+    for anchor in _ANCHOR.finditer(block):
+        head = block[previous_end : anchor.start()]
+        previous_end = anchor.end()
+        head = re.sub(r"<br\s*/?>", " ", head, flags=re.IGNORECASE).strip()
+        text = html.unescape(anchor["text"]).strip()
+        if _PARENT.search(text):
+            continue
+        href = html.unescape(anchor["href"])
+        row = _ROW_HEAD.search(head)
+        if row is not None and not row["size"].isdigit():
+            folders.append(text)
+            continue
+        if href.endswith("/") and row is None:
+            continue  # a folder row we cannot date: folders are never mirrored
+        name = _safe_name(directory_url, href)
+        if name is None:
+            skipped.append(href)
+            continue
+        try:
+            if row is None:
+                raise ValueError(f"no date/time/size before the link (got {head[-60:]!r})")
+            entry = ListingEntry(name, directory_url + _quote_name(name), int(row["size"]), _listed_time(row))
+        except ValueError as exc:
+            unreadable[name] = f"{name}: unreadable listing row ({exc})"
+            continue
+        if name in entries and entries[name] != entry:
+            conflicting.add(name)
+        entries[name] = entry
+    for name in conflicting:
+        del entries[name]
+        unreadable[name] = f"{name}: listed twice with different size or date"
+    for name in unreadable:
+        entries.pop(name, None)
+    if not entries and not unreadable:
+        if not folders and not skipped and not _PARENT.search(block):
+            raise ListingError(f"{directory_url}: the response is not a directory listing (no rows)")
         raise ListingError(
             f"{directory_url}: the listing names no files; refusing to treat that as 'all deleted'"
         )
     return Listing(
-        directory_url, tuple(sorted(entries.values(), key=lambda e: e.name)), tuple(folders), tuple(skipped)
+        directory_url,
+        tuple(sorted(entries.values(), key=lambda e: e.name)),
+        tuple(folders),
+        tuple(skipped),
+        tuple(sorted(unreadable)),
+        tuple(unreadable[n] for n in sorted(unreadable)),
     )
 
 
@@ -123,7 +194,11 @@ def _quote_name(name: str) -> str:
 
 
 def fetch_listing(client: object, directory_url: str) -> Listing:
-    """GET and parse a survey directory. HTTP errors raise HttpStatusError (retry policy decides)."""
+    """GET and parse a survey directory. HTTP errors raise HttpStatusError (retry policy decides).
+
+    A body shorter than its Content-Length is refused here too (h11 already refuses most), and the
+    entries are resolved against the URL actually read, so a same-site redirect keeps hrefs honest.
+    """
     from flows.http import check_status
 
     response = client.get(directory_url)  # type: ignore[attr-defined]
@@ -131,4 +206,11 @@ def fetch_listing(client: object, directory_url: str) -> Listing:
     content_type = response.headers.get("content-type", "")
     if content_type and "html" not in content_type.lower():
         raise ListingError(f"{directory_url}: expected an HTML listing, got {content_type!r}")
-    return parse_listing(response.text, directory_url)
+    announced = response.headers.get("content-length", "")
+    encoded = response.headers.get("content-encoding", "identity").lower() != "identity"
+    if announced.isdigit() and not encoded and int(announced) != len(response.content):
+        raise IncompleteListing(
+            f"{directory_url}: the listing has {len(response.content)} of its {announced} bytes; "
+            "nothing is deleted or replaced"
+        )
+    return parse_listing(response.text, str(response.url))
