@@ -251,9 +251,12 @@ def _cpu_seconds(marker: str) -> float:
 
 
 def versions(s3, prefix: str) -> int:
+    """Object versions written under `prefix`, not counting the store's own lease records."""
+    from flows.store import is_internal_key
+
     count = 0
     for page in s3.get_paginator("list_object_versions").paginate(Bucket=BUCKET, Prefix=prefix):
-        count += len(page.get("Versions", []))
+        count += sum(1 for v in page.get("Versions", []) if not is_internal_key(v["Key"]))
     return count
 
 

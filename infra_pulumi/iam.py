@@ -97,6 +97,9 @@ def runner_policy(grants: RunnerGrants) -> dict:
             [grants.bucket_arn],
             condition={"StringLike": {"s3:prefix": list_prefix_patterns()}},
         ),
+        # A sync aborts the multipart uploads a killed sync left open (after a grace period);
+        # finding them takes this bucket-level action, which has no prefix condition key.
+        statement("FindInterruptedUploads", ["s3:ListBucketMultipartUploads"], [grants.bucket_arn]),
         statement("ConsumeNotifications", QUEUE_ACTIONS, [grants.queue_arn]),
         statement("WriteOwnLogs", LOG_ACTIONS, [f"{grants.log_group_arn}:*"]),
     ]

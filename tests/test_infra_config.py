@@ -57,11 +57,30 @@ def test_values_arrive_as_strings_like_the_cli_passes_them():
         ({"contact": "a@b.c", "blsSurveys": "pr,../x"}, "blsSurveys"),
         ({"contact": "a@b.c", "scheduleExpression": "0 6 * * *"}, "scheduleExpression"),
         ({"contact": "a@b.c", "functionTimoutSeconds": "60"}, "functionTimoutSeconds"),  # a typo
+        # The function sends its Prefect API key there: https only (plain http to loopback only).
+        ({"contact": "a@b.c", "prefectApiUrl": "http://prefect.example/api"}, "prefectApiUrl"),
+        ({"contact": "a@b.c", "prefectApiUrl": "HTTP://prefect.example/api"}, "https://"),
+        ({"contact": "a@b.c", "prefectApiUrl": "http://127.0.0.1.evil.com/api"}, "prefectApiUrl"),
+        ({"contact": "a@b.c", "prefectApiUrl": "http://localhost.evil.com/api"}, "prefectApiUrl"),
+        ({"contact": "a@b.c", "prefectApiUrl": "https://evil@127.0.0.1/api"}, "user information"),
+        ({"contact": "a@b.c", "prefectApiUrl": "prefect.example/api"}, "prefectApiUrl"),
     ],
 )
 def test_invalid_config_is_refused_with_the_key_named(raw, needle):
     with pytest.raises(StackConfigError, match=re.escape(needle)):
         parse(raw)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://api.prefect.cloud/api/accounts/a/workspaces/w",
+        "HTTPS://x.example/api",
+        "http://127.0.0.1:4200/api",
+    ],
+)
+def test_prefect_api_url_https_or_loopback(url):
+    assert parse({"contact": "a@b.c", "prefectApiUrl": url}).prefect_api_url == url
 
 
 def _project_keys(text: str) -> set[str]:
@@ -119,6 +138,8 @@ def test_runner_policy_is_least_privilege():
     assert set(listing["Condition"]["StringLike"]["s3:prefix"]) == {
         p for prefix in DATA_PREFIXES for p in (prefix, f"{prefix}*")
     }
+    assert by_sid["FindInterruptedUploads"]["Action"] == ["s3:ListBucketMultipartUploads"]
+    assert by_sid["FindInterruptedUploads"]["Resource"] == [BUCKET]
     assert by_sid["ConsumeNotifications"]["Resource"] == [QUEUE]
     assert set(by_sid["ConsumeNotifications"]["Action"]) == {
         "sqs:ReceiveMessage",

@@ -10,7 +10,7 @@ import pytest
 
 from flows.errors import QuestError
 from flows.samples import population_body, sample_bls_survey, sample_population
-from flows.store import LocalStore, S3Store
+from flows.store import LocalStore, S3Store, is_internal_key
 from flows.upstream_server import GeneratedFile, UpstreamServer
 
 BUCKET = "quest-test"
@@ -56,6 +56,8 @@ def _versions(store) -> dict[str, list[str]]:
         resp = store.client.list_object_versions(Bucket=BUCKET, Prefix="mirror/")
         found: dict[str, list[str]] = {}
         for v in resp.get("Versions", []):
+            if is_internal_key(v["Key"]):  # the survey's lease record, not a mirrored file
+                continue
             found.setdefault(v["Key"], []).append(v["VersionId"])
         return found
     return {
