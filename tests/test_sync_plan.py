@@ -118,3 +118,44 @@ def test_no_object_is_kept_unless_its_sha256_covers_exactly_its_bytes(size, sha,
     plan = plan_sync("pr", [entry("a", size)], {"a": have})
     trusted = sha == SHA and sha_size == str(size) and upstream_size == str(size)
     assert (plan.items[0].action == Action.KEEP) == trusted
+
+
+def test_held_files_are_kept_not_deleted_or_replaced():
+    have = {n: stored(n) for n in ("a", "held", "gone")}
+    plan = plan_sync("pr", [entry("a")], have, held=["held", "never-stored"])
+    actions = {i.name: i.action for i in plan.items}
+    assert actions == {"a": Action.KEEP, "held": Action.KEEP, "gone": Action.DELETE}
+    assert "unreadable" in next(i.reason for i in plan.items if i.name == "held")
+
+
+_names = st.sampled_from([f"pr.f{i}" for i in range(8)])
+_entries = st.builds(
+    entry, _names, st.integers(0, 30), st.sampled_from(["2024-06-06T08:30", "2024-06-07T08:30"])
+)
+_stored = st.builds(
+    stored,
+    _names,
+    st.integers(0, 30),
+    st.sampled_from(["2024-06-06T08:30", "2024-06-07T08:30", None]),
+    st.one_of(st.none(), st.integers(0, 30)),
+)
+
+
+@given(st.lists(_entries, max_size=8), st.lists(_stored, max_size=8), st.sets(_names, max_size=4))
+def test_plan_properties(listing, have, held):
+    """Deletes only what a complete listing no longer names; transfers only what it names."""
+    stored_by_name = {s.name: s for s in have}
+    listed = {e.name for e in listing}
+    plan = plan_sync("pr", listing, stored_by_name, held=held)
+    names = [i.name for i in plan.items]
+    assert len(names) == len(set(names)) and set(names) == listed | set(stored_by_name)
+    for item in plan.items:
+        if item.action == Action.DELETE:
+            assert item.name in stored_by_name and item.name not in listed and item.name not in held
+        if item.action in (Action.ADD, Action.UPDATE):
+            assert item.name in listed and item.url is not None
+        if item.action == Action.ADD:
+            assert item.name not in stored_by_name
+        if item.action == Action.KEEP and item.name in listed:
+            have_one = stored_by_name[item.name]
+            assert have_one.sha256 is not None and have_one.size == item.size
