@@ -47,7 +47,10 @@ def event_kind(event: Any) -> str:
 
 
 def prepare_runtime(environ: dict[str, str] | None = None) -> None:
-    """Prefect settings a Lambda needs before Prefect is imported: a writable home, no telemetry."""
+    """Prefect settings a Lambda needs before Prefect is imported: a writable home, no telemetry.
+
+    The API key is loaded only for an https:// (or loopback) PREFECT_API_URL (`FlowRunEntryError`).
+    """
     env = os.environ if environ is None else environ
     if env.get("AWS_LAMBDA_FUNCTION_NAME"):
         env.setdefault("PREFECT_HOME", LAMBDA_PREFECT_HOME)
@@ -74,7 +77,11 @@ def flush_prefect() -> None:
 
 def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     prepare_runtime()
+    from flows.flow_run_entry import check_prefect_api_target
     from flows.settings import Settings
+
+    # What Prefect loaded (profiles and any-case names included) must not send the key elsewhere.
+    check_prefect_api_target()
 
     kind = event_kind(event)
     settings = Settings()

@@ -7,7 +7,10 @@
 - `poll_work_pool(name)`: one polling round of the `aws-lambda` worker (serverless schedules: the
   function polls its pool every minute instead of an always-on worker).
 - `load_prefect_api_key(environ)`: the function's Prefect API key from Secrets Manager, read before
-  Prefect loads its settings; the key never travels in a payload or in plain configuration.
+  Prefect loads its settings; the key never travels in a payload or in plain configuration, and
+  is only loaded for an https:// (or loopback) PREFECT_API_URL.
+- A run's `env` applies only the run settings of flows/run_env.py; every other name is refused
+  and logged (on the run's page too), so a run cannot redirect the API, the key or the store.
 
 Prefect and boto3 are imported inside the functions (cold starts; no import-time work).
 """
@@ -15,31 +18,18 @@ Prefect and boto3 are imported inside the functions (cold starts; no import-time
 from __future__ import annotations
 
 import json
+import logging
 import os
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Iterator, Mapping, MutableMapping
 from contextlib import contextmanager
 from typing import Any
 
 from flows.errors import QuestError
 from flows.names import ENV_PREFECT_API_KEY_SECRET_ARN
+from flows.run_env import Refusal, RunEnv, api_url_problem, filter_run_env
 
-# The runtime's own variables: a run's env must not redirect the API, the key, the home or AWS.
-RESERVED_ENV_NAMES = frozenset(
-    {
-        "PATH",
-        "PYTHONPATH",
-        "LD_LIBRARY_PATH",
-        "HOME",
-        "TZ",
-        "LANG",
-        "PREFECT_API_URL",
-        "PREFECT_API_KEY",
-        "PREFECT_API_AUTH_STRING",
-        "PREFECT_HOME",
-        ENV_PREFECT_API_KEY_SECRET_ARN,
-    }
-)
-RESERVED_ENV_PREFIXES = ("AWS_", "LAMBDA_", "_")
+log = logging.getLogger(__name__)
+
 API_KEY_JSON_FIELDS = ("PREFECT_API_KEY", "api_key", "apiKey")
 
 
@@ -70,17 +60,22 @@ def module_entrypoint(entrypoint: str | None) -> str:
     return f"{'.'.join(parts)}:{func}"
 
 
-def run_env(env: dict[str, Any] | None) -> dict[str, str]:
-    """The part of an invocation's env that a flow run may set (never the runtime's own)."""
+def event_run_env(env: object) -> RunEnv:
+    """The run settings an invocation's env may apply (flows/run_env.py), and what it refused.
+
+    An env that is not a JSON object is refused as a whole; the run still proceeds without it.
+    """
     if env is None:
-        return {}
+        return RunEnv({}, ())
     if not isinstance(env, dict):
-        raise FlowRunEntryError(f"event env must be a JSON object, got {type(env).__name__}")
-    return {
-        str(k): str(v)
-        for k, v in env.items()
-        if v is not None and k not in RESERVED_ENV_NAMES and not str(k).startswith(RESERVED_ENV_PREFIXES)
-    }
+        return RunEnv({}, (Refusal("(all of it)", f"must be a JSON object, got {type(env).__name__}"),))
+    return filter_run_env(env)
+
+
+def key_url_problem(environ: Mapping[str, str]) -> str | None:
+    """Why this environment's Prefect API URL may not receive the key (None when it may)."""
+    problem = api_url_problem(environ.get("PREFECT_API_URL"))
+    return f"{problem}; refusing to send the Prefect API key there" if problem else None
 
 
 def api_key_from_secret_string(value: str, secret_id: str) -> str:
@@ -121,10 +116,16 @@ def load_prefect_api_key(environ: MutableMapping[str, str] | None = None, client
 
     Runs before Prefect is imported (Prefect reads its settings at import). Returns True when the
     key was read now; False when no secret is configured or the key is already set (warm start).
+    Refuses (before reading the secret) when PREFECT_API_URL is not https:// or loopback http://.
     """
     env = os.environ if environ is None else environ
     secret_id = env.get(ENV_PREFECT_API_KEY_SECRET_ARN)
-    if not secret_id or env.get("PREFECT_API_KEY"):
+    if not secret_id and not env.get("PREFECT_API_KEY"):
+        return False
+    problem = key_url_problem(env)
+    if problem:
+        raise FlowRunEntryError(problem)
+    if env.get("PREFECT_API_KEY"):
         return False
     if client is None:
         import boto3
@@ -148,11 +149,30 @@ def run_flow_run(flow_run_id: str, env: dict[str, Any] | None = None) -> dict[st
         run_id = UUID(str(flow_run_id))
     except ValueError as exc:
         raise FlowRunEntryError(f"flow_run_id {flow_run_id!r} is not a UUID") from exc
-    with applied_env(run_env(env)):
-        return _run_flow_run(run_id)
+    requested = event_run_env(env)
+    for refusal in requested.refused:
+        log.warning(refusal.message())
+    with applied_env(requested.accepted):
+        return _run_flow_run(run_id, requested.refused)
 
 
-def _run_flow_run(run_id: Any) -> dict[str, Any]:
+def check_prefect_api_target() -> None:
+    """Refuse when Prefect, as it has loaded its settings, would send a credential to an unsafe URL.
+
+    `load_prefect_api_key` checks PREFECT_API_URL as set; this checks what Prefect really uses
+    (profiles, any-case variable names), so no other source of settings can redirect the key.
+    """
+    from prefect.settings import get_current_settings
+
+    api = get_current_settings().api
+    if (api.key is None and api.auth_string is None) or not api.url:
+        return
+    problem = key_url_problem({"PREFECT_API_URL": str(api.url)})
+    if problem:
+        raise FlowRunEntryError(problem)
+
+
+def _run_flow_run(run_id: Any, refused: tuple[Refusal, ...] = ()) -> dict[str, Any]:
     import asyncio
     import inspect
 
@@ -166,6 +186,8 @@ def _run_flow_run(run_id: Any) -> dict[str, Any]:
     with get_client(sync_client=True) as client:
         flow_run = client.read_flow_run(run_id)
         logger = flow_run_logger(flow_run=flow_run)
+        for refusal in refused:  # shown on the run's page, next to what it did run with
+            logger.warning(refusal.message())
         if flow_run.deployment_id is None:
             raise FlowRunEntryError(f"flow run {run_id} has no deployment: nothing says which flow to run")
         deployment = client.read_deployment(flow_run.deployment_id)

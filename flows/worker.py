@@ -8,13 +8,16 @@ Prefect ships no Lambda worker (PrefectHQ/prefect#19577), so the project brings 
 A flow run becomes one `Invoke` of the function with `{"flow_run_id": ..., "env": {...}}`; the
 function (flows/aws_lambda.py → flows/flow_run_entry.py) loads and runs the flow run in-process.
 The payload never carries credentials: the function reads its Prefect API key from its own
-secret and uses its own IAM role. The worker runs the same way long-running
-(`prefect worker start`) or serverless (one polling round per scheduled `{"poll_work_pool": ...}`).
+secret and uses its own IAM role. Its `env` carries only the pipeline's run settings
+(flows/run_env.py, the same rule the function applies); the worker logs what it dropped.
+The worker runs the same way long-running (`prefect worker start`) or serverless (one polling
+round per scheduled `{"poll_work_pool": ...}`).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any, Literal
 
 import anyio
@@ -25,18 +28,8 @@ from pydantic import Field
 
 from flows.errors import QuestError
 from flows.names import WORKER_TYPE
+from flows.run_env import RunEnv, accepted, filter_run_env
 
-# Names that must never leave the worker in a payload: the function has its own key and role.
-SECRET_ENV_NAMES = frozenset(
-    {
-        "PREFECT_API_KEY",
-        "PREFECT_API_AUTH_STRING",
-        "AWS_ACCESS_KEY_ID",
-        "AWS_SECRET_ACCESS_KEY",
-        "AWS_SESSION_TOKEN",
-        "AWS_SECURITY_TOKEN",
-    }
-)
 # Lambda's documented limits for the request payload.
 MAX_PAYLOAD_BYTES = {"Event": 256 * 1024, "RequestResponse": 6 * 1024 * 1024}
 # A synchronous invoke may last the function's whole timeout (at most 15 minutes).
@@ -61,8 +54,10 @@ _ENDPOINT_DESCRIPTION = (
     "Custom Lambda API endpoint (an emulator or a VPC endpoint); empty means AWS's public endpoint."
 )
 _ENV_DESCRIPTION = (
-    "Environment for the flow run, applied inside the function for the run's duration (e.g. "
-    "QUEST_BLS_SURVEYS). Prefect API keys and AWS credentials are never sent."
+    "The pipeline's run settings for this flow run, applied inside the function for the run's "
+    f"duration. Accepted names: {accepted()}. Any other name (Prefect settings, proxies, AWS "
+    "settings, credentials, the store or upstream URLs) is not sent and is logged as dropped on "
+    "the run; an invalid value likewise."
 )
 
 
@@ -91,6 +86,16 @@ class LambdaJobConfiguration(BaseJobConfiguration):
     def _base_environment(cls) -> dict[str, str]:
         # The base class copies the worker's own Prefect settings (API key, PREFECT_HOME, ...)
         # into every run; they describe the worker's machine, not the function's.
+        return {}
+
+    @staticmethod
+    def _base_flow_run_environment(flow_run: Any = None) -> dict[str, str]:
+        # PREFECT__FLOW_RUN_ID: the payload carries the id; the function applies run settings only.
+        return {}
+
+    @staticmethod
+    def _base_attribution_environment(*args: Any, **kwargs: Any) -> dict[str, str]:
+        # PREFECT__WORKER_*/FLOW_*/DEPLOYMENT_*: not run settings, so never sent (nor warned about).
         return {}
 
 
@@ -149,21 +154,39 @@ def base_job_template_for(
     if endpoint_url:
         props["endpoint_url"]["default"] = endpoint_url
     if env:
-        props["env"]["default"] = dict(env)
+        checked = filter_run_env(env)
+        if checked.refused:
+            raise ValueError("; ".join(refusal.message() for refusal in checked.refused))
+        props["env"]["default"] = checked.accepted
     template["variables"]["required"] = [
         name for name in template["variables"].get("required", []) if name != "function_name"
     ]
     return template
 
 
-def payload_env(env: dict[str, str | None]) -> dict[str, str]:
-    """The run's environment minus unset values and anything secret."""
-    return {k: str(v) for k, v in env.items() if v is not None and k.upper() not in SECRET_ENV_NAMES}
+def payload_env(
+    env: dict[str, str | None], logger: logging.Logger | logging.LoggerAdapter | None = None
+) -> RunEnv:
+    """The run settings to send (flows/run_env.py, the rule the function applies too).
+
+    Everything else is dropped here, logged on the run when `logger` is given, so the function
+    never receives it and the run's page says why a variable had no effect.
+    """
+    checked = filter_run_env(env)
+    if logger is not None:
+        for refusal in checked.refused:
+            logger.warning(refusal.message())
+    return checked
 
 
-def invocation_payload(flow_run_id: str, env: dict[str, str | None], invocation_type: str) -> bytes:
+def invocation_payload(
+    flow_run_id: str,
+    env: dict[str, str | None],
+    invocation_type: str,
+    logger: logging.Logger | logging.LoggerAdapter | None = None,
+) -> bytes:
     """The JSON the function receives; refuses payloads Lambda would reject."""
-    body = json.dumps({"flow_run_id": str(flow_run_id), "env": payload_env(env)}).encode()
+    body = json.dumps({"flow_run_id": str(flow_run_id), "env": payload_env(env, logger).accepted}).encode()
     limit = MAX_PAYLOAD_BYTES.get(invocation_type, MAX_PAYLOAD_BYTES["Event"])
     if len(body) > limit:
         raise LambdaInvokeError(
@@ -247,7 +270,9 @@ class LambdaWorker(BaseWorker[LambdaJobConfiguration, LambdaVariables, LambdaWor
                 "the work pool's `function_name` is empty: set it in the pool's base job template "
                 "or the deployment's job variables"
             )
-        payload = invocation_payload(str(flow_run.id), configuration.env, configuration.invocation_type)
+        payload = invocation_payload(
+            str(flow_run.id), configuration.env, configuration.invocation_type, logger
+        )
         logger.info(
             "Invoking Lambda function %s (%s) for flow run %s",
             configuration.function_name,

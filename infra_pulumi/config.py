@@ -19,6 +19,7 @@ from pydantic.alias_generators import to_camel
 
 from flows.errors import QuestError
 from flows.names import DLQ_MAX_RECEIVE_COUNT_DEFAULT
+from flows.run_env import api_url_problem
 
 # The retention values CloudWatch Logs accepts.
 LOG_RETENTION_DAYS = frozenset(
@@ -96,6 +97,15 @@ class StackConfig(BaseModel):
     def _schedule(cls, value: str) -> str:
         if not (value.startswith(("cron(", "rate(")) and value.endswith(")")):
             raise ValueError(f"an EventBridge schedule is cron(...) or rate(...), got {value!r}")
+        return value
+
+    @field_validator("prefect_api_url")
+    @classmethod
+    def _api_url(cls, value: str | None) -> str | None:
+        # The function sends its Prefect API key to this URL: https only (loopback http for tests).
+        problem = api_url_problem(value) if value else None
+        if problem:
+            raise ValueError(problem)
         return value
 
     @model_validator(mode="after")

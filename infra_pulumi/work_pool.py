@@ -28,6 +28,7 @@ from pulumi.dynamic import (
 from pulumi.dynamic import Resource as DynamicResource
 
 from flows.names import WORKER_TYPE
+from flows.run_env import api_url_problem
 
 # Properties whose change is an in-place PATCH; a new name or API is another pool (replace).
 UPDATABLE = ("base_job_template", "description", "api_key")
@@ -54,6 +55,9 @@ class _Api:
     """A few calls of Prefect's REST API (Cloud or self-hosted), bearer-authenticated when keyed."""
 
     def __init__(self, api_url: str, api_key: str | None):
+        problem = api_url_problem(api_url)
+        if api_key and problem:  # also for state written before `check` refused such URLs
+            raise WorkPoolApiError(f"{problem}; refusing to send the Prefect API key there")
         self.api_url = api_url
         self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
 
@@ -89,8 +93,9 @@ class WorkPoolProvider(ResourceProvider):
         failures = []
         if not news.get("name"):
             failures.append(CheckFailure("name", "a work pool needs a name"))
-        if not str(news.get("api_url") or "").startswith(("http://", "https://")):
-            failures.append(CheckFailure("api_url", "the Prefect API URL must be http(s)://..."))
+        problem = api_url_problem(news.get("api_url"))
+        if problem:
+            failures.append(CheckFailure("api_url", problem))
         template = news.get("base_job_template")
         if not isinstance(template, dict) or "job_configuration" not in template:
             failures.append(CheckFailure("base_job_template", "needs job_configuration and variables"))

@@ -108,10 +108,33 @@ def test_check_and_diff_rules():
         WorkPoolProvider().check({}, {"name": "", "api_url": "ftp://x", "base_job_template": {}}).failures
     )
     assert {f.property for f in failures} == {"name", "api_url", "base_job_template"}
+    template = base_job_template_for(ARN)
+    for url in ("http://prefect.example/api", "HTTP://127.0.0.1.evil.com/api", "http://u@localhost/api"):
+        failures = (
+            WorkPoolProvider()
+            .check({}, {"name": "p", "api_url": url, "base_job_template": template})
+            .failures
+        )
+        assert [f.property for f in failures] == ["api_url"], url
+    for url in ("https://api.prefect.cloud/api", "http://127.0.0.1:4200/api", "http://[::1]:4200/api"):
+        assert (
+            WorkPoolProvider()
+            .check({}, {"name": "p", "api_url": url, "base_job_template": template})
+            .failures
+            == []
+        )
     olds = {"name": "a", "api_url": "http://x/api", "api_key": "k", "base_job_template": {"t": 1}}
     assert pool_diff(olds, dict(olds)) == ([], [])
     assert pool_diff(olds, {**olds, "name": "b"}) == (["name"], ["name"])
     assert pool_diff(olds, {**olds, "api_key": "k2"}) == (["api_key"], [])
+
+
+def test_the_key_is_never_sent_to_plain_http():
+    """State from before `check` refused such URLs: delete/read must not send the key either."""
+    props = {"api_url": "http://prefect.example/api", "api_key": "pnu_test_key"}
+    for call in (lambda: WorkPoolProvider().delete("p", props), lambda: WorkPoolProvider().read("p", props)):
+        with pytest.raises(WorkPoolApiError, match="refusing to send the Prefect API key"):
+            call()
 
 
 def test_the_pickled_provider_carries_no_key():

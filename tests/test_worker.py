@@ -7,12 +7,14 @@ project's handler in a Lambda-like subprocess → the flow run's final state in 
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 
 import pytest
 from aio import run_async
 from lambda_emulator import REPO, LambdaEmulator
 
+from flows.run_env import RUN_ENV_NAMES
 from flows.worker import (
     LambdaInvokeError,
     LambdaJobConfiguration,
@@ -64,22 +66,53 @@ def test_template_for_a_function_sets_defaults():
         base_job_template_for("")
 
 
-def test_payload_never_carries_credentials():
+def test_payload_carries_only_run_settings():
     env = {
         "QUEST_BLS_SURVEYS": "pr,cu",
+        "quest_retries": "2",
         "PREFECT_API_KEY": "pnu_secret",
         "prefect_api_auth_string": "admin:pw",
+        "Prefect_Api_Url": "http://evil.example/api",
+        "HTTPS_PROXY": "http://evil.example:3128",
         "AWS_SECRET_ACCESS_KEY": "x",
+        "QUEST_STORE": "s3://other",
+        "QUEST_CONCURRENCY": "-1",
+        "PREFECT__FLOW_RUN_ID": "abc",
         "UNSET": None,
     }
-    body = json.loads(invocation_payload("abc", env, "Event"))
-    assert body == {"flow_run_id": "abc", "env": {"QUEST_BLS_SURVEYS": "pr,cu"}}
+    records: list[str] = []
+
+    class Capture(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record.getMessage())
+
+    logger = logging.getLogger("test-worker-payload")
+    logger.addHandler(Capture())
+    body = json.loads(invocation_payload("abc", env, "Event", logger))
+    assert body == {"flow_run_id": "abc", "env": {"QUEST_BLS_SURVEYS": "pr,cu", "QUEST_RETRIES": "2"}}
+    assert len(records) == 8 and all("not applied" in r for r in records)
+    assert not any(v in "".join(records) for v in ("pnu_secret", "admin:pw", "evil.example", "s3://other"))
 
 
 def test_payload_over_lambda_limit_is_refused():
     with pytest.raises(LambdaInvokeError, match="byte limit"):
-        invocation_payload("abc", {"BIG": "x" * 300_000}, "Event")
-    assert invocation_payload("abc", {"BIG": "x" * 300_000}, "RequestResponse")
+        invocation_payload("x" * 300_000, {}, "Event")
+    assert invocation_payload("x" * 300_000, {}, "RequestResponse")
+    # An oversized value is no longer sent at all.
+    assert json.loads(invocation_payload("abc", {"QUEST_BLS_SURVEYS": "pr," * 100_000}, "Event"))["env"] == {}
+
+
+def test_the_ui_lists_the_accepted_names():
+    description = default_base_job_template()["variables"]["properties"]["env"]["description"]
+    assert all(name in description for name in RUN_ENV_NAMES)
+
+
+def test_pool_defaults_refuse_other_names():
+    arn = "arn:aws:lambda:eu-west-1:123456789012:function:runner"
+    with pytest.raises(ValueError, match="PREFECT_API_URL"):
+        base_job_template_for(arn, env={"PREFECT_API_URL": "http://evil.example/api"})
+    props = base_job_template_for(arn, env={"quest_concurrency": "2"})["variables"]["properties"]
+    assert props["env"]["default"] == {"QUEST_CONCURRENCY": "2"}
 
 
 def test_invoke_failure_reasons():
@@ -124,7 +157,9 @@ def _pool_and_deployment(lam, flow_name: str, function: str = "runner", **templa
             name=f"{flow_name}-{pool}",
             entrypoint=f"tests/worker_flows.py:{flow_name}",
             work_pool_name=pool,
-            job_variables={"env": {"QUEST_PROBE": "from-deployment", "PREFECT_API_KEY": "pnu_leak"}},
+            job_variables={
+                "env": {"quest_concurrency": "3", "PREFECT_API_KEY": "pnu_leak", "HTTPS_PROXY": "http://x:1"}
+            },
         )
     return pool, deployment_id
 
@@ -144,6 +179,15 @@ def _run_once(pool: str, deployment_id, parameters=None):
     return run.id
 
 
+def _logs(run_id) -> str:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    with get_client(sync_client=True) as client:
+        logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])))
+    return "\n".join(log.message for log in logs)
+
+
 def _state(run_id):
     from prefect.client.orchestration import get_client
 
@@ -154,7 +198,7 @@ def _state(run_id):
 def test_deployment_run_completes_in_the_function(lam):
     pool, deployment_id = _pool_and_deployment(lam, "echo")
     run_id = _run_once(
-        pool, deployment_id, {"names": ["QUEST_PROBE", "PREFECT_API_KEY", "AWS_LAMBDA_FUNCTION_NAME"]}
+        pool, deployment_id, {"names": ["QUEST_CONCURRENCY", "PREFECT_API_KEY", "AWS_LAMBDA_FUNCTION_NAME"]}
     )
     lam.wait_idle(60)
     run = _state(run_id)
@@ -163,8 +207,11 @@ def test_deployment_run_completes_in_the_function(lam):
     assert call.invocation_type == "Event" and call.function_error is None
     assert call.result["state"] == "Completed"
     assert run.infrastructure_pid == call.request_id
-    assert call.event["env"]["QUEST_PROBE"] == "from-deployment"
-    assert "PREFECT_API_KEY" not in call.event["env"]
+    # Only the run setting travels; the worker says on the run what it dropped (never the value).
+    assert call.event["env"] == {"QUEST_CONCURRENCY": "3"}
+    logs = _logs(run_id)
+    assert "run env 'PREFECT_API_KEY' not applied" in logs and "run env 'HTTPS_PROXY' not applied" in logs
+    assert "pnu_leak" not in logs
 
 
 def test_flow_failing_inside_the_function_ends_failed(lam):
@@ -239,4 +286,7 @@ def test_poll_of_a_missing_pool_is_a_function_error(lam):
 def test_job_configuration_drops_worker_settings_from_env():
     # The worker's own Prefect settings (key, home) must not become the run's environment.
     assert LambdaJobConfiguration._base_environment() == {}
+    # Nor Prefect's bookkeeping variables (PREFECT__FLOW_RUN_ID, ...): the payload has the id.
+    assert LambdaJobConfiguration._base_flow_run_environment(None) == {}
+    assert LambdaJobConfiguration._base_attribution_environment(flow_run=None, worker_name="w") == {}
     assert REPO.joinpath("tests/worker_flows.py").exists()
