@@ -5,7 +5,9 @@ What S3 actually sends, and what this module does about it:
 - configuring a notification sends one `s3:TestEvent` message → skipped (a success, nothing to do);
 - delivery is at-least-once, and a multipart upload can show up as Put + CompleteMultipartUpload
   → deduplicated by (bucket, key, eTag);
-- several snapshots in one batch → only the newest is reported on (one reports run per batch).
+- several snapshots in one batch → only the newest is reported on (one reports run per batch);
+  only keys `population/<YYYYMMDDTHHMMSSZ>.json` with a real timestamp are snapshots, so a note or a
+  copy under population/ can neither wake the reports nor pass for the newest snapshot.
 A message whose body is not JSON or not an S3 event is a *failure* of that message only, so the
 queue's redrive policy moves it to the DLQ for inspection without failing its neighbours.
 """
@@ -13,17 +15,47 @@ queue's redrive policy moves it to the DLQ for inspection without failing its ne
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 from urllib.parse import unquote_plus
 
 from flows import names
+from flows.errors import QuestError
 
 ACCEPTED_EVENTS = frozenset(
     {"ObjectCreated:Put", "ObjectCreated:Copy", "ObjectCreated:CompleteMultipartUpload"}
 )
 TEST_EVENT = "s3:TestEvent"
+_SNAPSHOT_KEY = re.compile(
+    re.escape(names.POPULATION_PREFIX) + r"([0-9]{8}T[0-9]{6}Z)" + re.escape(names.POPULATION_SUFFIX)
+)
+
+
+class EventFormatError(QuestError):
+    """The Lambda event is not an SQS batch at all (its messages cannot even be told apart)."""
+
+
+def parse_population_key(key: str) -> str | None:
+    """The UTC timestamp of a snapshot key `population/<YYYYMMDDTHHMMSSZ>.json`, else None.
+
+    Snapshots are chosen by this timestamp, so anything else under population/ (a note, a copy,
+    `latest.json`, an impossible date like 20251399T000000Z) must not count as a snapshot.
+    """
+    match = _SNAPSHOT_KEY.fullmatch(key) if isinstance(key, str) else None
+    if match is None:
+        return None
+    try:
+        datetime.strptime(match[1], names.TIMESTAMP_FORMAT)
+    except ValueError:
+        return None
+    return match[1]
+
+
+def is_snapshot_key(key: str) -> bool:
+    return parse_population_key(key) is not None
 
 
 @dataclass(frozen=True)
@@ -118,8 +150,8 @@ def parse_body(message_id: str, body: Any) -> Message:
     """One SQS message body (the S3 notification JSON) → Message. Never raises."""
     try:
         payload = json.loads(body) if isinstance(body, str | bytes) else body
-    except (ValueError, TypeError) as exc:
-        return Message(message_id, error=f"body is not JSON: {exc}")
+    except (ValueError, TypeError, RecursionError) as exc:
+        return Message(message_id, error=f"body is not JSON: {str(exc)[:200]}")
     if not isinstance(payload, Mapping):
         return Message(message_id, error=f"body is JSON {type(payload).__name__}, not an S3 event object")
     if payload.get("Event") == TEST_EVENT:
@@ -136,15 +168,23 @@ def parse_body(message_id: str, body: Any) -> Message:
                 created.append(parsed)
             else:
                 ignored.append(parsed)
-    except (ValueError, TypeError, AttributeError) as exc:
-        return Message(message_id, error=str(exc))
+    except (ValueError, TypeError, AttributeError, RecursionError) as exc:
+        return Message(message_id, error=str(exc)[:200])
     return Message(message_id, created=tuple(created), ignored=tuple(ignored))
 
 
 def parse_sqs_event(event: Mapping[str, Any]) -> list[Message]:
-    """The Lambda SQS event (`Records` of `aws:sqs`) → one Message per SQS message."""
+    """The Lambda SQS event (`Records` of `aws:sqs`) → one Message per SQS message.
+
+    A malformed message becomes a failed Message; an event that is not a batch raises EventFormatError.
+    """
+    records = event.get("Records") if isinstance(event, Mapping) else None
+    if not isinstance(records, list):
+        if isinstance(event, Mapping) and records is None:
+            return []
+        raise EventFormatError(f"the event is not an SQS batch (no `Records` list): {str(event)[:120]}")
     messages = []
-    for index, record in enumerate(event.get("Records") or []):
+    for index, record in enumerate(records):
         message_id = (
             str(record.get("messageId") or f"#{index}") if isinstance(record, Mapping) else f"#{index}"
         )
@@ -165,13 +205,21 @@ def store_key(bucket: str, key: str, store_bucket: str | None, store_prefix: str
     return key[len(store_prefix) :]
 
 
+def _newest_last(entry: tuple[ObjectCreated, str, list[str]]) -> tuple[str, str, str, str]:
+    created, key, _ = entry
+    return (parse_population_key(key) or "", key, created.event_time, created.sequencer)
+
+
 def plan_batch(
     messages: Iterable[Message],
     store_bucket: str | None = None,
     store_prefix: str = "",
-    wanted: Callable[[str], bool] = names.is_population_key,
+    wanted: Callable[[str], bool] = is_snapshot_key,
 ) -> BatchPlan:
     """Decide the batch: dedupe by (bucket, key, eTag), keep population snapshots, newest wins.
+
+    Newest is the latest key timestamp (`parse_population_key`); event time and sequencer only
+    break ties between events for the same key.
 
     `store_bucket`/`store_prefix` say which objects belong to the store the reports read
     (None bucket: any); objects elsewhere or not matching `wanted` need no work.
@@ -207,7 +255,7 @@ def plan_batch(
 
     snapshots = [
         Snapshot(bucket=c.bucket, key=key, etag=c.etag, message_ids=tuple(ids), event_time=c.event_time)
-        for c, key, ids in sorted(by_identity.values(), key=lambda e: (e[1], e[0].event_time, e[0].sequencer))
+        for c, key, ids in sorted(by_identity.values(), key=_newest_last)
     ]
     if not snapshots:
         return BatchPlan(snapshot=None, failed=tuple(failed), skipped=skipped)

@@ -81,6 +81,15 @@ def report_sections(
     ]
 
 
+def dropped_text(inputs: Mapping[str, Any]) -> str:
+    """`3 (bad value: 2, bad year: 1)`: how many BLS rows could not be read, and why."""
+    count = inputs.get("dropped_rows", 0)
+    reasons = inputs.get("dropped_reasons") or {}
+    if not reasons:
+        return str(count)
+    return f"{count} ({', '.join(f'{reason}: {n}' for reason, n in reasons.items())})"
+
+
 def text_report(result: Mapping[str, Any], series_id: str, period: str, quarters_only: bool = False) -> str:
     parts = []
     for title, records, columns in report_sections(result, series_id, period, quarters_only):
@@ -88,7 +97,7 @@ def text_report(result: Mapping[str, Any], series_id: str, period: str, quarters
     inputs = result.get("inputs", {})
     parts.append(
         f"inputs: {inputs.get('bls_key')} + {inputs.get('population_key')}; "
-        f"rows dropped for a non-numeric value: {inputs.get('dropped_rows', 0)}"
+        f"BLS rows dropped as unreadable: {dropped_text(inputs)}"
     )
     return "\n\n".join(parts)
 
@@ -102,7 +111,7 @@ def summary_markdown(
         "",
         f"- BLS file: `{inputs.get('bls_key')}`",
         f"- population snapshot: `{inputs.get('population_key')}`",
-        f"- rows dropped for a non-numeric value: {inputs.get('dropped_rows', 0)}",
+        f"- BLS rows dropped as unreadable: {dropped_text(inputs)}",
         f"- written to: `{location}`",
     ]
     for title, records, columns in report_sections(result, series_id, period, quarters_only):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from prefect import flow, task
@@ -18,12 +17,15 @@ from prefect.cache_policies import NO_CACHE
 
 from flows import names
 from flows.errors import QuestError
+from flows.events import parse_population_key
 from flows.orchestration import call, markdown_artifact, run_logger, table_artifact
 from flows.report_format import cell, report_sections, summary_markdown, text_table
 from flows.report_maths import (
     DEFAULT_PERIOD,
     DEFAULT_SERIES_ID,
     BlsData,
+    BlsFormatError,
+    PopulationDataError,
     Reports,
     compute_reports,
     population_by_year,
@@ -32,7 +34,15 @@ from flows.report_maths import (
 from flows.settings import Settings
 from flows.store import ObjectStore, StoreError, store_from_settings
 
-__all__ = ["reports", "run_reports", "ReportRun", "compute_reports", "read_bls", "newest_population_key"]
+__all__ = [
+    "reports",
+    "run_reports",
+    "ReportRun",
+    "compute_reports",
+    "read_bls",
+    "newest_population_key",
+    "parse_population_key",
+]
 
 POPULATION_STATS_FILE = "population_stats.json"
 BEST_YEAR_FILE = "best_year_by_series.csv"
@@ -65,9 +75,25 @@ def check_code(value: str, what: str) -> str:
 
 
 def newest_population_key(keys: list[str]) -> str | None:
-    """The newest snapshot: keys are `population/<UTC timestamp>.json`, so they sort by time."""
-    candidates = sorted(k for k in keys if names.is_population_key(k))
-    return candidates[-1] if candidates else None
+    """The snapshot with the latest timestamp; keys not of the form `population/<YYYYMMDDTHHMMSSZ>.json`
+    (`population/manual-note.json`, `population/latest.json`) are not snapshots and never chosen."""
+    stamped = [(ts, k) for k in keys if (ts := parse_population_key(k)) is not None]
+    return max(stamped)[1] if stamped else None
+
+
+def check_population_key(key: str) -> str:
+    """A caller-given snapshot key must name a snapshot, not any object under population/."""
+    if parse_population_key(key) is None:
+        raise QuestError(
+            f"population key {key!r} is not population/<timestamp>.json "
+            "(a snapshot key such as population/20250101T000000Z.json)"
+        )
+    return key
+
+
+def dropped_summary(reasons: dict[str, int]) -> str:
+    """`bad value: 3, bad year: 1` for logs and the summary."""
+    return ", ".join(f"{reason}: {count}" for reason, count in reasons.items())
 
 
 def _retry_unless_expected(task: Any, task_run: Any, state: Any) -> bool:
@@ -134,10 +160,9 @@ def artifact_rows(records: list[dict[str, Any]], columns: Any) -> list[dict[str,
 
 
 def check_timestamp(value: str) -> str:
-    try:
-        datetime.strptime(value, names.TIMESTAMP_FORMAT)
-    except ValueError as exc:
-        raise QuestError(f"reports_ts must look like 20250101T000000Z, got {value!r}") from exc
+    """reports_ts names a folder: the same strict YYYYMMDDTHHMMSSZ form as snapshot keys."""
+    if parse_population_key(names.population_key(value)) is None:
+        raise QuestError(f"reports_ts must look like 20250101T000000Z, got {value!r}")
     return value
 
 
@@ -160,8 +185,8 @@ def run_reports(
     bls_key = names.bls_key(names.REPORT_SURVEY, names.REPORT_BLS_FILE)
     if population_key is None:
         population_key = call(find_population_key.with_options(**retrying), store)
-    elif not names.is_population_key(population_key):
-        raise QuestError(f"population key {population_key!r} is not population/<timestamp>.json")
+    else:
+        population_key = check_population_key(population_key)
     bls_bytes = call(
         read_object.with_options(**retrying), store, bls_key, "run `quest sync` (or `quest run`) first"
     )
@@ -169,21 +194,32 @@ def run_reports(
         read_object.with_options(**retrying), store, population_key, "list population/ for the snapshots"
     )
 
-    from flows.sources.datausa import normalise_population
+    from flows.sources.datausa import PopulationFormatError, normalise_population
 
-    bls: BlsData = read_bls(bls_bytes)
-    population = population_by_year(normalise_population(body))
-    computed = compute_reports(
-        bls,
-        population,
-        quarters_only=quarters_only,
-        series_id=series_id,
-        period=period,
-        inputs={"bls_key": bls_key, "population_key": population_key},
-    )
+    try:
+        bls: BlsData = read_bls(bls_bytes)
+    except BlsFormatError as exc:
+        raise BlsFormatError(f"{bls_key}: {exc}") from exc
+    try:
+        population = population_by_year(normalise_population(body))
+        computed = compute_reports(
+            bls,
+            population,
+            quarters_only=quarters_only,
+            series_id=series_id,
+            period=period,
+            inputs={"bls_key": bls_key, "population_key": population_key},
+        )
+    except (PopulationFormatError, PopulationDataError) as exc:  # name the snapshot that is at fault
+        raise type(exc)(f"{population_key}: {exc}") from exc
     result = computed.to_json()
     if bls.dropped_rows:
-        logger.warning("%s: dropped %d row(s) whose value is not a number", bls_key, bls.dropped_rows)
+        logger.warning(
+            "%s: dropped %d row(s) that cannot be read (%s)",
+            bls_key,
+            bls.dropped_rows,
+            dropped_summary(dict(bls.dropped_reasons)),
+        )
     missing = result["population_stats"]["missing_years"]
     if missing:
         logger.warning("%s has no population for %s", population_key, ", ".join(map(str, missing)))

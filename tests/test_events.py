@@ -59,13 +59,11 @@ def test_test_event_is_skipped_not_failed():
 def test_accepted_event_names_and_others_ignored():
     names = ["ObjectCreated:Put", "ObjectCreated:Copy", "ObjectCreated:CompleteMultipartUpload"]
     for i, name in enumerate(names):
-        plan = plan_batch(
-            parse_sqs_event(sqs_event({"Records": [s3_record(f"population/{i}.json", name=name)]}))
-        )
-        assert plan.snapshot is not None and plan.snapshot.key == f"population/{i}.json"
-    plan = plan_batch(
-        parse_sqs_event(sqs_event({"Records": [s3_record("population/x.json", name="ObjectRemoved:Delete")]}))
-    )
+        key = f"population/2025010{i + 1}T000000Z.json"
+        plan = plan_batch(parse_sqs_event(sqs_event({"Records": [s3_record(key, name=name)]})))
+        assert plan.snapshot is not None and plan.snapshot.key == key
+    removed = s3_record("population/20250101T000000Z.json", name="ObjectRemoved:Delete")
+    plan = plan_batch(parse_sqs_event(sqs_event({"Records": [removed]})))
     assert plan.snapshot is None and plan.failed == ()
     assert plan.skipped == {"event ObjectRemoved:Delete": 1}
 

@@ -82,7 +82,11 @@ def test_newest_snapshot_is_the_default(prefect_harness, local_store):
     seed_store(local_store, ts="20240101T000000Z")
     key, bls, body = seed_store(local_store, ts="20250101T000000Z")
     local_store.put_bytes("population/notes.txt", b"not a snapshot")
-    assert reports(reports_ts=TS)["inputs"]["population_key"] == key
+    # A JSON body under a non-timestamp key sorts after the snapshots as text; it must not be chosen.
+    local_store.put_bytes("population/manual-note.json", b'{"data": [{"Year": 2015, "Population": 1}]}')
+    result = reports(reports_ts=TS)
+    assert result["inputs"]["population_key"] == key
+    assert result == expected(bls, body, key)
 
 
 def test_missing_bls_file_is_a_clear_error_without_retries(prefect_harness, local_store, monkeypatch):

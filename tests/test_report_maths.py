@@ -70,7 +70,12 @@ def test_non_numeric_values_are_dropped_counted_and_reported():
     assert parsed.frame["value"].tolist() == [1.5, 7.25]
     result = compute_reports(parsed, POP, series_id="PRS1", inputs={"bls_key": "b", "population_key": "p"})
     out = result.to_json()
-    assert out["inputs"] == {"bls_key": "b", "population_key": "p", "dropped_rows": 5}
+    assert out["inputs"] == {
+        "bls_key": "b",
+        "population_key": "p",
+        "dropped_rows": 5,
+        "dropped_reasons": {"bad year": 1, "bad value": 4},
+    }
     assert out["best_year_by_series"] == [
         {"series_id": "PRS1", "year": 2013, "value": 1.5},
         {"series_id": "PRS2", "year": 2015, "value": 7.25},
@@ -198,7 +203,12 @@ def test_contract_json_shape_and_types():
     srow = doc["series_with_population"][0]
     assert set(srow) == {"series_id", "period", "year", "value", "population"}
     assert type(srow["population"]) is int and type(srow["value"]) is float
-    assert doc["inputs"] == {"bls_key": "bls/pr/x", "population_key": "population/y.json", "dropped_rows": 0}
+    assert doc["inputs"] == {
+        "bls_key": "bls/pr/x",
+        "population_key": "population/y.json",
+        "dropped_rows": 0,
+        "dropped_reasons": {},
+    }
 
 
 @pytest.mark.parametrize(
