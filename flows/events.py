@@ -15,10 +15,8 @@ queue's redrive policy moves it to the DLQ for inspection without failing its ne
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 from urllib.parse import unquote_plus
 
@@ -29,33 +27,14 @@ ACCEPTED_EVENTS = frozenset(
     {"ObjectCreated:Put", "ObjectCreated:Copy", "ObjectCreated:CompleteMultipartUpload"}
 )
 TEST_EVENT = "s3:TestEvent"
-_SNAPSHOT_KEY = re.compile(
-    re.escape(names.POPULATION_PREFIX) + r"([0-9]{8}T[0-9]{6}Z)" + re.escape(names.POPULATION_SUFFIX)
-)
 
 
 class EventFormatError(QuestError):
     """The Lambda event is not an SQS batch at all (its messages cannot even be told apart)."""
 
 
-def parse_population_key(key: str) -> str | None:
-    """The UTC timestamp of a snapshot key `population/<YYYYMMDDTHHMMSSZ>.json`, else None.
-
-    Snapshots are chosen by this timestamp, so anything else under population/ (a note, a copy,
-    `latest.json`, an impossible date like 20251399T000000Z) must not count as a snapshot.
-    """
-    match = _SNAPSHOT_KEY.fullmatch(key) if isinstance(key, str) else None
-    if match is None:
-        return None
-    try:
-        datetime.strptime(match[1], names.TIMESTAMP_FORMAT)
-    except ValueError:
-        return None
-    return match[1]
-
-
 def is_snapshot_key(key: str) -> bool:
-    return parse_population_key(key) is not None
+    return names.parse_population_key(key) is not None
 
 
 @dataclass(frozen=True)
@@ -207,7 +186,7 @@ def store_key(bucket: str, key: str, store_bucket: str | None, store_prefix: str
 
 def _newest_last(entry: tuple[ObjectCreated, str, list[str]]) -> tuple[str, str, str, str]:
     created, key, _ = entry
-    return (parse_population_key(key) or "", key, created.event_time, created.sequencer)
+    return (names.parse_population_key(key) or "", key, created.event_time, created.sequencer)
 
 
 def plan_batch(
@@ -218,7 +197,7 @@ def plan_batch(
 ) -> BatchPlan:
     """Decide the batch: dedupe by (bucket, key, eTag), keep population snapshots, newest wins.
 
-    Newest is the latest key timestamp (`parse_population_key`); event time and sequencer only
+    Newest is the latest key timestamp (`names.parse_population_key`); event time and sequencer only
     break ties between events for the same key.
 
     `store_bucket`/`store_prefix` say which objects belong to the store the reports read

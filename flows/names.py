@@ -7,6 +7,7 @@ This module has no dependencies and does no I/O.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 
 PROJECT = "quest"
@@ -66,6 +67,27 @@ def population_key(ts: str) -> str:
 
 def reports_prefix(ts: str) -> str:
     return f"{REPORTS_PREFIX}{ts}/"
+
+
+_SNAPSHOT_KEY = re.compile(
+    re.escape(POPULATION_PREFIX) + r"([0-9]{8}T[0-9]{6}Z)" + re.escape(POPULATION_SUFFIX)
+)
+
+
+def parse_population_key(key: str) -> str | None:
+    """The UTC timestamp of a snapshot key `population/<YYYYMMDDTHHMMSSZ>.json`, else None.
+
+    Snapshots are chosen by this timestamp, so anything else under population/ (a note, a copy,
+    `latest.json`, an impossible date like 20251399T000000Z) must not count as a snapshot.
+    """
+    match = _SNAPSHOT_KEY.fullmatch(key) if isinstance(key, str) else None
+    if match is None:
+        return None
+    try:
+        datetime.strptime(match[1], TIMESTAMP_FORMAT)
+    except ValueError:
+        return None
+    return match[1]
 
 
 def is_population_key(key: str) -> bool:

@@ -17,7 +17,7 @@ from prefect.cache_policies import NO_CACHE
 
 from flows import names
 from flows.errors import QuestError
-from flows.events import parse_population_key
+from flows.names import parse_population_key
 from flows.orchestration import call, markdown_artifact, run_logger, table_artifact
 from flows.report_format import cell, report_sections, summary_markdown, text_table
 from flows.report_maths import (
@@ -41,7 +41,6 @@ __all__ = [
     "compute_reports",
     "read_bls",
     "newest_population_key",
-    "parse_population_key",
 ]
 
 POPULATION_STATS_FILE = "population_stats.json"

@@ -17,10 +17,10 @@ from flows.events import (
     Message,
     ObjectCreated,
     parse_body,
-    parse_population_key,
     parse_sqs_event,
     plan_batch,
 )
+from flows.names import parse_population_key
 from flows.reports import newest_population_key
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
