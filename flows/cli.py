@@ -94,13 +94,15 @@ def cmd_reports(args: argparse.Namespace) -> int:
     settings = Settings()
 
     from flows.names import timestamp
+    from flows.progress import cli_session
     from flows.report_format import text_report
     from flows.report_maths import DEFAULT_PERIOD, DEFAULT_SERIES_ID
     from flows.reports import reports, reports_location
     from flows.store import store_from_settings
 
     ts = timestamp()
-    result = reports(population_key=args.population_key, quarters_only=args.quarters_only, reports_ts=ts)
+    with cli_session():  # an expected failure is one line, not Prefect's traceback
+        result = reports(population_key=args.population_key, quarters_only=args.quarters_only, reports_ts=ts)
     if args.json:
         print(json.dumps(result, allow_nan=False))
         return 0

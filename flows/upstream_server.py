@@ -460,9 +460,8 @@ class _Handler(BaseHTTPRequestHandler):
                 if body is None:
                     status = self._simple(404, b'{"error":"not found"}', "application/json", head)
                     return
-                status = self._simple(
-                    200, body, "application/json", head, {"Last-Modified": _http_date(when)}
-                )
+                status = 200
+                sent = self._body(path, [body], len(body), "application/json", when, head)
                 return
             if not path.startswith(BLS_ROOT):
                 status = self._simple(404, b"<html><body>Not Found</body></html>", head=head)

@@ -23,10 +23,21 @@ import pytest  # noqa: E402
 @pytest.fixture(scope="session")
 def prefect_harness():
     """One Prefect API for the whole session (it costs ~10 s to start)."""
+    from prefect.events.worker import EventsWorker
     from prefect.testing.utilities import prefect_test_harness
+
+    # On leaving, the harness drains Prefect's events worker with no time limit; once (a 3-module
+    # run, all tests passed) that wait never ended and the session hung. Bound it: a few events
+    # lost at the very end of the session are harmless, a CI run that never ends is not.
+    drain_all = EventsWorker.drain_all.__func__  # type: ignore[attr-defined]
+
+    def bounded_drain_all(cls, timeout=None, at_exit=True):  # noqa: ANN001 - mirrors Prefect's signature
+        return drain_all(cls, timeout=30 if timeout is None else timeout, at_exit=at_exit)
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+        EventsWorker.drain_all = classmethod(bounded_drain_all)  # type: ignore[method-assign]
+    EventsWorker.drain_all = classmethod(drain_all)  # type: ignore[method-assign]
 
 
 @pytest.fixture
@@ -52,6 +63,18 @@ def s3_client(aws):
     import boto3
 
     return boto3.client("s3", region_name="us-east-1")
+
+
+@pytest.fixture(scope="module")
+def moto_server():
+    """moto's S3/SQS/... as a real HTTP server on loopback, for subprocesses (one per test module)."""
+    from moto.server import ThreadedMotoServer
+
+    srv = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    srv.start()
+    host, port = srv.get_host_and_port()
+    yield f"http://{host}:{port}"
+    srv.stop()
 
 
 @pytest.fixture(autouse=True)

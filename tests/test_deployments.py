@@ -96,17 +96,6 @@ def server(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def moto_server():
-    from moto.server import ThreadedMotoServer
-
-    srv = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    srv.start()
-    host, port = srv.get_host_and_port()
-    yield f"http://{host}:{port}"
-    srv.stop()
-
-
-@pytest.fixture(scope="module")
 def stack(server, moto_server, tmp_path_factory):
     """What `pulumi up` + `prefect deploy --all` leave behind, on loopback."""
     import boto3

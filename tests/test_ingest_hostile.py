@@ -157,17 +157,6 @@ def test_the_file_deadline_grows_with_the_listed_size():
 # --------------------------------------------------------------------------- signals
 
 
-@pytest.fixture(scope="module")
-def moto_server():
-    from moto.server import ThreadedMotoServer
-
-    srv = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    srv.start()
-    host, port = srv.get_host_and_port()
-    yield f"http://{host}:{port}"
-    srv.stop()
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_a_signal_mid_transfer_stops_within_seconds_and_publishes_nothing(
@@ -235,3 +224,24 @@ def test_a_signal_mid_transfer_stops_within_seconds_and_publishes_nothing(
             limit=1,
         )
     assert runs and runs[0].state_type.value in ("CRASHED", "CANCELLED"), runs[0].state
+
+
+def test_the_population_obeys_the_same_site_and_deadline_rules(
+    prefect_harness, upstream, store, monkeypatch, capsys
+):
+    """The DataUSA client is guarded like the BLS one: no foreign redirect, no endless trickle."""
+    monkeypatch.setenv("QUEST_POPULATION_URL", upstream.population_url)
+    monkeypatch.setenv("QUEST_HTTP_DEADLINE_FLOOR_SECONDS", "1.5")
+    path = "/tesseract/data.jsonrecords"
+    with UpstreamServer({}, population_body()) as other:
+        upstream.redirect(path, other.population_url, times=None)
+        assert main(["population"]) == 1
+        assert "redirect" in _one_error_line(capsys, "population")
+        assert other.requests == []
+    upstream.clear_faults()
+    upstream.trickle(path, bytes_per_second=20)
+    started = time.monotonic()
+    assert main(["population"]) == 1
+    assert "deadline" in _one_error_line(capsys, "population")
+    assert time.monotonic() - started < 20
+    assert store.list_keys("population/") == []

@@ -59,31 +59,20 @@ class CaptureServer:
 
 
 @pytest.fixture(scope="module")
-def moto_url():
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
-@pytest.fixture(scope="module")
 def capture():
     with CaptureServer() as server:
         yield server
 
 
 @pytest.fixture(scope="module")
-def lam(prefect_harness, moto_url, capture):
+def lam(prefect_harness, moto_server, capture):
     """Two functions with the key in a secret: `runner` on the session API, `leaky` on the capture."""
     import boto3
     from prefect.settings import PREFECT_API_URL
 
-    sm = boto3.client("secretsmanager", endpoint_url=moto_url, region_name="us-east-1")
+    sm = boto3.client("secretsmanager", endpoint_url=moto_server, region_name="us-east-1")
     arn = sm.create_secret(Name=f"key-{uuid.uuid4().hex[:6]}", SecretString=KEY)["ARN"]
-    base = {"AWS_ENDPOINT_URL": moto_url, "QUEST_PREFECT_API_KEY_SECRET_ARN": arn}
+    base = {"AWS_ENDPOINT_URL": moto_server, "QUEST_PREFECT_API_KEY_SECRET_ARN": arn}
     with LambdaEmulator(code_paths=CODE) as emulator:
         emulator.add_function("runner", env={**base, "PREFECT_API_URL": PREFECT_API_URL.value()})
         emulator.add_function("leaky", env={**base, "PREFECT_API_URL": f"{capture.url}/api"})
