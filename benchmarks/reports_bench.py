@@ -18,8 +18,8 @@ import time
 
 import pandas as pd
 
-from flows.report_maths import compute_reports, read_bls
-from flows.samples import bls_data_rows, format_bls_data, sample_population
+from flows.core.report_maths import compute_reports, read_bls
+from flows.devkit.samples import bls_data_rows, format_bls_data, sample_population
 
 ALLDATA_BYTES = 3_237_169  # pr.data.1.AllData as published on 2026-08-06
 TARGET_BYTES = 10 * ALLDATA_BYTES
@@ -72,7 +72,7 @@ def main() -> None:
     )
 
     if not args.skip_demo:
-        from flows.demo import run_demo
+        from flows.devkit.demo import run_demo
 
         with tempfile.TemporaryDirectory() as out:
             demo = run_demo(output_dir=out, say=lambda _line: None)

@@ -93,8 +93,8 @@ def child_moto() -> None:
 
 def bench_surveys(files: int, file_mib: int, big_mib: int) -> dict[str, dict[str, object]]:
     """The upstream's content: the generated `pr` sample plus N bulk files, and one big file."""
-    from flows.samples import sample_bls_survey
-    from flows.upstream_server import GeneratedFile
+    from flows.devkit.samples import sample_bls_survey
+    from flows.devkit.upstream_server import GeneratedFile
 
     pr: dict[str, object] = dict(sample_bls_survey("pr"))
     for i in range(files):
@@ -107,7 +107,7 @@ def child_upstream(files: int, file_mib: int, big_mib: int) -> None:
 
     Prints its base URL, then answers `clear` / `counts` lines on stdin until stdin closes.
     """
-    from flows.upstream_server import UpstreamServer
+    from flows.devkit.upstream_server import UpstreamServer
 
     with UpstreamServer(bench_surveys(files, file_mib, big_mib)) as up:
         print(up.bls_base_url, flush=True)
@@ -155,7 +155,7 @@ def child_rss(variant: str, url: str) -> None:
     """Mirror the big file one way and report the RSS before and at peak (KiB)."""
     import httpx
 
-    from flows.store import make_s3_client
+    from flows.io.store import make_s3_client
 
     if variant == "naive":
         client = make_s3_client()
@@ -252,7 +252,7 @@ def _cpu_seconds(marker: str) -> float:
 
 def versions(s3, prefix: str) -> int:
     """Object versions written under `prefix`, not counting the store's own lease records."""
-    from flows.store import is_internal_key
+    from flows.io.store import is_internal_key
 
     count = 0
     for page in s3.get_paginator("list_object_versions").paginate(Bucket=BUCKET, Prefix=prefix):
@@ -273,7 +273,7 @@ def main() -> int:
     from prefect.settings import get_current_settings
     from prefect.testing.utilities import prefect_test_harness
 
-    from flows.store import make_s3_client
+    from flows.io.store import make_s3_client
 
     moto = subprocess.Popen(
         [sys.executable, __file__, "--child-moto"],

@@ -17,7 +17,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from flows.errors import QuestError, one_line
+from flows.core.errors import QuestError, one_line
 
 if TYPE_CHECKING:
     from flows.settings import Settings
@@ -60,8 +60,8 @@ def cmd_population(args: argparse.Namespace) -> int:
     settings.contact_for(settings.population_url)
 
     from flows.ingest import population_snapshot
+    from flows.io.store import store_from_settings
     from flows.progress import cli_session
-    from flows.store import store_from_settings
 
     with cli_session():
         key = population_snapshot()
@@ -93,12 +93,12 @@ def cmd_reports(args: argparse.Namespace) -> int:
 
     settings = Settings()
 
-    from flows.names import timestamp
+    from flows.core.names import timestamp
+    from flows.core.report_format import text_report
+    from flows.core.report_maths import DEFAULT_PERIOD, DEFAULT_SERIES_ID
+    from flows.io.store import store_from_settings
     from flows.progress import cli_session
-    from flows.report_format import text_report
-    from flows.report_maths import DEFAULT_PERIOD, DEFAULT_SERIES_ID
     from flows.reports import reports, reports_location
-    from flows.store import store_from_settings
 
     ts = timestamp()
     with cli_session():  # an expected failure is one line, not Prefect's traceback
@@ -116,7 +116,7 @@ def cmd_consume(args: argparse.Namespace) -> int:
 
     settings = Settings()
 
-    from flows.consumer import RoundResult, consume
+    from flows.runtime.sqs import RoundResult, consume
 
     def report(result: RoundResult) -> None:
         if not result.received:
@@ -139,7 +139,7 @@ def cmd_consume(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from flows.demo import print_demo, run_demo
+    from flows.devkit.demo import print_demo, run_demo
 
     print_demo(run_demo(output_dir=args.output_dir))
     return 0

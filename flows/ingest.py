@@ -4,7 +4,7 @@ Flows take only JSON-able parameters (deployments and the Prefect UI can run the
 `Settings()` at entry. Decisions live in pure modules (`sources.bls.parse_listing`,
 `sync.plan_sync`, `sources.datausa.normalise_population`); the tasks here only do I/O.
 
-Retries are our own loop (`flows.http.call_with_retries`) inside each task: exponential backoff
+Retries are our own loop (`flows.io.http.call_with_retries`) inside each task: exponential backoff
 with jitter, `Retry-After` honoured for 429/503, 4xx other than 408/429 failing at once. Prefect
 cannot take the wait from the failing response, and a loop inside the task keeps one task run
 per file in the UI with each retry logged to it.
@@ -22,8 +22,14 @@ from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, Field
 
-from flows.errors import QuestError
-from flows.http import (
+from flows.core.errors import QuestError
+from flows.core.listing import Listing
+from flows.core.names import bls_key, bls_survey_prefix, population_key, timestamp
+from flows.core.objects import META_SOURCE_URL, META_UPSTREAM_LAST_MODIFIED, META_UPSTREAM_SIZE
+from flows.core.plan import Action, PlanItem, StoredFile, SyncPlan, check_delete_guard, plan_sync
+from flows.core.population import normalise_population
+from flows.io.fetch import fetch_listing, fetch_population
+from flows.io.http import (
     DEADLINE_EXTENSION,
     IncompleteBody,
     RetryPolicy,
@@ -33,21 +39,10 @@ from flows.http import (
     make_client,
     request_deadline,
 )
-from flows.names import bls_key, bls_survey_prefix, population_key, timestamp
+from flows.io.store import ObjectStore, stat_prefix, store_from_settings
 from flows.orchestration import call, in_flow_run, markdown_artifact, run_flow, run_logger
 from flows.progress import current_sink
 from flows.settings import Settings
-from flows.sources.bls import Listing, fetch_listing
-from flows.sources.datausa import fetch_population, normalise_population
-from flows.store import (
-    META_SOURCE_URL,
-    META_UPSTREAM_LAST_MODIFIED,
-    META_UPSTREAM_SIZE,
-    ObjectStore,
-    stat_prefix,
-    store_from_settings,
-)
-from flows.sync import Action, PlanItem, StoredFile, SyncPlan, check_delete_guard, plan_sync
 
 CHUNK_BYTES = 1024 * 1024
 

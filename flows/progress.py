@@ -93,7 +93,7 @@ class _DropExpectedTracebacks:
     """Logging filter: records about an expected failure (QuestError) keep their line, lose the traceback."""
 
     def filter(self, record: Any) -> bool:
-        from flows.errors import QuestError
+        from flows.core.errors import QuestError
 
         exc = record.exc_info[1] if record.exc_info else None
         if isinstance(exc, QuestError):

@@ -1,6 +1,6 @@
 """The reports flow: read the BLS file and one population snapshot, compute, write, log, publish.
 
-The maths is pure and lives in `flows/report_maths.py` (re-exported here); this module is the thin
+The maths is pure and lives in `flows/core/report_maths.py` (re-exported here); this module is the thin
 Prefect shell around it: store reads are tasks with retries (a missing object is not retried: it
 will not appear by waiting), outputs go to `reports/<ts>/`, each report is logged as a table and
 published as a Prefect artifact so a flow run in the UI shows its results.
@@ -15,12 +15,11 @@ from typing import Any
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from flows import names
-from flows.errors import QuestError
-from flows.names import parse_population_key
-from flows.orchestration import call, markdown_artifact, run_logger, table_artifact
-from flows.report_format import cell, report_sections, summary_markdown, text_table
-from flows.report_maths import (
+from flows.core import names
+from flows.core.errors import QuestError
+from flows.core.names import parse_population_key
+from flows.core.report_format import cell, report_sections, summary_markdown, text_table
+from flows.core.report_maths import (
     DEFAULT_PERIOD,
     DEFAULT_SERIES_ID,
     BlsData,
@@ -31,8 +30,9 @@ from flows.report_maths import (
     population_by_year,
     read_bls,
 )
+from flows.io.store import ObjectStore, StoreError, store_from_settings
+from flows.orchestration import call, markdown_artifact, run_logger, table_artifact
 from flows.settings import Settings
-from flows.store import ObjectStore, StoreError, store_from_settings
 
 __all__ = [
     "reports",
@@ -193,7 +193,7 @@ def run_reports(
         read_object.with_options(**retrying), store, population_key, "list population/ for the snapshots"
     )
 
-    from flows.sources.datausa import PopulationFormatError, normalise_population
+    from flows.core.population import PopulationFormatError, normalise_population
 
     try:
         bls: BlsData = read_bls(bls_bytes)

@@ -23,8 +23,8 @@ from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 from flows import __version__
-from flows.errors import ConfigError, one_line
-from flows.names import ENV_PREFIX, PROJECT
+from flows.core.errors import ConfigError, one_line
+from flows.core.names import ENV_PREFIX, PROJECT
 
 __all__ = ["ConfigError", "Settings"]
 

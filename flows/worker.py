@@ -6,7 +6,7 @@ Prefect ships no Lambda worker (PrefectHQ/prefect#19577), so the project brings 
 `prefect worker start --pool NAME --type aws-lambda` find it with no extra import.
 
 A flow run becomes one `Invoke` of the function with `{"flow_run_id": ..., "env": {...}}`; the
-function (flows/aws_lambda.py → flows/flow_run_entry.py) loads and runs the flow run in-process.
+function (flows/runtime/handler.py → flows/runtime/flow_run.py) loads and runs the flow run in-process.
 The payload never carries credentials: the function reads its Prefect API key from its own
 secret and uses its own IAM role. Its `env` carries only the pipeline's run settings
 (flows/run_env.py, the same rule the function applies); the worker logs what it dropped.
@@ -26,8 +26,8 @@ from prefect.client.schemas.objects import FlowRun
 from prefect.workers.base import BaseJobConfiguration, BaseVariables, BaseWorker, BaseWorkerResult
 from pydantic import Field
 
-from flows.errors import QuestError
-from flows.names import WORKER_TYPE
+from flows.core.errors import QuestError
+from flows.core.names import WORKER_TYPE
 from flows.run_env import RunEnv, accepted, filter_run_env
 
 # Lambda's documented limits for the request payload.

@@ -17,8 +17,8 @@ from pulumi.runtime.config import is_config_secret
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
-from flows.errors import QuestError
-from flows.names import DLQ_MAX_RECEIVE_COUNT_DEFAULT
+from flows.core.errors import QuestError
+from flows.core.names import DLQ_MAX_RECEIVE_COUNT_DEFAULT
 from flows.run_env import api_url_problem
 
 # The retention values CloudWatch Logs accepts.

@@ -9,12 +9,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from flows.names import DATA_PREFIXES
+from flows.core.names import DATA_PREFIXES
+from flows.core.wiring import document, s3_notification_queue_policy, statement
 
-VERSION = "2012-10-17"
+__all__ = ["document", "statement", "s3_notification_queue_policy"]  # shared with the local emulator
 
 # What the flows do with objects under the data prefixes. AbortMultipartUpload: the S3 store aborts
-# a multipart upload whose byte count is wrong (flows/store.py); without it the parts linger until
+# a multipart upload whose byte count is wrong (flows/io/store.py); without it the parts linger until
 # the lifecycle rule removes them. CopyObject (the sha256 metadata rewrite) needs Get + Put.
 OBJECT_ACTIONS: tuple[str, ...] = (
     "s3:GetObject",
@@ -27,28 +28,6 @@ QUEUE_ACTIONS: tuple[str, ...] = ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sq
 # The log group is created by the stack, so the role never needs logs:CreateLogGroup.
 LOG_ACTIONS: tuple[str, ...] = ("logs:CreateLogStream", "logs:PutLogEvents")
 KMS_ACTIONS: tuple[str, ...] = ("kms:Decrypt", "kms:GenerateDataKey")
-
-
-def statement(
-    sid: str,
-    actions: Sequence[str],
-    resources: Sequence[str] | str,
-    effect: str = "Allow",
-    condition: dict | None = None,
-    principal: dict | str | None = None,
-) -> dict:
-    stmt: dict = {"Sid": sid, "Effect": effect}
-    if principal is not None:
-        stmt["Principal"] = principal
-    stmt["Action"] = list(actions)
-    stmt["Resource"] = resources if isinstance(resources, str) else list(resources)
-    if condition:
-        stmt["Condition"] = condition
-    return stmt
-
-
-def document(*statements: dict) -> dict:
-    return {"Version": VERSION, "Statement": list(statements)}
 
 
 def object_arns(bucket_arn: str, prefixes: Sequence[str] = DATA_PREFIXES) -> list[str]:
@@ -122,22 +101,6 @@ def runner_policy(grants: RunnerGrants) -> dict:
 def invoke_self_policy(function_arn: str) -> dict:
     """The work-pool path: a worker poll inside the function invokes the function with a flow run id."""
     return document(statement("InvokeSelfForFlowRuns", ["lambda:InvokeFunction"], [function_arn]))
-
-
-def s3_notification_queue_policy(queue_arn: str, bucket_arn: str, account_id: str) -> dict:
-    """Only S3, only for this bucket, only in this account, may send to the notification queue."""
-    return document(
-        statement(
-            "S3BucketNotifications",
-            ["sqs:SendMessage"],
-            [queue_arn],
-            principal={"Service": "s3.amazonaws.com"},
-            condition={
-                "ArnEquals": {"aws:SourceArn": bucket_arn},
-                "StringEquals": {"aws:SourceAccount": account_id},
-            },
-        )
-    )
 
 
 def tls_only_bucket_policy(bucket_arn: str) -> dict:

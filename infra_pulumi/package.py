@@ -31,13 +31,13 @@ from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from flows.errors import QuestError
+from flows.core.errors import QuestError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CACHE_DIR = PROJECT_ROOT / ".quest-cache" / "lambda"
 
 # Bump when the build procedure changes in a way that changes the output for the same inputs.
-BUILDER_VERSION = "1"
+BUILDER_VERSION = "2"  # 2: the dev kit (flows/devkit) is left out
 
 # Lambda's limits: 250 MB unzipped (code + layers); 50 MB for a zip uploaded directly with the API.
 MAX_UNZIPPED_BYTES = 250 * 1024 * 1024
@@ -70,6 +70,8 @@ PROJECT_PACKAGES: tuple[str, ...] = ("flows",)
 # Directories that are never imported at runtime; files that only record the install.
 STRIP_DIRS = frozenset({"__pycache__", "tests"})
 STRIP_TOP_LEVEL = frozenset({"bin"})  # console scripts pip writes with this machine's interpreter path
+# Project folders that never ship: the development kit (loopback upstream, samples, emulator, demo).
+DEV_ONLY_PACKAGES = frozenset({("flows", "devkit")})
 STRIP_DIST_INFO_FILES = frozenset({"RECORD", "INSTALLER", "REQUESTED", "direct_url.json", "WHEEL"})
 STRIP_SUFFIXES = (".pyc", ".pyo")
 
@@ -143,7 +145,7 @@ def project_files(root: Path, packages: Sequence[str]) -> list[tuple[str, Path]]
             raise PackageError(f"{base} is not a Python package")
         for path in base.rglob("*"):
             rel = path.relative_to(root)
-            if path.is_file() and not _stripped(rel.parts):
+            if path.is_file() and not _stripped(rel.parts) and tuple(rel.parts[:2]) not in DEV_ONLY_PACKAGES:
                 found.append((rel.as_posix(), path))
     return sorted(found)
 

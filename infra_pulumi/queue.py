@@ -1,6 +1,6 @@
 """Queue: S3 `ObjectCreated` for population snapshots → SQS (with a DLQ and an alarm on it).
 
-The notification filter comes from `flows.names`, the same module the flows use to write and
+The notification filter comes from `flows.core.names`, the same module the flows use to write and
 recognise snapshot keys, so the two cannot drift.
 """
 
@@ -11,21 +11,13 @@ import json
 import pulumi
 import pulumi_aws as aws
 
-from flows.names import DLQ_RETENTION_SECONDS, NOTIFICATION_EVENTS, POPULATION_PREFIX, POPULATION_SUFFIX
+from flows.core.names import DLQ_RETENTION_SECONDS, NOTIFICATION_EVENTS, POPULATION_PREFIX, POPULATION_SUFFIX
+from flows.core.wiring import redrive_allow_policy, redrive_policy
 from infra_pulumi import iam
 
 # Raise the alarm on the first dead letter: one means a snapshot produced no report.
 DLQ_ALARM_THRESHOLD = 0
 DLQ_ALARM_PERIOD_SECONDS = 300
-
-
-def redrive_policy(dlq_arn: str, max_receive_count: int) -> str:
-    return json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": max_receive_count})
-
-
-def redrive_allow_policy(source_queue_arn: str) -> str:
-    """The DLQ accepts dead letters from the notification queue only."""
-    return json.dumps({"redrivePermission": "byQueue", "sourceQueueArns": [source_queue_arn]})
 
 
 class NotificationQueue(pulumi.ComponentResource):

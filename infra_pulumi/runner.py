@@ -1,6 +1,6 @@
 """Runner: the one Lambda function (SQS reports, Prefect flow runs, schedules) with its least-privilege role.
 
-The function's entry paths are chosen by event shape in `flows.aws_lambda`; this module wires the
+The function's entry paths are chosen by event shape in `flows.runtime.handler`; this module wires the
 events (SQS mapping, EventBridge schedule) and gives the role exactly what those paths use.
 """
 
@@ -13,20 +13,21 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_aws as aws
 
-from flows.aws_lambda import LAMBDA_PREFECT_HOME
-from flows.names import (
+from flows.core.names import (
     ENV_BLS_BASE_URL,
     ENV_BLS_SURVEYS,
     ENV_CONTACT,
     ENV_POPULATION_URL,
     ENV_PREFECT_API_KEY_SECRET_ARN,
     ENV_STORE,
+    LAMBDA_HANDLER,
+    LAMBDA_PREFECT_HOME,
 )
 from infra_pulumi import iam
 from infra_pulumi.package import BuiltPackage
 
 RUNTIME = "python3.12"
-HANDLER = "flows.aws_lambda.handler"
+HANDLER = LAMBDA_HANDLER
 ARCHITECTURE = "x86_64"  # the package is built for manylinux x86_64 wheels
 # Prefect's own variable names (not ours to rename).
 ENV_PREFECT_API_URL = "PREFECT_API_URL"
@@ -258,7 +259,7 @@ class RunnerSchedule(pulumi.ComponentResource):
             f"{name}-rule", schedule_expression=schedule_expression, description=description, opts=child
         )
         # Without a payload the function receives EventBridge's own `Scheduled Event`
-        # (source aws.events), which flows.aws_lambda routes to the ingest flow.
+        # (source aws.events), which flows.runtime.handler routes to the ingest flow.
         target_input = None if payload is None else pulumi.Output.from_input(payload).apply(json.dumps)
         permission = aws.lambda_.Permission(
             f"{name}-may-invoke",

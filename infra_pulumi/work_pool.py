@@ -27,7 +27,7 @@ from pulumi.dynamic import (
 )
 from pulumi.dynamic import Resource as DynamicResource
 
-from flows.names import WORKER_TYPE
+from flows.core.names import WORKER_TYPE
 from flows.run_env import api_url_problem
 
 # Properties whose change is an in-place PATCH; a new name or API is another pool (replace).

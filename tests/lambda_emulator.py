@@ -81,7 +81,7 @@ result_out.flush()
 class Function:
     name: str
     env: dict[str, str] = field(default_factory=dict)
-    handler: str = "flows.aws_lambda.handler"
+    handler: str = "flows.runtime.handler.handler"
     timeout_seconds: float = 120.0
     memory_mb: int = 1024
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from flows import names
-from flows.report_maths import compute_reports, population_by_year, read_bls
-from flows.samples import bls_data_rows, format_bls_data, population_body
-from flows.sources.datausa import normalise_population
+from flows.core import names
+from flows.core.population import normalise_population
+from flows.core.report_maths import compute_reports, population_by_year, read_bls
+from flows.devkit.samples import bls_data_rows, format_bls_data, population_body
 
 BLS_KEY = names.bls_key(names.REPORT_SURVEY, names.REPORT_BLS_FILE)
 

@@ -9,9 +9,9 @@ import sys
 import pytest
 
 from flows.cli import main
-from flows.samples import population_body, sample_bls_survey
-from flows.store import LocalStore
-from flows.upstream_server import UpstreamServer
+from flows.devkit.samples import population_body, sample_bls_survey
+from flows.devkit.upstream_server import UpstreamServer
+from flows.io.store import LocalStore
 
 
 @pytest.fixture

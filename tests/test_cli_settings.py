@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from flows.cli import main
-from flows.errors import QuestError
+from flows.core.errors import QuestError
 
 REPO = Path(__file__).resolve().parents[1]
 COMMANDS = {
@@ -76,7 +76,7 @@ def no_flows(monkeypatch, tmp_path):
     stubs = {
         "flows.ingest": ("mirror_survey", "population_snapshot", "ingest"),
         "flows.reports": ("reports", "reports_location"),
-        "flows.consumer": ("consume", "RoundResult"),
+        "flows.runtime.sqs": ("consume", "RoundResult"),
     }
     for module, names in stubs.items():
         stub = types.ModuleType(module)

@@ -8,11 +8,11 @@ import boto3
 import pytest
 from reports_data import expected, queue_depth, receive_all, seed_store
 
-from flows.consumer import consume, process_sqs_batch
-from flows.emulator import notification_configuration, wire
-from flows.names import NOTIFICATION_EVENTS, POPULATION_PREFIX, POPULATION_SUFFIX
+from flows.core.names import NOTIFICATION_EVENTS, POPULATION_PREFIX, POPULATION_SUFFIX
+from flows.devkit.emulator import notification_configuration, wire
+from flows.io.store import S3Store
+from flows.runtime.sqs import consume, process_sqs_batch
 from flows.settings import Settings
-from flows.store import S3Store
 
 BUCKET = "quest-consumer"
 
@@ -71,7 +71,7 @@ def test_large_snapshot_events_make_one_run(prefect_harness, wired):
     key, bls, _ = seed_store(store)
     # A 6 MiB snapshot (JSON padded with spaces) goes up through the S3 store: multipart to a private
     # temp key (no `.json`, so the notification filter never admits it), then one copy onto the key.
-    from flows.samples import population_body
+    from flows.devkit.samples import population_body
 
     big = population_body() + b" " * (6 * 1024 * 1024)
     store.put_stream(key, iter([big]), expected_size=len(big))
@@ -109,7 +109,7 @@ def test_malformed_message_reaches_the_dlq_and_spares_its_neighbours(prefect_har
 
 def test_failed_run_keeps_the_snapshot_message_for_a_retry(prefect_harness, wired):
     wiring, _, sqs, store = wired
-    from flows.samples import population_body
+    from flows.devkit.samples import population_body
 
     store.put_bytes("population/20250101T000000Z.json", population_body())  # but no BLS file yet
     stats = consume(wiring.queue_url, once=True, wait_seconds=0, client=sqs, visibility_timeout=0)

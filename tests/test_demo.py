@@ -9,7 +9,7 @@ import socket
 import statistics
 
 from flows.cli import main
-from flows.samples import sample_population
+from flows.devkit.samples import sample_population
 
 
 def _port_open(url: str) -> bool:

@@ -24,9 +24,9 @@ import yaml
 from aio import run_async
 from lambda_emulator import REPO, LambdaEmulator
 
-from flows.names import population_key
-from flows.samples import population_body, sample_bls_survey
-from flows.upstream_server import UpstreamServer
+from flows.core.names import population_key
+from flows.devkit.samples import population_body, sample_bls_survey
+from flows.devkit.upstream_server import UpstreamServer
 from flows.worker import LambdaWorker
 from infra_pulumi.config import StackConfig
 from infra_pulumi.work_pool import WorkPoolProvider

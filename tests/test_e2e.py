@@ -8,13 +8,13 @@ import json
 import boto3
 from reports_data import BLS_KEY, artifacts_of, expected, receive_all, reports_runs_for
 
-from flows.aws_lambda import handler
-from flows.consumer import lambda_shaped_event
-from flows.emulator import wire
+from flows.devkit.emulator import wire
+from flows.devkit.samples import sample_upstream
+from flows.devkit.upstream_server import UpstreamServer
 from flows.ingest import ingest
-from flows.samples import sample_upstream
-from flows.store import S3Store
-from flows.upstream_server import UpstreamServer
+from flows.io.store import S3Store
+from flows.runtime.handler import handler
+from flows.runtime.sqs import lambda_shaped_event
 
 BUCKET = "quest-e2e"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from urllib.parse import quote_plus
 
-from flows.events import decode_key, parse_body, parse_sqs_event, plan_batch
+from flows.core.events import decode_key, parse_body, parse_sqs_event, plan_batch
 
 
 def s3_record(

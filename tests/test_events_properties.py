@@ -10,9 +10,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from flows import names
-from flows.errors import QuestError
-from flows.events import (
+from flows.core import names
+from flows.core.errors import QuestError
+from flows.core.events import (
     EventFormatError,
     Message,
     ObjectCreated,
@@ -20,7 +20,7 @@ from flows.events import (
     parse_sqs_event,
     plan_batch,
 )
-from flows.names import parse_population_key
+from flows.core.names import parse_population_key
 from flows.reports import newest_population_key
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

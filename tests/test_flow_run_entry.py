@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from flows.aws_lambda import prepare_runtime
-from flows.flow_run_entry import (
+from flows.core.names import ENV_PREFECT_API_KEY_SECRET_ARN
+from flows.runtime.flow_run import (
     FlowRunEntryError,
     api_key_from_secret_string,
     applied_env,
@@ -17,7 +17,7 @@ from flows.flow_run_entry import (
     module_entrypoint,
     run_flow_run,
 )
-from flows.names import ENV_PREFECT_API_KEY_SECRET_ARN
+from flows.runtime.handler import prepare_runtime
 
 
 @pytest.mark.parametrize(
@@ -170,7 +170,7 @@ def test_refused_env_is_logged_by_name_never_by_value(prefect_harness, caplog):
 
     from prefect.exceptions import ObjectNotFound
 
-    caplog.set_level(logging.WARNING, logger="flows.flow_run_entry")
+    caplog.set_level(logging.WARNING, logger="flows.runtime.flow_run")
     with pytest.raises(ObjectNotFound):  # no such run: only the logging before it matters here
         run_flow_run(str(uuid.uuid4()), env={"Prefect_Api_Url": "http://value-canary.example"})
     assert "'Prefect_Api_Url' not applied" in caplog.text

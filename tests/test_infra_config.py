@@ -7,7 +7,7 @@ import re
 import pytest
 from pulumi_mocks import ROOT, stack_yaml_config
 
-from flows.names import DATA_PREFIXES, DLQ_MAX_RECEIVE_COUNT_DEFAULT
+from flows.core.names import DATA_PREFIXES, DLQ_MAX_RECEIVE_COUNT_DEFAULT
 from infra_pulumi import iam
 from infra_pulumi.config import PREFECT_API_KEY, StackConfigError, field_keys, parse, visibility_timeout
 

@@ -7,7 +7,7 @@ import json
 import pulumi
 from pulumi_mocks import ACCOUNT, install, policy_doc, run
 
-from flows.names import (
+from flows.core.names import (
     DLQ_RETENTION_SECONDS,
     NOTIFICATION_EVENTS,
     POPULATION_PREFIX,

@@ -10,8 +10,8 @@ import pulumi
 import pytest
 from pulumi_mocks import ACCOUNT, install, is_secret_value, policy_doc, run
 
-from flows.aws_lambda import event_kind
-from flows.names import ENV_CONTACT, ENV_PREFECT_API_KEY_SECRET_ARN, ENV_STORE
+from flows.core.names import ENV_CONTACT, ENV_PREFECT_API_KEY_SECRET_ARN, ENV_STORE
+from flows.runtime.handler import event_kind
 from infra_pulumi.package import DIRECT_UPLOAD_LIMIT_BYTES, describe_zip
 from infra_pulumi.runner import CODE_PREFIX, HANDLER, RUNTIME, Runner, RunnerSchedule, RunnerSettings
 
@@ -72,7 +72,7 @@ def test_function_runs_the_shared_handler_with_the_flows_settings(package):
     mocks, (arn, name, secret_arn) = _runner(package)
     fn = mocks.one("aws:lambda/function:Function")
     assert fn.inputs["runtime"] == RUNTIME == "python3.12"
-    assert fn.inputs["handler"] == HANDLER == "flows.aws_lambda.handler"
+    assert fn.inputs["handler"] == HANDLER == "flows.runtime.handler.handler"
     assert fn.inputs["timeout"] == 300 and fn.inputs["memorySize"] == 2048
     assert fn.inputs["sourceCodeHash"] == package.source_code_hash
     assert "code" in fn.inputs and "s3Key" not in fn.inputs  # small: direct upload

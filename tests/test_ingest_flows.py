@@ -8,10 +8,10 @@ import json
 
 import pytest
 
-from flows.errors import QuestError
-from flows.samples import population_body, sample_bls_survey, sample_population
-from flows.store import LocalStore, S3Store, is_internal_key
-from flows.upstream_server import GeneratedFile, UpstreamServer
+from flows.core.errors import QuestError
+from flows.devkit.samples import population_body, sample_bls_survey, sample_population
+from flows.devkit.upstream_server import GeneratedFile, UpstreamServer
+from flows.io.store import LocalStore, S3Store, is_internal_key
 
 BUCKET = "quest-test"
 
@@ -189,8 +189,8 @@ def test_bad_listing_deletes_nothing(prefect_harness, upstream, store, fault):
 
 @pytest.mark.parametrize("store", ["s3"], indirect=True)  # both backends: the tests above
 def test_mass_delete_guard_and_override(prefect_harness, upstream, store):
+    from flows.core.plan import MassDeleteError
     from flows.ingest import mirror_survey
-    from flows.sync import MassDeleteError
 
     mirror_survey("pr")
     names = sorted(upstream.files("pr"))
@@ -246,8 +246,8 @@ def test_population_snapshot_stores_body_as_returned(prefect_harness, upstream, 
 )
 @pytest.mark.parametrize("store", ["s3"], indirect=True)  # both backends: the tests above
 def test_population_bad_body_stores_nothing(prefect_harness, upstream, store, body):
+    from flows.core.population import PopulationFormatError
     from flows.ingest import population_snapshot
-    from flows.sources.datausa import PopulationFormatError
 
     upstream.set_population(body)
     with pytest.raises(PopulationFormatError):

@@ -14,9 +14,9 @@ import time
 import pytest
 
 from flows.cli import main
-from flows.samples import population_body, sample_bls_survey
-from flows.store import LocalStore
-from flows.upstream_server import GeneratedFile, UpstreamServer
+from flows.devkit.samples import population_body, sample_bls_survey
+from flows.devkit.upstream_server import GeneratedFile, UpstreamServer
+from flows.io.store import LocalStore
 
 
 @pytest.fixture
@@ -147,7 +147,7 @@ def test_a_trickling_listing_fails_at_its_deadline(prefect_harness, upstream, st
 
 
 def test_the_file_deadline_grows_with_the_listed_size():
-    from flows.http import request_deadline
+    from flows.io.http import request_deadline
 
     assert request_deadline(60, 1024, None) == 60
     assert request_deadline(60, 1024, 10 * 1024) == 70

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
-from flows.http import (
+from flows.io.http import (
     HttpStatusError,
     IncompleteBody,
     RetryPolicy,
@@ -16,7 +16,7 @@ from flows.http import (
     is_retryable,
     parse_retry_after,
 )
-from flows.store import SizeMismatch
+from flows.io.store import SizeMismatch
 
 
 def test_parse_retry_after():
@@ -115,13 +115,13 @@ def test_call_with_retries_honours_retry_after_and_gives_up():
     ],
 )
 def test_same_site(url, same):
-    from flows.http import origin, same_site
+    from flows.io.http import origin, same_site
 
     assert same_site(origin("https://download.bls.gov/pub/time.series/"), url) is same
 
 
 def test_http_site_may_be_upgraded_to_https_on_the_same_host():
-    from flows.http import origin, same_site
+    from flows.io.http import origin, same_site
 
     assert same_site(origin("http://example.org/"), "https://example.org/x")
     assert not same_site(origin("http://example.org/"), "https://other.org/x")
@@ -167,7 +167,7 @@ def test_abort_ends_a_blocked_request_at_once(headers):
     import threading
     import time
 
-    from flows.http import GuardedTransport, TransfersCancelled
+    from flows.io.http import GuardedTransport, TransfersCancelled
 
     peer = _Silent(headers)
     transport = GuardedTransport(peer.url, default_deadline=60)
@@ -199,7 +199,7 @@ def test_abort_ends_a_blocked_request_at_once(headers):
 def test_deadline_ends_a_silent_peer():
     import time
 
-    from flows.http import DEADLINE_EXTENSION, DeadlineExceeded, GuardedTransport
+    from flows.io.http import DEADLINE_EXTENSION, DeadlineExceeded, GuardedTransport
 
     peer = _Silent(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\nabc")
     client = httpx.Client(transport=GuardedTransport(peer.url, default_deadline=60), timeout=60)
@@ -214,7 +214,7 @@ def test_deadline_ends_a_silent_peer():
 
 
 def test_the_transport_refuses_other_hosts_before_sending():
-    from flows.http import GuardedTransport, RedirectRefused
+    from flows.io.http import GuardedTransport, RedirectRefused
 
     client = httpx.Client(transport=GuardedTransport("http://127.0.0.1:9/", default_deadline=5))
     with pytest.raises(RedirectRefused, match="only http://127.0.0.1"):

@@ -7,8 +7,8 @@ import hashlib
 import httpx
 import pytest
 
-from flows.sources.bls import parse_listing
-from flows.upstream_server import GeneratedFile, UpstreamServer
+from flows.core.listing import parse_listing
+from flows.devkit.upstream_server import GeneratedFile, UpstreamServer
 
 
 @pytest.fixture

@@ -9,10 +9,10 @@ import boto3
 import pytest
 from reports_data import artifacts_of, expected, receive_all, reports_runs_for, seed_store
 
-from flows.aws_lambda import event_kind, handler
-from flows.consumer import lambda_shaped_event
-from flows.emulator import wire
-from flows.store import S3Store
+from flows.devkit.emulator import wire
+from flows.io.store import S3Store
+from flows.runtime.handler import event_kind, handler
+from flows.runtime.sqs import lambda_shaped_event
 
 BUCKET = "quest-lambda"
 

@@ -33,15 +33,15 @@ from infra_pulumi.package import (
 RUNTIME_IMPORTS = """
 import importlib.metadata, json, sys
 assert not [p for p in sys.path if "site-packages" in p], sys.path
-import flows.aws_lambda as entry
+import flows.runtime.handler as entry
 kinds = [
     entry.event_kind({"Records": [{"eventSource": "aws:sqs"}]}),
     entry.event_kind({"flow_run_id": "x"}),
     entry.event_kind({"poll_work_pool": "pool"}),
     entry.event_kind({"source": "aws.events", "detail-type": "Scheduled Event"}),
 ]
-import flows.settings, flows.store, flows.ingest, flows.reports, flows.consumer, flows.worker
-import flows.flow_run_entry
+import flows.settings, flows.io.store, flows.ingest, flows.reports, flows.runtime.sqs, flows.worker
+import flows.runtime.flow_run
 from prefect.workers.base import BaseWorker
 import pandas, httpx, boto3, prefect, prefect_aws
 collections = sorted(e.value for e in importlib.metadata.entry_points(group="prefect.collections"))
@@ -87,7 +87,13 @@ def test_package_builds_lean_and_under_the_limit(built):
     # prefect-client, not the full prefect distribution (its server UI alone is tens of MB).
     assert any(n.startswith("prefect_client-") for n in top)
     assert not any(n.startswith("prefect-") or n.startswith("prefect_3") for n in top)
-    assert "flows/aws_lambda.py" in names and "infra_pulumi/__init__.py" not in names
+    assert "flows/runtime/handler.py" in names and "infra_pulumi/__init__.py" not in names
+    # No test or development code: no dev kit, no tests package, no test-only distributions.
+    assert not [n for n in names if n.startswith(("flows/devkit/", "tests/"))]
+    assert not {
+        t for t in top if t.split("-")[0].lower() in ("moto", "pytest", "hypothesis", "ruff", "pulumi")
+    }
+    assert "flows/core/names.py" in names and "flows/io/store.py" in names
 
 
 @pytest.mark.slow

@@ -14,18 +14,18 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from flows.errors import QuestError
-from flows.http import HttpStatusError, make_client
-from flows.report_maths import population_by_year, population_stats
-from flows.samples import population_body, sample_population
-from flows.settings import Settings
-from flows.sources.datausa import (
+from flows.core.errors import QuestError
+from flows.core.population import (
     POPULATION_MAX,
     PopulationBodyTooLarge,
     PopulationFormatError,
-    fetch_population,
     normalise_population,
 )
+from flows.core.report_maths import population_by_year, population_stats
+from flows.devkit.samples import population_body, sample_population
+from flows.io.fetch import fetch_population
+from flows.io.http import HttpStatusError, make_client
+from flows.settings import Settings
 
 
 def body(*rows: dict) -> bytes:

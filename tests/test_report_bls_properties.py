@@ -14,8 +14,8 @@ from collections import Counter
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from flows.errors import QuestError
-from flows.report_maths import BlsData, read_bls
+from flows.core.errors import QuestError
+from flows.core.report_maths import BlsData, read_bls
 
 HEADER_NAMES = ["series_id", "year", "period", "value", "footnote_codes"]
 HEADER = b"series_id        \tyear\tperiod\t       value\tfootnote_codes"

@@ -11,9 +11,9 @@ import pytest
 from reports_data import BLS_KEY, artifacts_of, expected, seed_store
 
 from flows.cli import main
-from flows.errors import QuestError
+from flows.core.errors import QuestError
+from flows.io.store import LocalStore, S3Store
 from flows.reports import reports
-from flows.store import LocalStore, S3Store
 
 TS = "20250102T030405Z"
 

@@ -9,7 +9,7 @@ from collections import defaultdict
 
 import pytest
 
-from flows.report_maths import (
+from flows.core.report_maths import (
     DENSE_CELLS_LIMIT,
     BlsFormatError,
     PopulationDataError,
@@ -21,7 +21,7 @@ from flows.report_maths import (
     read_bls,
     series_with_population,
 )
-from flows.samples import BlsRow, bls_data_rows, format_bls_data
+from flows.devkit.samples import BlsRow, bls_data_rows, format_bls_data
 
 HEADER = b"series_id        \tyear\tperiod\t       value\tfootnote_codes\r\n"
 

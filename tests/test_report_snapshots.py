@@ -13,13 +13,13 @@ import statistics
 import pytest
 from reports_data import BLS_KEY, sample_bls, seed_store
 
-from flows.errors import QuestError
-from flows.report_maths import BlsFormatError
+from flows.core.errors import QuestError
+from flows.core.population import PopulationFormatError
+from flows.core.report_maths import BlsFormatError
+from flows.devkit.samples import population_body, sample_population
+from flows.io.store import LocalStore, S3Store
 from flows.reports import run_reports
-from flows.samples import population_body, sample_population
 from flows.settings import Settings
-from flows.sources.datausa import PopulationFormatError
-from flows.store import LocalStore, S3Store
 
 TS = "20250102T030405Z"
 NOTE = json.dumps({"data": [{"Year": y, "Population": 1} for y in range(2013, 2019)]}).encode()

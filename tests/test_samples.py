@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from flows.samples import (
+from flows.devkit.samples import (
     REPORT_SERIES_ID,
     BlsRow,
     bls_data_rows,

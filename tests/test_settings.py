@@ -6,9 +6,9 @@ import os
 
 import pytest
 
-from flows.errors import ConfigError, QuestError
+from flows.core.errors import ConfigError, QuestError
+from flows.io.store import parse_store_url
 from flows.settings import NEUTRAL_CONTACT, Settings, bucket_problem, parse_store, url_host
-from flows.store import parse_store_url
 
 
 @pytest.fixture(autouse=True)

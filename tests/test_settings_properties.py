@@ -11,7 +11,8 @@ import httpx
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from flows.errors import ConfigError
+from flows.core.errors import ConfigError
+from flows.io.store import parse_store_url
 from flows.settings import (
     NEUTRAL_CONTACT,
     Settings,
@@ -22,7 +23,6 @@ from flows.settings import (
     requires_contact,
     url_host,
 )
-from flows.store import parse_store_url
 
 FIELDS = sorted(Settings.model_fields)
 # Pieces that reach the edges of the rules; mixed with arbitrary text.

@@ -6,7 +6,7 @@ import hashlib
 
 import pytest
 
-from flows.store import LocalStore, S3Store, SizeMismatch, StoreError, _rechunk, stat_prefix
+from flows.io.store import LocalStore, S3Store, SizeMismatch, StoreError, _rechunk, stat_prefix
 
 MIB = 1024 * 1024
 

@@ -21,8 +21,9 @@ from botocore.exceptions import EndpointConnectionError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import flows.store as store_module
-from flows.store import LocalStore, S3Store, StoredObject, StoreError, trusted_sha256
+import flows.io.store as store_module
+from flows.core.objects import StoredObject, trusted_sha256
+from flows.io.store import LocalStore, S3Store, StoreError
 
 MIB = 1024 * 1024
 BUCKET = "quest-test"

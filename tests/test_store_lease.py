@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from flows.store import LeaseHeld, LeaseLost, LocalStore, S3Store, StoreError
+from flows.io.store import LeaseHeld, LeaseLost, LocalStore, S3Store, StoreError
 
 
 @pytest.fixture(params=["local", "s3"])

@@ -8,9 +8,10 @@ import time
 
 import pytest
 
-from flows.samples import population_body, sample_bls_survey
-from flows.store import LeaseHeld, LocalStore, S3Store, _tmp_name, trusted_sha256
-from flows.upstream_server import UpstreamServer
+from flows.core.objects import trusted_sha256
+from flows.devkit.samples import population_body, sample_bls_survey
+from flows.devkit.upstream_server import UpstreamServer
+from flows.io.store import LeaseHeld, LocalStore, S3Store, _tmp_name
 
 BUCKET = "quest-test"
 

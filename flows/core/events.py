@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote_plus
 
-from flows import names
-from flows.errors import QuestError
+from flows.core import names
+from flows.core.errors import QuestError
 
 ACCEPTED_EVENTS = frozenset(
     {"ObjectCreated:Put", "ObjectCreated:Copy", "ObjectCreated:CompleteMultipartUpload"}

@@ -1,4 +1,4 @@
-"""BLS survey directories: parse the IIS listing (pure) and fetch listings and files (httpx).
+"""BLS survey directories: read an IIS directory listing (pure; `flows.io.fetch` does the GET).
 
 download.bls.gov serves IIS listings, not Apache ones: uppercase tags, absolute hrefs, a
 `[To Parent Directory]` link, `&lt;dir&gt;` for folders, rows like
@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from urllib.parse import unquote, urljoin, urlsplit
 
-from flows.errors import QuestError
+from flows.core.errors import QuestError
 
 # Every anchor of the listing, with the text since the previous anchor (where IIS puts the date,
 # time and size). Rows are read strictly afterwards, so a malformed row is seen, not passed over.
@@ -188,29 +188,3 @@ def _quote_name(name: str) -> str:
     from urllib.parse import quote
 
     return quote(name, safe="!$&'()*+,;=:@-._~")
-
-
-# --------------------------------------------------------------------------- I/O (httpx)
-
-
-def fetch_listing(client: object, directory_url: str) -> Listing:
-    """GET and parse a survey directory. HTTP errors raise HttpStatusError (retry policy decides).
-
-    A body shorter than its Content-Length is refused here too (h11 already refuses most), and the
-    entries are resolved against the URL actually read, so a same-site redirect keeps hrefs honest.
-    """
-    from flows.http import check_status
-
-    response = client.get(directory_url)  # type: ignore[attr-defined]
-    check_status(response, directory_url)
-    content_type = response.headers.get("content-type", "")
-    if content_type and "html" not in content_type.lower():
-        raise ListingError(f"{directory_url}: expected an HTML listing, got {content_type!r}")
-    announced = response.headers.get("content-length", "")
-    encoded = response.headers.get("content-encoding", "identity").lower() != "identity"
-    if announced.isdigit() and not encoded and int(announced) != len(response.content):
-        raise IncompleteListing(
-            f"{directory_url}: the listing has {len(response.content)} of its {announced} bytes; "
-            "nothing is deleted or replaced"
-        )
-    return parse_listing(response.text, str(response.url))

@@ -1,7 +1,7 @@
 """`quest demo`: the whole event-driven chain offline on loopback, in well under a minute.
 
 A loopback HTTP server plays BLS and DataUSA with the project's generated samples; moto's server
-plays S3 + SQS with the Pulumi program's wiring (`flows/emulator.py`); the ingest flow mirrors and
+plays S3 + SQS with the Pulumi program's wiring (`flows/devkit/emulator.py`); the ingest flow mirrors and
 snapshots into the emulated bucket; S3 notifies the queue; the consumer (the same logic as the
 Lambda SQS path) runs the reports flow. Flows report to `PREFECT_API_URL` when set, else to
 Prefect's ephemeral API. Everything started here is stopped here, and the environment is restored.
@@ -20,8 +20,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from flows import names
-from flows.errors import QuestError
+from flows.core import names
+from flows.core.errors import QuestError
 
 DEFAULT_OUTPUT_DIR = "demo-output"
 DEFAULT_TIMEOUT_SECONDS = 45.0
@@ -101,12 +101,12 @@ def run_demo(
     timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
 ) -> DemoResult:
     """Run the chain; raise QuestError when no report appears within `timeout_seconds`."""
-    from flows.consumer import ConsumeStats, RoundResult, consume
-    from flows.emulator import LocalAws
-    from flows.samples import sample_upstream
+    from flows.devkit.emulator import LocalAws
+    from flows.devkit.samples import sample_upstream
+    from flows.devkit.upstream_server import UpstreamServer
+    from flows.io.store import open_store
+    from flows.runtime.sqs import ConsumeStats, RoundResult, consume
     from flows.settings import Settings
-    from flows.store import open_store
-    from flows.upstream_server import UpstreamServer
 
     started = time.monotonic()
     surveys, population = sample_upstream(seed=0)
@@ -213,8 +213,8 @@ def run_demo(
 
 def print_demo(demo: DemoResult, say: Callable[[str], None] = print) -> None:
     """The three reports as tables, then where everything is."""
-    from flows.report_format import text_report
-    from flows.report_maths import DEFAULT_PERIOD, DEFAULT_SERIES_ID
+    from flows.core.report_format import text_report
+    from flows.core.report_maths import DEFAULT_PERIOD, DEFAULT_SERIES_ID
 
     say("")
     say(text_report(demo.result, DEFAULT_SERIES_ID, DEFAULT_PERIOD))

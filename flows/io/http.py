@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from flows.errors import QuestError
+from flows.core.errors import QuestError
 
 T = TypeVar("T")
 
@@ -79,7 +79,7 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
 
 def is_retryable(exc: BaseException) -> bool:
     """Transient: transport errors, cut or short bodies, 5xx, 408, 429. Everything else fails at once."""
-    from flows.store import SizeMismatch
+    from flows.io.store import SizeMismatch
 
     if isinstance(exc, HttpStatusError):
         return exc.status >= 500 or exc.status in RETRYABLE_4XX

@@ -3,7 +3,7 @@
 The bucket, the notification queue with its dead-letter queue (redrive policy), the queue policy
 admitting only this bucket of this account, and the S3 → SQS notification filtered to
 `population/` + `.json` all come from the same shared definitions the Pulumi program uses
-(`flows.names`, `infra_pulumi.iam`, `infra_pulumi.queue`), so the demo exercises the deployed
+(`flows.core.names`, `flows.core.wiring`), so the demo exercises the deployed
 wiring, not a look-alike.
 moto does not enforce queue policies; the policy is set so the wiring is complete and inspectable.
 """
@@ -16,7 +16,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from flows import names
+from flows.core import names
 
 MOTO_ACCOUNT_ID = "123456789012"  # moto's default account
 DEMO_REGION = "us-east-1"
@@ -68,8 +68,7 @@ def wire(
 ) -> Wiring:
     """Create bucket, DLQ, queue (redrive + policy) and the notification, as the Pulumi program does."""
     # The Pulumi program's own policy builders (pure functions of ARNs; importing them is cheap).
-    from infra_pulumi.iam import s3_notification_queue_policy
-    from infra_pulumi.queue import redrive_allow_policy, redrive_policy
+    from flows.core.wiring import redrive_allow_policy, redrive_policy, s3_notification_queue_policy
 
     if region == "us-east-1":
         s3.create_bucket(Bucket=bucket)

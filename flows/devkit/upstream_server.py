@@ -11,7 +11,7 @@ request is logged (method, path, status, bytes sent) under a lock, so tests asse
 Large files can be `GeneratedFile`s that stream N deterministic bytes without being held in memory.
 
 Use as a context manager (`with UpstreamServer(...) as up:`) or from a script
-(`python -m flows.upstream_server --from-dir pr=/path/to/pr`).
+(`python -m flows.devkit.upstream_server --from-dir pr=/path/to/pr`).
 """
 
 from __future__ import annotations
@@ -577,9 +577,9 @@ def load_dir(directory: str | Path) -> dict[str, bytes]:
 
 def main(argv: list[str] | None = None) -> int:
     """Serve sample data (or directories) on loopback until interrupted; print the URLs to use."""
-    from flows.samples import sample_upstream
+    from flows.devkit.samples import sample_upstream
 
-    parser = argparse.ArgumentParser(prog="python -m flows.upstream_server", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m flows.devkit.upstream_server", description=main.__doc__)
     parser.add_argument("--from-dir", action="append", default=[], metavar="SURVEY=DIR")
     parser.add_argument("--population-file", help="serve this file as the population body")
     parser.add_argument("--port", type=int, default=0)

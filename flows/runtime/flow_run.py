@@ -24,8 +24,8 @@ from collections.abc import Iterator, Mapping, MutableMapping
 from contextlib import contextmanager
 from typing import Any
 
-from flows.errors import QuestError
-from flows.names import ENV_PREFECT_API_KEY_SECRET_ARN
+from flows.core.errors import QuestError
+from flows.core.names import ENV_PREFECT_API_KEY_SECRET_ARN
 from flows.run_env import Refusal, RunEnv, api_url_problem, filter_run_env
 
 log = logging.getLogger(__name__)

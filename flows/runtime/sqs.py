@@ -15,9 +15,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from flows import names
-from flows.events import BatchPlan, parse_sqs_event, plan_batch
-from flows.store import parse_store_url
+from flows.core import names
+from flows.core.events import BatchPlan, parse_sqs_event, plan_batch
+from flows.io.store import parse_store_url
 
 log = logging.getLogger(__name__)
 
@@ -59,9 +59,9 @@ def store_scope(store_url: str) -> tuple[str | None, str]:
 
 def run_reports_flow(settings: Any, population_key: str, reports_ts: str) -> ReportOutcome:
     """Run the reports flow on one snapshot (a flow run when a Prefect API exists, else plain Python)."""
+    from flows.io.store import store_from_settings
     from flows.orchestration import run_flow
     from flows.reports import reports, reports_location
-    from flows.store import store_from_settings
 
     result = run_flow(reports, population_key=population_key, reports_ts=reports_ts)
     location = reports_location(store_from_settings(settings), reports_ts)
@@ -235,7 +235,7 @@ def _queue_arn(client: Any, queue_url: str) -> str:
     try:
         attrs = client.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])
     except client.exceptions.QueueDoesNotExist as exc:
-        from flows.errors import QuestError
+        from flows.core.errors import QuestError
 
         raise QuestError(f"no SQS queue at {queue_url}") from exc
     return attrs.get("Attributes", {}).get("QueueArn", queue_url)

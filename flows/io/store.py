@@ -20,25 +20,23 @@ import contextlib
 import hashlib
 import json
 import os
-import re
 import socket
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, Protocol
 
-from flows.errors import QuestError
-
-META_SHA256 = "sha256"
-META_SHA256_SIZE = "sha256-size"
-META_SOURCE_URL = "source-url"
-META_UPSTREAM_LAST_MODIFIED = "upstream-last-modified"
-META_UPSTREAM_SIZE = "upstream-size"
+from flows.core.errors import QuestError
+from flows.core.objects import (
+    META_SHA256,
+    META_SHA256_SIZE,
+    StoredObject,
+)
 
 S3_MIN_PART = 5 * 1024 * 1024
 S3_MAX_COPY = 5 * 1024**3
@@ -47,7 +45,6 @@ INTERNAL_MARK = ".quest-"
 TMP_SEGMENT = ".quest-tmp"
 LEASE_NAME = ".quest-lease.json"
 _TMP_STAMP = "%Y%m%dT%H%M%SZ"
-_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
 
 class StoreError(QuestError):
@@ -64,15 +61,6 @@ class LeaseHeld(StoreError):
 
 class LeaseLost(StoreError):
     """The lease expired or was taken over while held: the work done under it may have interleaved."""
-
-
-@dataclass(frozen=True)
-class StoredObject:
-    key: str
-    size: int
-    metadata: dict[str, str] = field(default_factory=dict)
-    etag: str | None = None
-    last_modified: datetime | None = None
 
 
 class ObjectStore(Protocol):
@@ -121,19 +109,6 @@ def stat_prefix(store: ObjectStore, prefix: str, workers: int = 8) -> dict[str, 
     with ThreadPoolExecutor(max_workers=max(1, min(workers, len(keys) or 1))) as pool:
         heads = pool.map(store.head, keys)
         return {key: obj for key, obj in zip(keys, heads, strict=True) if obj is not None}
-
-
-def trusted_sha256(obj: StoredObject) -> str | None:
-    """The object's sha256 when its metadata can be believed without reading the bytes, else None.
-
-    Believed means: a well-formed sha256 recorded with the byte count it covers, and that count is
-    the object's size. Objects published before `sha256-size` existed (when a crash or a concurrent
-    sync could leave a sha256 describing other bytes) are not believed, so they get re-transferred.
-    """
-    sha = obj.metadata.get(META_SHA256, "")
-    if not _SHA256_HEX.fullmatch(sha):
-        return None
-    return sha if obj.metadata.get(META_SHA256_SIZE) == str(obj.size) else None
 
 
 def is_internal_key(key: str) -> bool:

@@ -2,7 +2,7 @@
 
 A file is kept — no GET, no PUT — when its listed size and listed last-modified equal what the
 stored object's metadata recorded at the time it was mirrored, the stored size agrees, and the
-stored object's integrity metadata can be trusted (`flows.store.trusted_sha256`). An object whose
+stored object's integrity metadata can be trusted (`flows.core.objects.trusted_sha256`). An object whose
 sha256 is missing or contradicts it (e.g. left by a crash or by two syncs racing) is transferred
 again rather than kept forever.
 Deletions are guarded: a plan removing more than the max fraction of the mirrored files is
@@ -15,9 +15,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from enum import StrEnum
 
-from flows.errors import QuestError
-from flows.sources.bls import ListingEntry
-from flows.store import META_UPSTREAM_LAST_MODIFIED, META_UPSTREAM_SIZE, StoredObject, trusted_sha256
+from flows.core.errors import QuestError
+from flows.core.listing import ListingEntry
+from flows.core.objects import META_UPSTREAM_LAST_MODIFIED, META_UPSTREAM_SIZE, StoredObject, trusted_sha256
 
 
 class Action(StrEnum):

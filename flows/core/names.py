@@ -43,6 +43,11 @@ ENV_POPULATION_URL = "QUEST_POPULATION_URL"
 ENV_CONTACT = "QUEST_CONTACT"
 ENV_PREFECT_API_KEY_SECRET_ARN = "QUEST_PREFECT_API_KEY_SECRET_ARN"
 
+# The Lambda function: its handler (event shape picks the path) and Prefect's writable home there
+# (the code directory is read-only).
+LAMBDA_HANDLER = "flows.runtime.handler.handler"
+LAMBDA_PREFECT_HOME = "/tmp/prefect"
+
 # The Lambda work pool's worker type (see flows/worker.py).
 WORKER_TYPE = "aws-lambda"
 

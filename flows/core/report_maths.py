@@ -1,7 +1,7 @@
 """The report maths: pure pandas, no I/O, no Prefect. The reports flow (`flows/reports.py`) is the shell.
 
 Inputs are the bytes of a BLS time-series data file (`pr.data.0.Current`) and the population as
-(year, population) pairs (`flows.sources.datausa.normalise_population` reads either API generation).
+(year, population) pairs (`flows.core.population.normalise_population` reads either API generation).
 Outputs are plain frames plus `Reports.to_json()`, the JSON object `quest reports --json` prints
 (a contract read by checks outside the project).
 """
@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from flows.errors import QuestError
+from flows.core.errors import QuestError
 
 POPULATION_START_YEAR = 2013
 POPULATION_END_YEAR = 2018

@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from flows.sources.bls import ListingEntry
-from flows.store import StoredObject
-from flows.sync import Action, MassDeleteError, StoredFile, check_delete_guard, plan_sync
+from flows.core.listing import ListingEntry
+from flows.core.objects import StoredObject
+from flows.core.plan import Action, MassDeleteError, StoredFile, check_delete_guard, plan_sync
 
 SHA = "ab" * 32
 

@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from flows.sources.bls import ListingError, parse_listing
-from flows.upstream_server import render_iis_listing
+from flows.core.listing import ListingError, parse_listing
+from flows.devkit.upstream_server import render_iis_listing
 
 DIR = "https://download.bls.gov/pub/time.series/pr/"
 

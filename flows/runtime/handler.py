@@ -14,10 +14,9 @@ import logging
 import os
 from typing import Any
 
-log = logging.getLogger(__name__)
+from flows.core.names import LAMBDA_PREFECT_HOME  # the code directory is read-only
 
-# Lambda's code directory is read-only; Prefect needs a writable home.
-LAMBDA_PREFECT_HOME = "/tmp/prefect"
+log = logging.getLogger(__name__)
 
 
 class UnknownEvent(ValueError):
@@ -56,7 +55,7 @@ def prepare_runtime(environ: dict[str, str] | None = None) -> None:
         env.setdefault("PREFECT_HOME", LAMBDA_PREFECT_HOME)
     env.setdefault("DO_NOT_TRACK", "1")
     # The Prefect API key comes from the function's secret, before Prefect reads its settings.
-    from flows.flow_run_entry import load_prefect_api_key
+    from flows.runtime.flow_run import load_prefect_api_key
 
     load_prefect_api_key(env)
 
@@ -77,7 +76,7 @@ def flush_prefect() -> None:
 
 def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     prepare_runtime()
-    from flows.flow_run_entry import check_prefect_api_target
+    from flows.runtime.flow_run import check_prefect_api_target
     from flows.settings import Settings
 
     # What Prefect loaded (profiles and any-case names included) must not send the key elsewhere.
@@ -87,15 +86,15 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     settings = Settings()
     try:
         if kind == "sqs":
-            from flows.consumer import handle_sqs_batch
+            from flows.runtime.sqs import handle_sqs_batch
 
             return handle_sqs_batch(event, settings)
         if kind == "flow_run":
-            from flows.flow_run_entry import run_flow_run
+            from flows.runtime.flow_run import run_flow_run
 
             return run_flow_run(str(event["flow_run_id"]), env=event.get("env"))
         if kind == "poll":
-            from flows.flow_run_entry import poll_work_pool
+            from flows.runtime.flow_run import poll_work_pool
 
             return poll_work_pool(str(event["poll_work_pool"]))
         from flows.ingest import run_ingest_from_event

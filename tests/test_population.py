@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from flows.samples import population_body, sample_population
-from flows.sources.datausa import PopulationFormatError, normalise_population
+from flows.core.population import PopulationFormatError, normalise_population
+from flows.devkit.samples import population_body, sample_population
 
 
 @pytest.mark.parametrize("generation", ["tesseract", "legacy"])

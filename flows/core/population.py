@@ -1,4 +1,4 @@
-"""DataUSA population: fetch the body (httpx) and read either API generation (pure).
+"""DataUSA population: read either API generation (pure; `flows.io.fetch` does the capped GET).
 
 Two generations exist: the retired `datausa.io/api/data` (`"ID Year": 2019, "Year": "2019"`,
 integer `Population`) and the current tesseract endpoint (`"Year": 2023`, float `Population`,
@@ -13,7 +13,7 @@ import math
 import re
 from typing import Any
 
-from flows.errors import QuestError
+from flows.core.errors import QuestError
 
 
 class PopulationFormatError(QuestError):
@@ -136,27 +136,3 @@ def _short(row: dict[str, Any]) -> str:
         return json.dumps(row)[:120]
     except ValueError:  # NaN is allowed in, out only as text
         return repr(row)[:120]
-
-
-def fetch_population(client: Any, url: str, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
-    """GET the population body, streamed: refused as soon as it exceeds `max_bytes` (a junk or hostile
-    body must not fill memory). Raises HttpStatusError on a non-success status."""
-    from flows.http import check_status
-
-    with client.stream("GET", url) as response:
-        check_status(response, url)
-        declared = response.headers.get("content-length", "")
-        if declared.strip().isdigit() and int(declared) > max_bytes:
-            raise PopulationBodyTooLarge(
-                f"GET {url}: Content-Length {int(declared):,} bytes exceeds the {max_bytes:,}-byte limit"
-            )
-        chunks: list[bytes] = []
-        received = 0
-        for chunk in response.iter_bytes():
-            received += len(chunk)
-            if received > max_bytes:
-                raise PopulationBodyTooLarge(
-                    f"GET {url}: the body exceeds the {max_bytes:,}-byte limit for a population response"
-                )
-            chunks.append(chunk)
-    return b"".join(chunks)

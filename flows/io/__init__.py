@@ -1,0 +1,1 @@
+"""The edges: the object store (S3, local), HTTP to the upstream sites, the boto3 clients."""

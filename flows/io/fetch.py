@@ -1,0 +1,56 @@
+"""GETs of the upstream sites' documents: a BLS survey listing and the DataUSA population body.
+
+Each GET goes through the caller's client (`flows.io.http.make_client`: same-site only, deadlines,
+abortable); the reading itself is pure and lives in `flows.core.listing` / `flows.core.population`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flows.core.listing import IncompleteListing, Listing, ListingError, parse_listing
+from flows.core.population import DEFAULT_MAX_BYTES, PopulationBodyTooLarge
+from flows.io.http import check_status
+
+
+def fetch_listing(client: object, directory_url: str) -> Listing:
+    """GET and parse a survey directory. HTTP errors raise HttpStatusError (retry policy decides).
+
+    A body shorter than its Content-Length is refused here too (h11 already refuses most), and the
+    entries are resolved against the URL actually read, so a same-site redirect keeps hrefs honest.
+    """
+    response = client.get(directory_url)  # type: ignore[attr-defined]
+    check_status(response, directory_url)
+    content_type = response.headers.get("content-type", "")
+    if content_type and "html" not in content_type.lower():
+        raise ListingError(f"{directory_url}: expected an HTML listing, got {content_type!r}")
+    announced = response.headers.get("content-length", "")
+    encoded = response.headers.get("content-encoding", "identity").lower() != "identity"
+    if announced.isdigit() and not encoded and int(announced) != len(response.content):
+        raise IncompleteListing(
+            f"{directory_url}: the listing has {len(response.content)} of its {announced} bytes; "
+            "nothing is deleted or replaced"
+        )
+    return parse_listing(response.text, str(response.url))
+
+
+def fetch_population(client: Any, url: str, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
+    """GET the population body, streamed: refused as soon as it exceeds `max_bytes` (a junk or hostile
+    body must not fill memory). Raises HttpStatusError on a non-success status."""
+    with client.stream("GET", url) as response:
+        check_status(response, url)
+        declared = response.headers.get("content-length", "")
+        if declared.strip().isdigit() and int(declared) > max_bytes:
+            raise PopulationBodyTooLarge(
+                f"GET {url}: Content-Length {int(declared):,} bytes exceeds the {max_bytes:,}-byte limit"
+            )
+        chunks: list[bytes] = []
+        received = 0
+        for chunk in response.iter_bytes():
+            received += len(chunk)
+            if received > max_bytes:
+                raise PopulationBodyTooLarge(
+                    f"GET {url}: the body exceeds the {max_bytes:,}-byte limit for a population response"
+                )
+            chunks.append(chunk)
+    return b"".join(chunks)

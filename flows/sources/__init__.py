@@ -1,1 +1,0 @@
-"""Upstream sources: BLS survey directories and the DataUSA population API."""

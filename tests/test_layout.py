@@ -1,0 +1,89 @@
+"""The house rules of `flows/`, checked on the source: imports run one way, core stays pure.
+
+    core  <-  io  <-  flows (settings, ingest, reports, ...)  <-  runtime / worker / cli      devkit
+
+Every import counts, including the ones inside functions (cheap cold starts put many there).
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+FLOWS = ROOT / "flows"
+
+# Layer of each part of `flows/`; a module may import only its own layer or lower ones.
+LAYERS = {"core": 0, "io": 1, "flows": 2, "runtime": 3, "edge": 3, "devkit": 4}
+EDGE_MODULES = {"flows.cli", "flows.worker"}
+# What core may not use: it is pure (no I/O clients, no orchestration, no infrastructure).
+IMPURE = ("prefect", "httpx", "boto3", "botocore", "pulumi", "pulumi_aws", "moto", "socket", "subprocess")
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _part(module: str) -> str:
+    if module in EDGE_MODULES:
+        return "edge"
+    pieces = module.split(".")
+    if len(pieces) >= 2 and pieces[1] in LAYERS:
+        return pieces[1]
+    return "flows"
+
+
+def _imports(path: Path) -> set[str]:
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            found |= {f"{node.module}.{alias.name}" for alias in node.names}
+    return found
+
+
+MODULES = {_module_name(p): p for p in sorted(FLOWS.rglob("*.py"))}
+
+
+def _targets(module: str) -> set[str]:
+    """The flows modules `module` imports (an imported name that is a module counts as that module)."""
+    return {name for name in _imports(MODULES[module]) if name in MODULES and name != module}
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_imports_run_one_way(module):
+    mine = LAYERS[_part(module)]
+    for target in _targets(module):
+        if module == "flows.cli" and _part(target) == "devkit":
+            continue  # `quest demo` only, imported inside its command; the dev kit is never shipped
+        assert LAYERS[_part(target)] <= mine, f"{module} ({_part(module)}) imports {target} ({_part(target)})"
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_flows_never_import_the_infrastructure_or_the_tests(module):
+    bad = {n for n in _imports(MODULES[module]) if n.split(".")[0] in ("infra_pulumi", "tests")}
+    assert not bad, f"{module} imports {sorted(bad)}"
+
+
+@pytest.mark.parametrize("module", sorted(m for m in MODULES if _part(m) == "core"))
+def test_core_is_pure(module):
+    bad = {n for n in _imports(MODULES[module]) if n.split(".")[0] in IMPURE}
+    assert not bad, f"{module} is core but imports {sorted(bad)}"
+
+
+def test_every_core_module_has_its_own_test_module():
+    cores = sorted(m.rsplit(".", 1)[1] for m in MODULES if _part(m) == "core" and not m.endswith(".core"))
+    tests = {p.stem for p in (ROOT / "tests").glob("test_*.py")}
+    missing = [c for c in cores if not any(t == f"test_{c}" or t.startswith(f"test_{c}_") for t in tests)]
+    assert not missing, f"core modules without tests/test_<module>.py: {missing}"
+
+
+def test_the_layout_check_sees_a_violation():
+    """The rule itself can fail: io importing a flow is caught."""
+    assert LAYERS[_part("flows.ingest")] > LAYERS[_part("flows.io.store")]
+    assert _part("flows.core.names") == "core" and _part("flows.worker") == "edge"
