@@ -158,7 +158,8 @@ def wait_seconds(text: str) -> int:
 
 def queue_url(text: str) -> str:
     """--queue-url: an http(s) URL with a host, as SQS queue URLs are; checked before any AWS call."""
-    from flows.settings import ConfigError, parse_http_url
+    from flows.core.errors import ConfigError
+    from flows.settings import parse_http_url
 
     try:
         return parse_http_url(text, directory=False)

@@ -22,7 +22,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, Field
 
-from flows.core.errors import QuestError
+from flows.core.errors import IncompleteBody, QuestError, TransferFailed, UpstreamUnavailable
 from flows.core.listing import Listing
 from flows.core.names import bls_key, bls_survey_prefix, population_key, timestamp
 from flows.core.objects import META_SOURCE_URL, META_UPSTREAM_LAST_MODIFIED, META_UPSTREAM_SIZE
@@ -31,7 +31,6 @@ from flows.core.population import normalise_population
 from flows.io.fetch import fetch_listing, fetch_population
 from flows.io.http import (
     DEADLINE_EXTENSION,
-    IncompleteBody,
     RetryPolicy,
     call_with_retries,
     check_status,
@@ -45,10 +44,6 @@ from flows.progress import current_sink
 from flows.settings import Settings
 
 CHUNK_BYTES = 1024 * 1024
-
-
-class TransferFailed(QuestError):
-    """One or more files could not be mirrored; nothing was deleted."""
 
 
 class MirrorSummary(BaseModel):
@@ -100,10 +95,6 @@ class PopulationSummary(BaseModel):
 class IngestSummary(BaseModel):
     surveys: list[MirrorSummary]
     population: PopulationSummary
-
-
-class UpstreamUnavailable(QuestError):
-    """The upstream could not be reached even after the retries."""
 
 
 def _retried(fn: Any, settings: Settings, what: str, client: Any = None) -> Any:

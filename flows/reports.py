@@ -16,21 +16,19 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from flows.core import names
-from flows.core.errors import QuestError
+from flows.core.errors import BlsFormatError, MissingInput, PopulationDataError, QuestError, StoreError
 from flows.core.names import parse_population_key
 from flows.core.report_format import cell, report_sections, summary_markdown, text_table
 from flows.core.report_maths import (
     DEFAULT_PERIOD,
     DEFAULT_SERIES_ID,
     BlsData,
-    BlsFormatError,
-    PopulationDataError,
     Reports,
     compute_reports,
     population_by_year,
     read_bls,
 )
-from flows.io.store import ObjectStore, StoreError, store_from_settings
+from flows.io.store import ObjectStore, store_from_settings
 from flows.orchestration import call, markdown_artifact, run_logger, table_artifact
 from flows.settings import Settings
 
@@ -46,10 +44,6 @@ __all__ = [
 POPULATION_STATS_FILE = "population_stats.json"
 BEST_YEAR_FILE = "best_year_by_series.csv"
 SUMMARY_FILE = "summary.md"
-
-
-class MissingInput(QuestError):
-    """An input object the reports need is not in the store."""
 
 
 def prefix_location(store: ObjectStore, prefix: str) -> str:
@@ -193,7 +187,8 @@ def run_reports(
         read_object.with_options(**retrying), store, population_key, "list population/ for the snapshots"
     )
 
-    from flows.core.population import PopulationFormatError, normalise_population
+    from flows.core.errors import PopulationFormatError
+    from flows.core.population import normalise_population
 
     try:
         bls: BlsData = read_bls(bls_bytes)

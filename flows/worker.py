@@ -26,7 +26,7 @@ from prefect.client.schemas.objects import FlowRun
 from prefect.workers.base import BaseJobConfiguration, BaseVariables, BaseWorker, BaseWorkerResult
 from pydantic import Field
 
-from flows.core.errors import QuestError
+from flows.core.errors import LambdaInvokeError
 from flows.core.names import WORKER_TYPE
 from flows.run_env import RunEnv, accepted, filter_run_env
 
@@ -124,10 +124,6 @@ class LambdaVariables(BaseVariables):
 
 class LambdaWorkerResult(BaseWorkerResult):
     """`identifier` is the invocation's request id (shown as the run's infrastructure pid)."""
-
-
-class LambdaInvokeError(QuestError):
-    """The function could not be invoked or reported a function error; the message says why."""
 
 
 def default_base_job_template() -> dict[str, Any]:

@@ -11,15 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from flows.core import names
-from flows.core.errors import QuestError
-from flows.core.events import (
-    EventFormatError,
-    Message,
-    ObjectCreated,
-    parse_body,
-    parse_sqs_event,
-    plan_batch,
-)
+from flows.core.errors import EventFormatError, QuestError
+from flows.core.events import Message, ObjectCreated, parse_body, parse_sqs_event, plan_batch
 from flows.core.names import parse_population_key
 from flows.reports import newest_population_key
 

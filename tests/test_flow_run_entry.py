@@ -6,9 +6,9 @@ import json
 
 import pytest
 
+from flows.core.errors import FlowRunEntryError
 from flows.core.names import ENV_PREFECT_API_KEY_SECRET_ARN
 from flows.runtime.flow_run import (
-    FlowRunEntryError,
     api_key_from_secret_string,
     applied_env,
     check_prefect_api_target,

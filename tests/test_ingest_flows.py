@@ -142,7 +142,8 @@ def test_status_bursts_with_retry_after_complete(prefect_harness, upstream, stor
 
 
 def test_body_cut_mid_stream_keeps_old_object_then_retry_completes(prefect_harness, upstream, store, env):
-    from flows.ingest import TransferFailed, mirror_survey
+    from flows.core.errors import TransferFailed
+    from flows.ingest import mirror_survey
 
     mirror_survey("pr")
     old = store.read_bytes("bls/pr/pr.data.0.Current")
@@ -189,7 +190,7 @@ def test_bad_listing_deletes_nothing(prefect_harness, upstream, store, fault):
 
 @pytest.mark.parametrize("store", ["s3"], indirect=True)  # both backends: the tests above
 def test_mass_delete_guard_and_override(prefect_harness, upstream, store):
-    from flows.core.plan import MassDeleteError
+    from flows.core.errors import MassDeleteError
     from flows.ingest import mirror_survey
 
     mirror_survey("pr")
@@ -246,7 +247,7 @@ def test_population_snapshot_stores_body_as_returned(prefect_harness, upstream, 
 )
 @pytest.mark.parametrize("store", ["s3"], indirect=True)  # both backends: the tests above
 def test_population_bad_body_stores_nothing(prefect_harness, upstream, store, body):
-    from flows.core.population import PopulationFormatError
+    from flows.core.errors import PopulationFormatError
     from flows.ingest import population_snapshot
 
     upstream.set_population(body)

@@ -8,15 +8,8 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
-from flows.io.http import (
-    HttpStatusError,
-    IncompleteBody,
-    RetryPolicy,
-    call_with_retries,
-    is_retryable,
-    parse_retry_after,
-)
-from flows.io.store import SizeMismatch
+from flows.core.errors import HttpStatusError, IncompleteBody, SizeMismatch
+from flows.io.http import RetryPolicy, call_with_retries, is_retryable, parse_retry_after
 
 
 def test_parse_retry_after():
@@ -167,7 +160,8 @@ def test_abort_ends_a_blocked_request_at_once(headers):
     import threading
     import time
 
-    from flows.io.http import GuardedTransport, TransfersCancelled
+    from flows.core.errors import TransfersCancelled
+    from flows.io.http import GuardedTransport
 
     peer = _Silent(headers)
     transport = GuardedTransport(peer.url, default_deadline=60)
@@ -199,7 +193,8 @@ def test_abort_ends_a_blocked_request_at_once(headers):
 def test_deadline_ends_a_silent_peer():
     import time
 
-    from flows.io.http import DEADLINE_EXTENSION, DeadlineExceeded, GuardedTransport
+    from flows.core.errors import DeadlineExceeded
+    from flows.io.http import DEADLINE_EXTENSION, GuardedTransport
 
     peer = _Silent(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\nabc")
     client = httpx.Client(transport=GuardedTransport(peer.url, default_deadline=60), timeout=60)
@@ -214,7 +209,8 @@ def test_deadline_ends_a_silent_peer():
 
 
 def test_the_transport_refuses_other_hosts_before_sending():
-    from flows.io.http import GuardedTransport, RedirectRefused
+    from flows.core.errors import RedirectRefused
+    from flows.io.http import GuardedTransport
 
     client = httpx.Client(transport=GuardedTransport("http://127.0.0.1:9/", default_deadline=5))
     with pytest.raises(RedirectRefused, match="only http://127.0.0.1"):

@@ -6,7 +6,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from flows.core.listing import ListingError, parse_listing
+from flows.core.errors import ListingError
+from flows.core.listing import parse_listing
 from flows.devkit.upstream_server import render_iis_listing
 
 DIR = "https://download.bls.gov/pub/time.series/pr/"

@@ -6,9 +6,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from flows.core.errors import MassDeleteError
 from flows.core.listing import ListingEntry
 from flows.core.objects import StoredObject
-from flows.core.plan import Action, MassDeleteError, StoredFile, check_delete_guard, plan_sync
+from flows.core.plan import Action, StoredFile, check_delete_guard, plan_sync
 
 SHA = "ab" * 32
 

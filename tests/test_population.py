@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from flows.core.population import PopulationFormatError, normalise_population
+from flows.core.errors import PopulationFormatError
+from flows.core.population import normalise_population
 from flows.devkit.samples import population_body, sample_population
 
 

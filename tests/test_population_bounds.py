@@ -14,17 +14,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from flows.core.errors import QuestError
-from flows.core.population import (
-    POPULATION_MAX,
-    PopulationBodyTooLarge,
-    PopulationFormatError,
-    normalise_population,
-)
+from flows.core.errors import HttpStatusError, PopulationBodyTooLarge, PopulationFormatError, QuestError
+from flows.core.population import POPULATION_MAX, normalise_population
 from flows.core.report_maths import population_by_year, population_stats
 from flows.devkit.samples import population_body, sample_population
 from flows.io.fetch import fetch_population
-from flows.io.http import HttpStatusError, make_client
+from flows.io.http import make_client
 from flows.settings import Settings
 
 

@@ -7,8 +7,9 @@ from collections import defaultdict
 
 import pytest
 
+from flows.core.errors import BlsFormatError
 from flows.core.report_format import summary_markdown, text_report
-from flows.core.report_maths import BlsFormatError, best_year_by_series, compute_reports, read_bls
+from flows.core.report_maths import best_year_by_series, compute_reports, read_bls
 from flows.devkit.samples import REPORT_SERIES_ID, BlsRow, bls_data_rows, format_bls_data
 
 HEADER = b"series_id        \tyear\tperiod\t       value\tfootnote_codes\r\n"

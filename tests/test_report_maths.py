@@ -9,10 +9,9 @@ from collections import defaultdict
 
 import pytest
 
+from flows.core.errors import BlsFormatError, PopulationDataError
 from flows.core.report_maths import (
     DENSE_CELLS_LIMIT,
-    BlsFormatError,
-    PopulationDataError,
     best_year_by_series,
     compute_reports,
     json_scalar,

@@ -13,9 +13,7 @@ import statistics
 import pytest
 from reports_data import BLS_KEY, sample_bls, seed_store
 
-from flows.core.errors import QuestError
-from flows.core.population import PopulationFormatError
-from flows.core.report_maths import BlsFormatError
+from flows.core.errors import BlsFormatError, PopulationFormatError, QuestError
 from flows.devkit.samples import population_body, sample_population
 from flows.io.store import LocalStore, S3Store
 from flows.reports import run_reports

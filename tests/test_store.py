@@ -6,7 +6,8 @@ import hashlib
 
 import pytest
 
-from flows.io.store import LocalStore, S3Store, SizeMismatch, StoreError, _rechunk, stat_prefix
+from flows.core.errors import SizeMismatch, StoreError
+from flows.io.store import LocalStore, S3Store, _rechunk, stat_prefix
 
 MIB = 1024 * 1024
 

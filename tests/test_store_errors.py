@@ -9,8 +9,8 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from flows.core.errors import QuestError
-from flows.io.store import S3Store, StoreError, describe_s3_error
+from flows.core.errors import QuestError, StoreError
+from flows.io.store import S3Store, describe_s3_error
 
 MIB = 1024 * 1024
 

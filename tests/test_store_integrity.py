@@ -22,8 +22,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import flows.io.store as store_module
+from flows.core.errors import StoreError
 from flows.core.objects import StoredObject, trusted_sha256
-from flows.io.store import LocalStore, S3Store, StoreError
+from flows.io.store import LocalStore, S3Store
 
 MIB = 1024 * 1024
 BUCKET = "quest-test"

@@ -8,7 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from flows.io.store import LeaseHeld, LeaseLost, LocalStore, S3Store, StoreError
+from flows.core.errors import LeaseHeld, LeaseLost, StoreError
+from flows.io.store import LocalStore, S3Store
 
 
 @pytest.fixture(params=["local", "s3"])

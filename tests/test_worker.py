@@ -14,9 +14,9 @@ import pytest
 from aio import run_async
 from lambda_emulator import REPO, LambdaEmulator
 
+from flows.core.errors import LambdaInvokeError
 from flows.run_env import RUN_ENV_NAMES
 from flows.worker import (
-    LambdaInvokeError,
     LambdaJobConfiguration,
     LambdaWorker,
     base_job_template_for,

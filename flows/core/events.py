@@ -21,16 +21,12 @@ from typing import Any
 from urllib.parse import unquote_plus
 
 from flows.core import names
-from flows.core.errors import QuestError
+from flows.core.errors import EventFormatError
 
 ACCEPTED_EVENTS = frozenset(
     {"ObjectCreated:Put", "ObjectCreated:Copy", "ObjectCreated:CompleteMultipartUpload"}
 )
 TEST_EVENT = "s3:TestEvent"
-
-
-class EventFormatError(QuestError):
-    """The Lambda event is not an SQS batch at all (its messages cannot even be told apart)."""
 
 
 def is_snapshot_key(key: str) -> bool:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from urllib.parse import unquote, urljoin, urlsplit
 
-from flows.core.errors import QuestError
+from flows.core.errors import IncompleteListing, ListingError
 
 # Every anchor of the listing, with the text since the previous anchor (where IIS puts the date,
 # time and size). Rows are read strictly afterwards, so a malformed row is seen, not passed over.
@@ -30,14 +30,6 @@ _PARENT = re.compile(r"\[To Parent Directory\]", re.IGNORECASE)
 _PRE_OPEN = re.compile(r"<pre\b[^>]*>", re.IGNORECASE)
 _PRE_CLOSE = re.compile(r"</pre\s*>", re.IGNORECASE)
 _HTML_CLOSE = re.compile(r"</html\s*>\s*$", re.IGNORECASE)
-
-
-class ListingError(QuestError):
-    """The survey directory could not be read as a listing; nothing may be deleted."""
-
-
-class IncompleteListing(ListingError):
-    """The page stops before the listing's closing markup: rows may be missing, so nothing is deleted."""
 
 
 @dataclass(frozen=True)

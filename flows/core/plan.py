@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from enum import StrEnum
 
-from flows.core.errors import QuestError
+from flows.core.errors import MassDeleteError
 from flows.core.listing import ListingEntry
 from flows.core.objects import META_UPSTREAM_LAST_MODIFIED, META_UPSTREAM_SIZE, StoredObject, trusted_sha256
 
@@ -25,10 +25,6 @@ class Action(StrEnum):
     UPDATE = "update"
     DELETE = "delete"
     KEEP = "keep"
-
-
-class MassDeleteError(QuestError):
-    """The plan would delete too large a share of the mirror."""
 
 
 @dataclass(frozen=True)

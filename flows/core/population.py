@@ -13,16 +13,7 @@ import math
 import re
 from typing import Any
 
-from flows.core.errors import QuestError
-
-
-class PopulationFormatError(QuestError):
-    """The body is not a DataUSA population response, or holds figures no population can have."""
-
-
-class PopulationBodyTooLarge(PopulationFormatError):
-    """The body is far larger than any population response (the real one is about 1.3 KB)."""
-
+from flows.core.errors import PopulationFormatError
 
 # The first US census was taken in 1790; nothing is published for the distant future.
 YEAR_MIN = 1790

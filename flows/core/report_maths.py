@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from flows.core.errors import QuestError
+from flows.core.errors import BlsFormatError, PopulationDataError
 
 POPULATION_START_YEAR = 2013
 POPULATION_END_YEAR = 2018
@@ -32,14 +32,6 @@ SUM_DECIMALS = 6
 DENSE_CELLS_LIMIT = 20_000_000
 
 BLS_COLUMNS: tuple[str, ...] = ("series_id", "year", "period", "value")
-
-
-class BlsFormatError(QuestError):
-    """The BLS file is not a tab-separated time-series data file."""
-
-
-class PopulationDataError(QuestError):
-    """The population data cannot give the requested statistics."""
 
 
 @dataclass(frozen=True)
@@ -290,9 +282,14 @@ def _parse_columns(screened: _Screened, n_fields: int, positions: list[int]) -> 
         "encoding": "utf-8",
         "skip_blank_lines": False,
     }
-    typed = {series_at: "category", year_at: object, period_at: "category", value_at: "float64"}
+    typed: dict[int, Any] = {
+        series_at: "category",
+        year_at: object,
+        period_at: "category",
+        value_at: "float64",
+    }
     try:
-        frame = pd.read_csv(io.BytesIO(screened.data), dtype=typed, **options)
+        frame: pd.DataFrame = pd.read_csv(io.BytesIO(screened.data), dtype=typed, **options)
         series, period = _distinct(frame[series_at]), _distinct(frame[period_at])
         if all(isinstance(t, str) for t in series[1] + period[1]):
             columns = _Columns(series, _distinct(frame[year_at]), period, frame[value_at].to_numpy())
@@ -517,8 +514,8 @@ def _best_dense(
     present = np.bincount(cell, minlength=size).reshape(n_series, n_years) > 0
     sums = np.where(present, np.round(sums, SUM_DECIMALS), -np.inf)
     # argmax returns the first maximum and years are sorted: the earliest year wins a tie.
-    pick = sums.argmax(axis=1) if len(years) else np.zeros(n_series, dtype=np.int64)
-    has = present.any(axis=1) if len(years) else np.zeros(n_series, dtype=bool)
+    pick = np.asarray(sums.argmax(axis=1) if len(years) else np.zeros(n_series, dtype=np.int64))
+    has = np.asarray(present.any(axis=1) if len(years) else np.zeros(n_series, dtype=bool))
     best_year = [int(years[j]) if h else None for j, h in zip(pick, has, strict=True)]
     best_value = [float(sums[i, j]) if h else None for i, (j, h) in enumerate(zip(pick, has, strict=True))]
     return best_year, best_value
@@ -530,7 +527,7 @@ def _best_grouped(frame: pd.DataFrame, categories: pd.Index) -> tuple[list[int |
     best: dict[str, tuple[int, float]] = {}
     if len(sums):
         top = sums.loc[sums.groupby(level="series_id", observed=True).idxmax()]
-        best = {str(s): (int(y), float(v)) for (s, y), v in top.items()}
+        best = {str(key[0]): (int(key[1]), float(v)) for key, v in top.items() if isinstance(key, tuple)}
     names_ = [str(c) for c in categories]
     return [best[n][0] if n in best else None for n in names_], [
         best[n][1] if n in best else None for n in names_

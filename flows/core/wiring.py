@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from typing import Any
+
+Document = dict[str, Any]  # an IAM/resource policy document or one of its statements
 
 VERSION = "2012-10-17"
 
@@ -17,10 +20,10 @@ def statement(
     actions: Sequence[str],
     resources: Sequence[str] | str,
     effect: str = "Allow",
-    condition: dict | None = None,
-    principal: dict | str | None = None,
-) -> dict:
-    stmt: dict = {"Sid": sid, "Effect": effect}
+    condition: Document | None = None,
+    principal: Document | str | None = None,
+) -> Document:
+    stmt: Document = {"Sid": sid, "Effect": effect}
     if principal is not None:
         stmt["Principal"] = principal
     stmt["Action"] = list(actions)
@@ -30,11 +33,11 @@ def statement(
     return stmt
 
 
-def document(*statements: dict) -> dict:
+def document(*statements: Document) -> Document:
     return {"Version": VERSION, "Statement": list(statements)}
 
 
-def s3_notification_queue_policy(queue_arn: str, bucket_arn: str, account_id: str) -> dict:
+def s3_notification_queue_policy(queue_arn: str, bucket_arn: str, account_id: str) -> Document:
     """Only S3, only for this bucket, only in this account, may send to the notification queue."""
     return document(
         statement(

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from flows.core.listing import IncompleteListing, Listing, ListingError, parse_listing
-from flows.core.population import DEFAULT_MAX_BYTES, PopulationBodyTooLarge
+from flows.core.errors import IncompleteListing, ListingError, PopulationBodyTooLarge
+from flows.core.listing import Listing, parse_listing
+from flows.core.population import DEFAULT_MAX_BYTES
 from flows.io.http import check_status
 
 

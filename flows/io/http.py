@@ -23,38 +23,19 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from flows.core.errors import QuestError
+from flows.core.errors import (
+    DeadlineExceeded,
+    HttpStatusError,
+    IncompleteBody,
+    RedirectRefused,
+    TransfersCancelled,
+)
 
 T = TypeVar("T")
 
 # 408 and 429 are the only 4xx worth repeating: the others will answer the same way again.
 RETRYABLE_4XX = frozenset({408, 429})
 RETRY_AFTER_STATUSES = frozenset({429, 503})
-
-
-class HttpStatusError(QuestError):
-    """The server answered with a non-success status."""
-
-    def __init__(self, url: str, status: int, retry_after: float | None = None, detail: str = ""):
-        self.url, self.status, self.retry_after = url, status, retry_after
-        extra = f" ({detail})" if detail else ""
-        super().__init__(f"GET {url} answered HTTP {status}{extra}")
-
-
-class IncompleteBody(QuestError):
-    """The body's length disagrees with Content-Length or the listed size; worth retrying."""
-
-
-class DeadlineExceeded(QuestError):
-    """A request outlived its overall deadline (a peer trickling bytes); worth retrying."""
-
-
-class RedirectRefused(QuestError):
-    """The server redirected to another host (or from https to http); its bytes are not the source's."""
-
-
-class TransfersCancelled(QuestError):
-    """The run is stopping (a signal, a failed sibling, a cancel): in-flight transfers were aborted."""
 
 
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
@@ -79,7 +60,7 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
 
 def is_retryable(exc: BaseException) -> bool:
     """Transient: transport errors, cut or short bodies, 5xx, 408, 429. Everything else fails at once."""
-    from flows.io.store import SizeMismatch
+    from flows.core.errors import SizeMismatch
 
     if isinstance(exc, HttpStatusError):
         return exc.status >= 500 or exc.status in RETRYABLE_4XX

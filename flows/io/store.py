@@ -31,7 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, Protocol
 
-from flows.core.errors import QuestError
+from flows.core.errors import LeaseHeld, LeaseLost, SizeMismatch, StoreError
 from flows.core.objects import (
     META_SHA256,
     META_SHA256_SIZE,
@@ -45,22 +45,6 @@ INTERNAL_MARK = ".quest-"
 TMP_SEGMENT = ".quest-tmp"
 LEASE_NAME = ".quest-lease.json"
 _TMP_STAMP = "%Y%m%dT%H%M%SZ"
-
-
-class StoreError(QuestError):
-    """A store operation failed; the message names the object."""
-
-
-class SizeMismatch(StoreError):
-    """The stream ended with a different byte count than expected; nothing was published."""
-
-
-class LeaseHeld(StoreError):
-    """Another writer holds the lease on this prefix (the message says who and until when)."""
-
-
-class LeaseLost(StoreError):
-    """The lease expired or was taken over while held: the work done under it may have interleaved."""
 
 
 class ObjectStore(Protocol):

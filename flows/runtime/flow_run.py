@@ -24,17 +24,13 @@ from collections.abc import Iterator, Mapping, MutableMapping
 from contextlib import contextmanager
 from typing import Any
 
-from flows.core.errors import QuestError
+from flows.core.errors import FlowRunEntryError
 from flows.core.names import ENV_PREFECT_API_KEY_SECRET_ARN
 from flows.run_env import Refusal, RunEnv, api_url_problem, filter_run_env
 
 log = logging.getLogger(__name__)
 
 API_KEY_JSON_FIELDS = ("PREFECT_API_KEY", "api_key", "apiKey")
-
-
-class FlowRunEntryError(QuestError):
-    """The event or the runtime is not usable for running a flow run; the message says why."""
 
 
 # --------------------------------------------------------------------------- pure helpers

@@ -14,13 +14,10 @@ import logging
 import os
 from typing import Any
 
+from flows.core.errors import UnknownEvent
 from flows.core.names import LAMBDA_PREFECT_HOME  # the code directory is read-only
 
 log = logging.getLogger(__name__)
-
-
-class UnknownEvent(ValueError):
-    """The event matches none of the entry paths."""
 
 
 def event_kind(event: Any) -> str:
