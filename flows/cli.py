@@ -60,12 +60,11 @@ def cmd_population(args: argparse.Namespace) -> int:
     settings.contact_for(settings.population_url)
 
     from flows.ingest import population_snapshot
-    from flows.io.store import store_from_settings
     from flows.progress import cli_session
 
     with cli_session():
-        key = population_snapshot()
-    print(f"population snapshot: {store_from_settings(settings).location(key)}")
+        snapshot = population_snapshot()
+    print(f"population snapshot: {snapshot.location}")
     return 0
 
 

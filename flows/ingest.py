@@ -86,7 +86,10 @@ class MirrorSummary(BaseModel):
 
 
 class PopulationSummary(BaseModel):
+    """What one population snapshot stored (the flow returns it, so no caller re-reads the body)."""
+
     key: str
+    location: str  # where the snapshot is, for people (s3://... or a path)
     source_url: str
     bytes: int
     years: list[int]
@@ -377,7 +380,7 @@ def _state_message(future: Any) -> str:
 
 
 @flow(name="population-snapshot")
-def population_snapshot() -> str:
+def population_snapshot() -> PopulationSummary:
     """Fetch the DataUSA population and store the body as returned under `population/<ts>.json`."""
     settings = Settings()
     logger = run_logger(__name__)
@@ -402,19 +405,7 @@ def population_snapshot() -> str:
         key="population-snapshot",
         description="DataUSA population snapshot",
     )
-    return key
-
-
-def _population_summary(key: str) -> PopulationSummary:
-    settings = Settings()
-    store = store_from_settings(settings)
-    body = store.read_bytes(key)
-    return PopulationSummary(
-        key=key,
-        source_url=settings.population_url,
-        bytes=len(body),
-        years=[y for y, _ in normalise_population(body)],
-    )
+    return PopulationSummary(key=key, location=location, source_url=url, bytes=len(body), years=years)
 
 
 @flow(name="ingest")
@@ -424,8 +415,7 @@ def ingest(surveys: list[str] | None = None, allow_mass_delete: bool = False) ->
     mirrors = [
         call(mirror_survey, s, allow_mass_delete=allow_mass_delete) for s in (surveys or settings.bls_surveys)
     ]
-    key = call(population_snapshot)
-    return IngestSummary(surveys=mirrors, population=_population_summary(key))
+    return IngestSummary(surveys=mirrors, population=call(population_snapshot))
 
 
 def run_ingest_from_event(payload: dict[str, Any], settings: Settings) -> dict[str, Any]:

@@ -229,8 +229,11 @@ def test_multipart_sized_file_streams(prefect_harness, upstream, store):
 def test_population_snapshot_stores_body_as_returned(prefect_harness, upstream, store):
     from flows.ingest import population_snapshot
 
-    key = population_snapshot()
+    snapshot = population_snapshot()
+    key = snapshot.key
     assert key.startswith("population/") and key.endswith(".json")
+    assert snapshot.location == store.location(key) and snapshot.bytes == len(population_body())
+    assert snapshot.years == sorted(sample_population())
     assert store.read_bytes(key) == population_body()
     head = store.head(key)
     assert head.metadata["source-url"] == upstream.population_url
