@@ -32,15 +32,6 @@ from flows.io.store import ObjectStore, store_from_settings
 from flows.orchestration import call, markdown_artifact, run_logger, table_artifact
 from flows.settings import Settings
 
-__all__ = [
-    "reports",
-    "run_reports",
-    "ReportRun",
-    "compute_reports",
-    "read_bls",
-    "newest_population_key",
-]
-
 POPULATION_STATS_FILE = "population_stats.json"
 BEST_YEAR_FILE = "best_year_by_series.csv"
 SUMMARY_FILE = "summary.md"

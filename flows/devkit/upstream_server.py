@@ -134,7 +134,7 @@ class _Trickle:
 class _Survey:
     files: dict[str, _File] = field(default_factory=dict)
     folders: dict[str, datetime] = field(default_factory=dict)
-    listing_mode: str = "ok"  # ok | html_error | empty | not_found
+    listing_mode: str = "ok"  # one of LISTING_MODES
 
 
 LISTING_MODES = ("ok", "html_error", "empty")
@@ -219,9 +219,6 @@ class UpstreamServer:
 
     def survey_url(self, survey: str) -> str:
         return f"{self.bls_base_url}{survey}/"
-
-    def file_path(self, survey: str, name: str) -> str:
-        return f"{BLS_ROOT}{survey}/{name}"
 
     # ------------------------------------------------------------------ content mutators
 

@@ -626,12 +626,6 @@ class S3Store:
     def full_key(self, key: str) -> str:
         return self.prefix + _check_key(key)
 
-    def relative_key(self, full_key: str) -> str | None:
-        """The store key for a bucket key, or None when it lies outside this store's prefix."""
-        if not full_key.startswith(self.prefix):
-            return None
-        return full_key[len(self.prefix) :]
-
     def _call(self, action: str, where: str, method: str, **kwargs: Any) -> Any:
         """One client call; an expected failure becomes a one-line `StoreError`."""
         from botocore.exceptions import BotoCoreError, ClientError
