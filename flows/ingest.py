@@ -41,7 +41,7 @@ from flows.io.http import (
 from flows.io.store import ObjectStore, stat_prefix, store_from_settings
 from flows.orchestration import call, in_flow_run, markdown_artifact, run_flow, run_logger
 from flows.progress import current_sink
-from flows.settings import Settings
+from flows.settings import Settings, parse_surveys
 
 CHUNK_BYTES = 1024 * 1024
 
@@ -421,10 +421,9 @@ def ingest(surveys: list[str] | None = None, allow_mass_delete: bool = False) ->
 def run_ingest_from_event(payload: dict[str, Any], settings: Settings) -> dict[str, Any]:
     """The Lambda's scheduled path: `{"surveys": [...], "allow_mass_delete": false}` (both optional)."""
     surveys = payload.get("surveys") or settings.bls_surveys
-    if isinstance(surveys, str):
-        surveys = [s.strip() for s in surveys.split(",") if s.strip()]
-    if not isinstance(surveys, list) or not all(isinstance(s, str) for s in surveys):
+    if not isinstance(surveys, str | list) or not all(isinstance(s, str) for s in surveys):
         raise QuestError(f"ingest payload: `surveys` must be a list of names, got {surveys!r}")
+    surveys = parse_surveys(surveys, "ingest payload `surveys`")  # the settings' own rule
     allow = bool(payload.get("allow_mass_delete", False))
     summary = run_flow(ingest, surveys=surveys, allow_mass_delete=allow)
     return summary.model_dump(mode="json")

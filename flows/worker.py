@@ -213,22 +213,18 @@ def invoke_failure(response: dict[str, Any], function_name: str) -> str | None:
 
 def _invoke(configuration: LambdaJobConfiguration, payload: bytes) -> dict[str, Any]:
     """One `lambda:Invoke` (blocking; run in a thread). Returns the response with Payload read."""
-    import boto3
-    from botocore.config import Config
+    from flows.io.aws import aws_client
 
     sync = configuration.invocation_type == "RequestResponse"
-    config = Config(
+    client = aws_client(
+        "lambda",
+        region=configuration.region,
+        endpoint_url=configuration.endpoint_url,
         # A retried synchronous invoke would run the flow run twice; an async one is idempotent
         # enough (the flow engine refuses to start a run that is already running).
         retries={"total_max_attempts": 1} if sync else {"max_attempts": 4, "mode": "standard"},
         read_timeout=SYNC_READ_TIMEOUT_SECONDS if sync else 60,
         connect_timeout=10,
-    )
-    client = boto3.session.Session().client(
-        "lambda",
-        region_name=configuration.region or None,
-        endpoint_url=configuration.endpoint_url or None,
-        config=config,
     )
     response = client.invoke(
         FunctionName=configuration.function_name,

@@ -87,3 +87,13 @@ def test_the_layout_check_sees_a_violation():
     """The rule itself can fail: io importing a flow is caught."""
     assert LAYERS[_part("flows.ingest")] > LAYERS[_part("flows.io.store")]
     assert _part("flows.core.names") == "core" and _part("flows.worker") == "edge"
+
+
+def test_boto3_clients_come_from_one_factory():
+    """Only `flows.io.aws` makes boto3 clients (the dev kit, never shipped, wires moto itself)."""
+    makers = {
+        m
+        for m, path in MODULES.items()
+        if _part(m) != "devkit" and any(n == "boto3" or n.startswith("boto3.") for n in _imports(path))
+    }
+    assert makers == {"flows.io.aws"}

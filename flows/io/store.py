@@ -984,14 +984,15 @@ def _chain(first: list[bytes], rest: Iterator[bytes]) -> Iterator[bytes]:
 
 
 def make_s3_client(max_pool_connections: int = 16, session: Any = None) -> Any:
-    """A boto3 S3 client honouring boto3's own settings (AWS_ENDPOINT_URL, AWS_REGION, credentials)."""
-    import boto3
-    from botocore.config import Config
+    """An S3 client with standard retries and a connection pool sized for the transfers."""
+    from flows.io.aws import aws_client
 
-    config = Config(
-        retries={"mode": "standard", "max_attempts": 5}, max_pool_connections=max_pool_connections
+    return aws_client(
+        "s3",
+        session=session,
+        retries={"mode": "standard", "max_attempts": 5},
+        max_pool_connections=max_pool_connections,
     )
-    return (session or boto3.session.Session()).client("s3", config=config)
 
 
 def parse_store_url(url: str) -> tuple[str, str] | None:

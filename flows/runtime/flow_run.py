@@ -124,9 +124,9 @@ def load_prefect_api_key(environ: MutableMapping[str, str] | None = None, client
     if env.get("PREFECT_API_KEY"):
         return False
     if client is None:
-        import boto3
+        from flows.io.aws import aws_client
 
-        client = boto3.client("secretsmanager")
+        client = aws_client("secretsmanager")
     try:
         value = client.get_secret_value(SecretId=secret_id).get("SecretString")
     except Exception as exc:  # botocore ClientError / NoCredentials / endpoint errors

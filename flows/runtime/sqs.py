@@ -102,12 +102,10 @@ def handle_sqs_batch(event: Mapping[str, Any], settings: Any) -> dict[str, Any]:
 
 
 def make_sqs_client() -> Any:
-    """An SQS client honouring boto3's own settings (AWS_ENDPOINT_URL, AWS_REGION, credentials)."""
-    import boto3
-    from botocore.config import Config
+    """An SQS client whose read timeout outlasts a long poll (up to 20 s)."""
+    from flows.io.aws import aws_client
 
-    # Long polls last up to 20 s: the read timeout must outlast them.
-    return boto3.session.Session().client("sqs", config=Config(read_timeout=SQS_MAX_WAIT_SECONDS + 40))
+    return aws_client("sqs", read_timeout=SQS_MAX_WAIT_SECONDS + 40)
 
 
 def lambda_shaped_event(messages: Sequence[Mapping[str, Any]], queue_arn: str, region: str) -> dict[str, Any]:
