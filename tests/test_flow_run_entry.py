@@ -8,9 +8,9 @@ import pytest
 
 from flows.core.errors import FlowRunEntryError
 from flows.core.names import ENV_PREFECT_API_KEY_SECRET_ARN
+from flows.io.environ import patched_environ
 from flows.runtime.flow_run import (
     api_key_from_secret_string,
-    applied_env,
     check_prefect_api_target,
     event_run_env,
     load_prefect_api_key,
@@ -63,7 +63,7 @@ def test_event_env_applies_only_run_settings():
 
 def test_applied_env_restores_for_the_next_warm_invocation():
     environ = {"KEEP": "1", "OVERRIDE": "old"}
-    with applied_env({"OVERRIDE": "new", "ADDED": "2"}, environ):
+    with patched_environ({"OVERRIDE": "new", "ADDED": "2"}, environ=environ):
         assert environ == {"KEEP": "1", "OVERRIDE": "new", "ADDED": "2"}
     assert environ == {"KEEP": "1", "OVERRIDE": "old"}
 

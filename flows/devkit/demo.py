@@ -14,7 +14,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -22,6 +22,7 @@ from typing import Any
 
 from flows.core import names
 from flows.core.errors import QuestError
+from flows.io.environ import patched_environ
 
 DEFAULT_OUTPUT_DIR = "demo-output"
 DEFAULT_TIMEOUT_SECONDS = 45.0
@@ -46,23 +47,6 @@ class DemoResult:
     put_to_reports_seconds: float | None  # snapshot PUT (S3 eventTime) → report objects written
     total_seconds: float
     prefect_api: str
-
-
-@contextlib.contextmanager
-def patched_environ(values: Mapping[str, str], unset: tuple[str, ...] = ()) -> Iterator[None]:
-    """Set/unset environment variables for the block, restoring every one afterwards."""
-    saved = {k: os.environ.get(k) for k in (*values, *unset)}
-    try:
-        for k in unset:
-            os.environ.pop(k, None)
-        os.environ.update(values)
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 @contextlib.contextmanager

@@ -20,12 +20,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterator, Mapping, MutableMapping
-from contextlib import contextmanager
+from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 from flows.core.errors import FlowRunEntryError
 from flows.core.names import ENV_PREFECT_API_KEY_SECRET_ARN
+from flows.io.environ import patched_environ
 from flows.run_env import Refusal, RunEnv, api_url_problem, filter_run_env
 
 log = logging.getLogger(__name__)
@@ -91,22 +91,6 @@ def api_key_from_secret_string(value: str, secret_id: str) -> str:
 # --------------------------------------------------------------------------- I/O edges
 
 
-@contextmanager
-def applied_env(env: dict[str, str], environ: MutableMapping[str, str] | None = None) -> Iterator[None]:
-    """Set `env` for one run and restore afterwards: a warm Lambda process serves later runs too."""
-    target = os.environ if environ is None else environ
-    saved = {k: target.get(k) for k in env}
-    target.update(env)
-    try:
-        yield
-    finally:
-        for k, old in saved.items():
-            if old is None:
-                target.pop(k, None)
-            else:
-                target[k] = old
-
-
 def load_prefect_api_key(environ: MutableMapping[str, str] | None = None, client: Any = None) -> bool:
     """Set PREFECT_API_KEY from the secret named by QUEST_PREFECT_API_KEY_SECRET_ARN, once.
 
@@ -148,7 +132,7 @@ def run_flow_run(flow_run_id: str, env: dict[str, Any] | None = None) -> dict[st
     requested = event_run_env(env)
     for refusal in requested.refused:
         log.warning(refusal.message())
-    with applied_env(requested.accepted):
+    with patched_environ(requested.accepted):  # restored: a warm Lambda process serves later runs
         return _run_flow_run(run_id, requested.refused)
 
 
