@@ -85,8 +85,8 @@ class RetryPolicy:
 
     def backoff(self, attempt: int) -> float:
         """Delay before retry number `attempt` (1-based), without Retry-After."""
-        raw = self.base_delay * (2 ** (attempt - 1))
-        return min(self.max_delay, raw) * (1 - self.jitter * self.rng.random())
+        raw = self.base_delay * 2.0 ** (attempt - 1)
+        return float(min(self.max_delay, raw) * (1 - self.jitter * self.rng.random()))
 
     def delay(self, attempt: int, retry_after: float | None = None) -> float:
         backoff = self.backoff(attempt)

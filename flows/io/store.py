@@ -709,7 +709,8 @@ class S3Store:
             if _error_code(exc) in ("NoSuchKey", "404"):
                 raise StoreError(f"no object {self.location(key)}") from exc
             raise StoreError(describe_s3_error("read", self.location(key), exc)) from exc
-        return resp["Body"]
+        body: IO[bytes] = resp["Body"]  # botocore's StreamingBody reads like a binary file
+        return body
 
     def put_bytes(
         self, key: str, data: bytes, metadata: dict[str, str] | None = None, content_type: str | None = None
