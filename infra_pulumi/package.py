@@ -2,13 +2,16 @@
 
 Why this shape:
 - Full `prefect` is 190+ MB and, with pandas, over Lambda's 250 MB unzipped limit; the function only
-  needs the client side, so the zip carries `prefect-client` plus `prefect-aws` installed `--no-deps`
-  (it declares full prefect as a dependency but imports fine over prefect-client).
+  needs the client side, so the zip carries `prefect-client`.
+- Versions are chosen in one file: the exact pins in pyproject.toml's `[tool.quest.lambda]`, and the
+  ranges of `[project].dependencies` as pip constraints, so a transitive dependency of the zip obeys
+  the same bounds as a development install (tests/test_package_pins.py checks pins against ranges).
 - boto3/botocore ARE bundled although the Lambda runtime ships a copy: the runtime's copy changes
   under us without notice, and bundling makes the zip's behaviour a function of its inputs alone.
 - Same inputs → byte-identical zip (sorted entries, fixed timestamps and modes, no bytecode, no
   install-time records), so `pulumi up` sees an unchanged `source_code_hash` and does not redeploy.
-- Builds are cached under `.quest-cache/lambda/` by a hash of the inputs (spec + project sources).
+- Builds are cached under `.quest-cache/lambda/` by a hash of the inputs (spec + project sources;
+  the spec carries the pins and constraints, so editing a version rebuilds).
 
 Run `python -m infra_pulumi.package --help`.
 """
@@ -30,6 +33,7 @@ import zipfile
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from flows.core.errors import QuestError
 
@@ -37,7 +41,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CACHE_DIR = PROJECT_ROOT / ".quest-cache" / "lambda"
 
 # Bump when the build procedure changes in a way that changes the output for the same inputs.
-BUILDER_VERSION = "2"  # 2: the dev kit (flows/devkit) is left out
+BUILDER_VERSION = "3"  # 2: the dev kit (flows/devkit) is left out; 3: pyproject ranges as constraints
 
 # Lambda's limits: 250 MB unzipped (code + layers); 50 MB for a zip uploaded directly with the API.
 MAX_UNZIPPED_BYTES = 250 * 1024 * 1024
@@ -48,22 +52,9 @@ LAMBDA_PYTHON_VERSION = "3.12"
 # pandas 3 publishes only manylinux_2_28 wheels for x86_64, which that glibc also runs.
 LAMBDA_PLATFORMS: tuple[str, ...] = ("manylinux2014_x86_64", "manylinux_2_28_x86_64")
 
-# What the function imports at runtime. Exact pins: the zip is an artefact and must not change
-# because the index moved (the transitive set is fixed by these and the index at build time).
-RUNTIME_REQUIREMENTS: tuple[str, ...] = (
-    "prefect-client==3.8.8",
-    "pandas==3.1.1",
-    "httpx==0.28.1",
-    "pydantic-settings==2.16.3",
-    "boto3==1.44.5",
-    # prefect-aws's own runtime imports (it is installed --no-deps): type stubs it imports at
-    # module level (credentials.py) and tenacity (its ECS worker, imported by the package root).
-    "mypy-boto3-s3==1.43.106",
-    "mypy-boto3-secretsmanager==1.43.0",
-    "tenacity==9.2.1",
-)
-# Installed without their dependencies (prefect-aws would pull the full prefect server).
-NO_DEPS_REQUIREMENTS: tuple[str, ...] = ("prefect-aws==0.5.13",)
+# Distributions the zip pins in place of a declared one (same version numbers): the pin must satisfy
+# that one's range in [project].dependencies. Full prefect + pandas is over Lambda's 250 MB.
+STANDS_IN_FOR: dict[str, str] = {"prefect-client": "prefect"}
 # The project's own packages copied into the zip root.
 PROJECT_PACKAGES: tuple[str, ...] = ("flows",)
 
@@ -88,15 +79,30 @@ class PackageError(QuestError):
 
 @dataclass(frozen=True)
 class PackageSpec:
-    """Everything the zip is a function of (besides the project sources and the index)."""
+    """Everything the zip is a function of (besides the project sources and the index).
+
+    Requirements left as None are read from `source_root`'s pyproject.toml, so the pins packaged are
+    the ones beside the sources packaged (and `PackageSpec()` needs no copy of them here).
+    """
 
     python_version: str = LAMBDA_PYTHON_VERSION
     platforms: tuple[str, ...] = LAMBDA_PLATFORMS
-    requirements: tuple[str, ...] = RUNTIME_REQUIREMENTS
-    no_deps_requirements: tuple[str, ...] = NO_DEPS_REQUIREMENTS
+    requirements: tuple[str, ...] | None = None
+    no_deps_requirements: tuple[str, ...] | None = None
+    constraints: tuple[str, ...] | None = None
     project_packages: tuple[str, ...] = PROJECT_PACKAGES
     max_unzipped_bytes: int = MAX_UNZIPPED_BYTES
     source_root: Path = field(default=PROJECT_ROOT, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.requirements is None or self.no_deps_requirements is None:
+            requirements, no_deps = lambda_pins(self.source_root)
+            if self.requirements is None:
+                object.__setattr__(self, "requirements", requirements)
+            if self.no_deps_requirements is None:
+                object.__setattr__(self, "no_deps_requirements", no_deps)
+        if self.constraints is None:
+            object.__setattr__(self, "constraints", project_ranges(self.source_root))
 
     @classmethod
     def for_running_interpreter(cls, **overrides: object) -> PackageSpec:
@@ -134,6 +140,23 @@ class BuiltPackage:
 
 
 # --------------------------------------------------------------------------- pure parts
+
+
+def lambda_pins(root: Path) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(requirements, no-deps) from pyproject's `[tool.quest.lambda]`: the one place a zip version is set."""
+    table = _pyproject(root).get("tool", {}).get("quest", {}).get("lambda", {})
+    if "requirements" not in table:
+        raise PackageError(f"{root / 'pyproject.toml'} has no [tool.quest.lambda] requirements")
+    return tuple(table["requirements"]), tuple(table.get("no-deps", ()))
+
+
+def project_ranges(root: Path) -> tuple[str, ...]:
+    """`[project].dependencies`: the bounds a development install obeys, also the zip's constraints."""
+    return tuple(_pyproject(root).get("project", {}).get("dependencies", ()))
+
+
+def _pyproject(root: Path) -> dict[str, Any]:
+    return tomllib.loads((root / "pyproject.toml").read_text())
 
 
 def project_files(root: Path, packages: Sequence[str]) -> list[tuple[str, Path]]:
@@ -174,8 +197,7 @@ def input_hash(spec: PackageSpec) -> str:
 
 def _project_metadata(root: Path) -> dict[str, object]:
     """Name, version and entry points from pyproject.toml (the zip's own dist-info is made from it)."""
-    pyproject = tomllib.loads((root / "pyproject.toml").read_text())
-    project = pyproject["project"]
+    project = _pyproject(root)["project"]
     return {
         "name": project["name"],
         "version": project["version"],
@@ -199,17 +221,29 @@ def dist_info_files(root: Path) -> dict[str, bytes]:
     }
 
 
-def pip_commands(spec: PackageSpec, target: Path, python: str = sys.executable) -> list[list[str]]:
-    """The pip invocations that fill `target` for the spec's platform (binary wheels only)."""
+def pip_commands(
+    spec: PackageSpec, target: Path, python: str = sys.executable, constraints_file: Path | None = None
+) -> list[list[str]]:
+    """The pip invocations that fill `target` for the spec's platform (binary wheels only).
+
+    `constraints_file` holds `spec.constraints` (pip takes constraints only from a file).
+    """
     common = [python, "-m", "pip", "install", "--target", str(target), "--only-binary=:all:"]
     common += ["--python-version", spec.python_version, "--implementation", "cp"]
     for platform in spec.platforms:
         common += ["--platform", platform]
     common += ["--no-compile", "--disable-pip-version-check", "--no-warn-script-location", "--quiet"]
+    if constraints_file is not None:
+        common += ["--constraint", str(constraints_file)]
     commands = [[*common, *spec.requirements]] if spec.requirements else []
     if spec.no_deps_requirements:
         commands.append([*common, "--no-deps", *spec.no_deps_requirements])
     return commands
+
+
+def constraints_text(spec: PackageSpec) -> str:
+    """The constraints file's content: the project's ranges, one a line."""
+    return "".join(f"{line}\n" for line in spec.constraints or ())
 
 
 def write_zip(entries: Sequence[tuple[str, Path | bytes]], out: Path) -> None:
@@ -247,7 +281,9 @@ def build(
     with tempfile.TemporaryDirectory(prefix="quest-lambda-", dir=cache_dir) as tmp:
         target = Path(tmp, "site")
         target.mkdir()
-        for command in pip_commands(spec, target, python):
+        constraints = Path(tmp, "constraints.txt")
+        constraints.write_text(constraints_text(spec))
+        for command in pip_commands(spec, target, python, constraints):
             result = subprocess.run(command, capture_output=True, text=True, check=False)
             if result.returncode != 0:
                 tail = (result.stderr or result.stdout).strip().splitlines()[-5:]

@@ -12,22 +12,36 @@ import shutil
 import subprocess
 import sys
 import zipfile
+from collections.abc import Iterable, Mapping
+from email.message import Message
+from email.parser import HeaderParser
 from pathlib import Path
 
 import pytest
+from packaging.markers import default_environment
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from infra_pulumi.package import (
     DEFAULT_CACHE_DIR,
     MAX_UNZIPPED_BYTES,
     PROJECT_ROOT,
+    STANDS_IN_FOR,
     ZIP_EPOCH,
     PackageError,
     PackageSpec,
     build,
+    constraints_text,
     describe_zip,
     input_hash,
     pip_commands,
+    project_ranges,
     write_zip,
+)
+
+# Development, test and deploy-time distributions: never in the function's zip.
+DEV_DISTRIBUTIONS = frozenset(
+    {"pytest", "moto", "hypothesis", "ruff", "mypy", "pulumi", "pulumi-aws", "prefect-aws", "prefect"}
 )
 
 RUNTIME_IMPORTS = """
@@ -43,7 +57,7 @@ kinds = [
 import flows.settings, flows.io.store, flows.ingest, flows.reports, flows.runtime.sqs, flows.worker
 import flows.runtime.flow_run
 from prefect.workers.base import BaseWorker
-import pandas, httpx, boto3, prefect, prefect_aws
+import pandas, httpx, boto3, prefect
 collections = sorted(e.value for e in importlib.metadata.entry_points(group="prefect.collections"))
 print(json.dumps({
     "kinds": kinds,
@@ -64,9 +78,54 @@ def sources(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def built(sources):
-    """The package for the running interpreter (3.11 here), from the cache when unchanged."""
-    return build(PackageSpec.for_running_interpreter(source_root=sources), cache_dir=DEFAULT_CACHE_DIR)
+def spec(sources) -> PackageSpec:
+    """The spec for the running interpreter (3.11 here), pins read from the snapshot's pyproject."""
+    return PackageSpec.for_running_interpreter(source_root=sources)
+
+
+@pytest.fixture(scope="session")
+def built(spec):
+    """The package for the running interpreter, from the cache when unchanged."""
+    return build(spec, cache_dir=DEFAULT_CACHE_DIR)
+
+
+def zip_distributions(path: Path) -> dict[str, Message]:
+    """Canonical name -> METADATA headers of each distribution installed at the zip's top level."""
+    with zipfile.ZipFile(path) as zf:
+        return {
+            canonicalize_name(meta["Name"]): meta
+            for name in zf.namelist()
+            if name.count("/") == 1 and name.endswith(".dist-info/METADATA")
+            for meta in [HeaderParser().parsestr(zf.read(name).decode())]
+        }
+
+
+def dependency_closure(
+    roots: Iterable[Requirement], no_deps: Iterable[Requirement], metadata: Mapping[str, Message]
+) -> set[str]:
+    """What pip must install for these requirements on this interpreter: the zip's expected contents.
+
+    Follows Requires-Dist (with the extras asked for, markers for the running environment); a
+    distribution missing from `metadata` is still named, so a comparison shows it.
+    """
+    environment: dict[str, str] = dict(default_environment())
+    todo = list(roots)
+    seen: set[tuple[str, frozenset[str]]] = set()
+    while todo:
+        requirement = todo.pop()
+        name = canonicalize_name(requirement.name)
+        if (name, frozenset(requirement.extras)) in seen:
+            continue
+        seen.add((name, frozenset(requirement.extras)))
+        meta = metadata.get(name)
+        for line in (meta.get_all("Requires-Dist") or []) if meta is not None else []:
+            dependency = Requirement(line)
+            extras = requirement.extras or {""}
+            if dependency.marker is None or any(
+                dependency.marker.evaluate({**environment, "extra": extra}) for extra in extras
+            ):
+                todo.append(dependency)
+    return {name for name, _ in seen} | {canonicalize_name(r.name) for r in no_deps}
 
 
 @pytest.mark.slow
@@ -83,7 +142,7 @@ def test_package_builds_lean_and_under_the_limit(built):
     assert not [n for n in names if n.endswith((".dist-info/RECORD", ".dist-info/INSTALLER"))]
     assert not [n for n in names if n.startswith("bin/")]
     top = {n.split("/", 1)[0] for n in names}
-    assert {"flows", "prefect", "pandas", "httpx", "pydantic_settings", "prefect_aws", "boto3"} <= top
+    assert {"flows", "prefect", "pandas", "httpx", "pydantic", "pydantic_settings", "boto3"} <= top
     # prefect-client, not the full prefect distribution (its server UI alone is tens of MB).
     assert any(n.startswith("prefect_client-") for n in top)
     assert not any(n.startswith("prefect-") or n.startswith("prefect_3") for n in top)
@@ -93,7 +152,32 @@ def test_package_builds_lean_and_under_the_limit(built):
     assert not {
         t for t in top if t.split("-")[0].lower() in ("moto", "pytest", "hypothesis", "ruff", "pulumi")
     }
+    assert not top & {"devkit", "tests", "prefect_aws", "moto", "pytest", "hypothesis", "ruff", "mypy"}
+    assert not top & {"pulumi", "pulumi_aws", "infra_pulumi", "_pytest"}
     assert "flows/core/names.py" in names and "flows/io/store.py" in names
+
+
+@pytest.mark.slow
+def test_zip_holds_exactly_the_pins_and_their_dependencies(built, spec):
+    """Every distribution inside is there because a pin needs it: nothing unused, nothing for dev or test."""
+    shipped = zip_distributions(built.path)
+    expected = dependency_closure(
+        map(Requirement, spec.requirements or ()), map(Requirement, spec.no_deps_requirements or ()), shipped
+    )
+    assert set(shipped) == expected | {"quest-pipeline"}
+    assert not set(shipped) & DEV_DISTRIBUTIONS
+
+
+@pytest.mark.slow
+def test_zip_versions_obey_the_project_ranges(built, spec):
+    """The ranges in [project].dependencies hold inside the zip too, transitive distributions included."""
+    shipped = {name: meta["Version"] for name, meta in zip_distributions(built.path).items()}
+    for name, version in shipped.items():
+        for requirement in map(Requirement, spec.constraints or ()):
+            if canonicalize_name(requirement.name) == STANDS_IN_FOR.get(name, name):
+                assert requirement.specifier.contains(version, prereleases=True), (name, version, requirement)
+    for pin in map(Requirement, spec.requirements or ()):
+        assert pin.specifier.contains(shipped[canonicalize_name(pin.name)]), pin  # the pinned version
 
 
 @pytest.mark.slow
@@ -178,13 +262,28 @@ def test_over_the_limit_fails_and_caches_nothing(tmp_path):
 
 
 def test_pip_targets_the_lambda_platform_binary_only(tmp_path):
-    commands = pip_commands(PackageSpec(), tmp_path / "site", python="python")
-    full, no_deps = commands
+    spec = PackageSpec()
+    (full,) = pip_commands(spec, tmp_path / "site", python="python", constraints_file=tmp_path / "c.txt")
     assert full[full.index("--python-version") + 1] == "3.12"
     assert "--only-binary=:all:" in full and "manylinux2014_x86_64" in full
+    assert full[full.index("--constraint") + 1] == str(tmp_path / "c.txt")
+    assert full[-len(spec.requirements or ()) :] == list(spec.requirements or ())
     assert any(r.startswith("prefect-client==") for r in full)
-    assert not any(r.startswith("prefect==") for r in full + no_deps)
-    assert "--no-deps" in no_deps and any(r.startswith("prefect-aws==") for r in no_deps)
+    assert not any(r.startswith(("prefect==", "prefect-aws")) for r in full)
+
+
+def test_no_deps_pins_get_their_own_pip_call(tmp_path):
+    spec = PackageSpec(requirements=("a==1",), no_deps_requirements=("b==2",), constraints=())
+    full, no_deps = pip_commands(spec, tmp_path / "site", python="python")
+    assert full[-1] == "a==1" and "--no-deps" not in full and "--constraint" not in full
+    assert no_deps[-2:] == ["--no-deps", "b==2"]
+
+
+def test_the_project_ranges_become_the_constraints_file():
+    spec = PackageSpec()
+    assert spec.constraints == project_ranges(PROJECT_ROOT)
+    assert constraints_text(spec).splitlines() == list(project_ranges(PROJECT_ROOT))
+    assert "fastapi<0.151" in constraints_text(spec).splitlines()
 
 
 def test_write_zip_fixes_time_and_mode(tmp_path):
