@@ -6,7 +6,7 @@ abortable); the reading itself is pure and lives in `flows.core.listing` / `flow
 
 from __future__ import annotations
 
-from typing import Any
+import httpx
 
 from flows.core.errors import IncompleteListing, ListingError, PopulationBodyTooLarge
 from flows.core.listing import Listing, parse_listing
@@ -14,13 +14,13 @@ from flows.core.population import DEFAULT_MAX_BYTES
 from flows.io.http import check_status
 
 
-def fetch_listing(client: object, directory_url: str) -> Listing:
+def fetch_listing(client: httpx.Client, directory_url: str) -> Listing:
     """GET and parse a survey directory. HTTP errors raise HttpStatusError (retry policy decides).
 
     A body shorter than its Content-Length is refused here too (h11 already refuses most), and the
     entries are resolved against the URL actually read, so a same-site redirect keeps hrefs honest.
     """
-    response = client.get(directory_url)  # type: ignore[attr-defined]
+    response = client.get(directory_url)
     check_status(response, directory_url)
     content_type = response.headers.get("content-type", "")
     if content_type and "html" not in content_type.lower():
@@ -35,7 +35,7 @@ def fetch_listing(client: object, directory_url: str) -> Listing:
     return parse_listing(response.text, str(response.url))
 
 
-def fetch_population(client: Any, url: str, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
+def fetch_population(client: httpx.Client, url: str, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
     """GET the population body, streamed: refused as soon as it exceeds `max_bytes` (a junk or hostile
     body must not fill memory). Raises HttpStatusError on a non-success status."""
     with client.stream("GET", url) as response:
