@@ -154,7 +154,7 @@ def test_package_builds_lean_and_under_the_limit(built):
     }
     assert not top & {"devkit", "tests", "prefect_aws", "moto", "pytest", "hypothesis", "ruff", "mypy"}
     assert not top & {"pulumi", "pulumi_aws", "infra_pulumi", "_pytest"}
-    assert "flows/core/names.py" in names and "flows/io/store.py" in names
+    assert "flows/core/names.py" in names and "flows/io/store/s3.py" in names
 
 
 @pytest.mark.slow

@@ -7,7 +7,8 @@ import hashlib
 import pytest
 
 from flows.core.errors import SizeMismatch, StoreError
-from flows.io.store import LocalStore, S3Store, _rechunk, stat_prefix
+from flows.io.store import LocalStore, S3Store, stat_prefix
+from flows.io.store.s3 import _rechunk
 
 MIB = 1024 * 1024
 

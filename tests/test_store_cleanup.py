@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from flows.io.store import LocalStore, S3Store, _tmp_name
+from flows.io.store import LocalStore, S3Store
+from flows.io.store.base import _tmp_name
 
 MIB = 1024 * 1024
 BUCKET = "quest-test"

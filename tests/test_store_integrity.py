@@ -21,7 +21,7 @@ from botocore.exceptions import EndpointConnectionError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import flows.io.store as store_module
+import flows.io.store.s3 as store_module
 from flows.core.errors import StoreError
 from flows.core.objects import StoredObject, trusted_sha256
 from flows.io.store import LocalStore, S3Store

@@ -12,7 +12,8 @@ from flows.core.errors import LeaseHeld
 from flows.core.objects import trusted_sha256
 from flows.devkit.samples import population_body, sample_bls_survey
 from flows.devkit.upstream_server import UpstreamServer
-from flows.io.store import LocalStore, S3Store, _tmp_name
+from flows.io.store import LocalStore, S3Store
+from flows.io.store.base import _tmp_name
 
 BUCKET = "quest-test"
 

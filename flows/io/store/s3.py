@@ -1,0 +1,482 @@
+"""The S3 store: one PutObject, or multipart to a private temp key then one copy with its metadata."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import time
+from collections.abc import Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from datetime import datetime
+from typing import IO, Any
+
+from flows.core.errors import StoreError
+from flows.core.objects import META_SHA256, META_SHA256_SIZE, StoredObject
+from flows.io.store.base import (
+    LEASE_NAME,
+    S3_MAX_COPY,
+    S3_MIN_PART,
+    TMP_SEGMENT,
+    _check_key,
+    _check_prefix,
+    _check_size,
+    _clean_metadata,
+    _Hashing,
+    _iso,
+    _one_line,
+    _tmp_name,
+    _tmp_started,
+    is_internal_key,
+)
+from flows.io.store.lease import Lease
+
+_PRECONDITION_CODES = frozenset({"PreconditionFailed", "ConditionalRequestConflict", "412", "409"})
+_MISSING_KEY_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
+_ERROR_HINTS = {
+    "NoSuchBucket": "the bucket does not exist",
+    "AccessDenied": "access denied (check the credentials and the role's S3 permissions)",
+    "AllAccessDisabled": "access to the bucket is disabled",
+    "InvalidAccessKeyId": "the AWS access key is not valid",
+    "SignatureDoesNotMatch": "the AWS secret key does not match the access key",
+    "ExpiredToken": "the AWS session token has expired",
+    "InvalidBucketName": "the bucket name is not valid",
+    "PermanentRedirect": "the bucket is in another region (set AWS_REGION)",
+}
+
+
+def _error_code(exc: Exception) -> str:
+    response = getattr(exc, "response", None) or {}
+    return str(
+        response.get("Error", {}).get("Code")
+        or response.get("ResponseMetadata", {}).get("HTTPStatusCode", "")
+    )
+
+
+def describe_s3_error(action: str, where: str, exc: Exception) -> str:
+    """One line for a failed S3 call: what, where, and the cause in words (never a traceback)."""
+    code = _error_code(exc)
+    if code:
+        response = getattr(exc, "response", {}) or {}
+        detail = _ERROR_HINTS.get(code) or response.get("Error", {}).get("Message") or "request failed"
+        text = f"{action} {where}: {detail} ({code})"
+    elif type(exc).__name__ in ("EndpointConnectionError", "ConnectTimeoutError", "ConnectionClosedError"):
+        text = f"{action} {where}: cannot reach the S3 endpoint ({exc})"
+    elif type(exc).__name__ in ("NoCredentialsError", "PartialCredentialsError"):
+        text = f"{action} {where}: no usable AWS credentials ({exc})"
+    else:
+        text = f"{action} {where}: {type(exc).__name__}: {exc}"
+    return _one_line(text)
+
+
+class S3Store:
+    """A bucket (optionally a prefix in it), through boto3.
+
+    Small objects go up in one PutObject, metadata and bytes together. Larger ones stream as a
+    multipart upload to a private temp key (`<dir>/.quest-tmp/<time>-<uuid>`, next to the final key
+    so it stays inside the prefixes the role may write); once every byte has arrived and the count is
+    right it is completed there and then published by one server-side copy onto the final key with
+    the sha256 as metadata. The final key is only ever written by a request carrying both bytes and
+    sha256, so a failure or a concurrent writer can never leave it with missing or foreign metadata.
+    (S3's own SHA256 checksum of a multipart upload is a checksum of part checksums, not the sha256
+    of the object, so it cannot stand in for the `sha256` metadata.)
+    """
+
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "",
+        client: Any = None,
+        multipart_threshold: int = 8 * 1024 * 1024,
+        part_size: int = 8 * 1024 * 1024,
+        part_concurrency: int = 4,
+    ):
+        self.bucket = bucket
+        self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
+        self.url = f"s3://{bucket}/{self.prefix}"
+        self._client = client
+        self.multipart_threshold = max(multipart_threshold, S3_MIN_PART)
+        self.part_size = max(part_size, S3_MIN_PART)
+        self.part_concurrency = max(1, part_concurrency)
+        self._bucket_seen = False
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = make_s3_client()
+        return self._client
+
+    def location(self, key: str) -> str:
+        return f"s3://{self.bucket}/{self.full_key(key)}"
+
+    def full_key(self, key: str) -> str:
+        return self.prefix + _check_key(key)
+
+    def _call(self, action: str, where: str, method: str, **kwargs: Any) -> Any:
+        """One client call; an expected failure becomes a one-line `StoreError`."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            return getattr(self.client, method)(**kwargs)
+        except (ClientError, BotoCoreError) as exc:
+            raise StoreError(describe_s3_error(action, where, exc)) from exc
+
+    def _pages(self, action: str, where: str, operation: str, **kwargs: Any) -> Iterator[dict[str, Any]]:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            yield from self.client.get_paginator(operation).paginate(Bucket=self.bucket, **kwargs)
+        except (ClientError, BotoCoreError) as exc:
+            raise StoreError(describe_s3_error(action, where, exc)) from exc
+
+    def list_keys(self, prefix: str = "") -> list[str]:
+        where = f"s3://{self.bucket}/{self.prefix + prefix}"
+        keys = []
+        for page in self._pages("list", where, "list_objects_v2", Prefix=self.prefix + prefix):
+            for item in page.get("Contents", []):
+                key = item["Key"][len(self.prefix) :]
+                if not is_internal_key(key):
+                    keys.append(key)
+        return sorted(keys)
+
+    def head(self, key: str) -> StoredObject | None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        full_key = self.full_key(key)
+        try:
+            resp = self.client.head_object(Bucket=self.bucket, Key=full_key)
+        except ClientError as exc:
+            if _error_code(exc) not in _MISSING_KEY_CODES:
+                raise StoreError(describe_s3_error("head", self.location(key), exc)) from exc
+            self._check_bucket()  # a HEAD has no body: a missing bucket is a bare 404 too
+            return None
+        except BotoCoreError as exc:
+            raise StoreError(describe_s3_error("head", self.location(key), exc)) from exc
+        self._bucket_seen = True
+        return StoredObject(
+            key=key,
+            size=int(resp["ContentLength"]),
+            metadata=_clean_metadata(resp.get("Metadata")),
+            etag=resp.get("ETag", "").strip('"') or None,
+            last_modified=resp.get("LastModified"),
+        )
+
+    def _check_bucket(self) -> None:
+        """Raise unless the bucket exists (checked once per store: every later 404 is a key's)."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        if self._bucket_seen:
+            return
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except (ClientError, BotoCoreError) as exc:
+            if _error_code(exc) in ("404", "NotFound", "NoSuchBucket"):
+                raise StoreError(
+                    f"head s3://{self.bucket}: the bucket does not exist (NoSuchBucket)"
+                ) from exc
+            raise StoreError(describe_s3_error("head", f"s3://{self.bucket}", exc)) from exc
+        self._bucket_seen = True
+
+    def read_bytes(self, key: str) -> bytes:
+        from botocore.exceptions import BotoCoreError
+
+        with self.open_read(key) as body:
+            try:
+                return body.read()
+            except BotoCoreError as exc:
+                raise StoreError(describe_s3_error("read", self.location(key), exc)) from exc
+
+    def open_read(self, key: str) -> IO[bytes]:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            resp = self.client.get_object(Bucket=self.bucket, Key=self.full_key(key))
+        except (ClientError, BotoCoreError) as exc:
+            if _error_code(exc) in ("NoSuchKey", "404"):
+                raise StoreError(f"no object {self.location(key)}") from exc
+            raise StoreError(describe_s3_error("read", self.location(key), exc)) from exc
+        body: IO[bytes] = resp["Body"]  # botocore's StreamingBody reads like a binary file
+        return body
+
+    def put_bytes(
+        self, key: str, data: bytes, metadata: dict[str, str] | None = None, content_type: str | None = None
+    ) -> StoredObject:
+        meta = _clean_metadata(metadata)
+        meta.update({META_SHA256: hashlib.sha256(data).hexdigest(), META_SHA256_SIZE: str(len(data))})
+        extra = {"ContentType": content_type} if content_type else {}
+        resp = self._call(
+            "put",
+            self.location(key),
+            "put_object",
+            Bucket=self.bucket,
+            Key=self.full_key(key),
+            Body=data,
+            Metadata=meta,
+            **extra,
+        )
+        return StoredObject(key=key, size=len(data), metadata=meta, etag=resp.get("ETag", "").strip('"'))
+
+    def put_stream(
+        self,
+        key: str,
+        chunks: Iterable[bytes],
+        metadata: dict[str, str] | None = None,
+        content_type: str | None = None,
+        expected_size: int | None = None,
+    ) -> StoredObject:
+        hashing = _Hashing(chunks)
+        parts = _rechunk(hashing, self.part_size)
+        buffered: list[bytes] = []
+        total = 0
+        for piece in parts:
+            buffered.append(piece)
+            total += len(piece)
+            if total > self.multipart_threshold:
+                return self._multipart(key, buffered, parts, hashing, metadata, content_type, expected_size)
+        # The whole stream fit below the threshold: one PutObject.
+        _check_size(key, hashing.size, expected_size)
+        return self.put_bytes(key, b"".join(buffered), metadata, content_type)
+
+    def _temp_key(self, key: str) -> str:
+        """A bucket key for a private upload next to `key`: same directory, so the same IAM prefix."""
+        directory = key.rpartition("/")[0]
+        return self.prefix + (directory + "/" if directory else "") + f"{TMP_SEGMENT}/{_tmp_name()}"
+
+    def _multipart(
+        self,
+        key: str,
+        head_parts: list[bytes],
+        parts: Iterator[bytes],
+        hashing: _Hashing,
+        metadata: dict[str, str] | None,
+        content_type: str | None,
+        expected_size: int | None,
+    ) -> StoredObject:
+        full_key, temp = self.full_key(key), self._temp_key(key)
+        where = f"{self.location(key)} (via s3://{self.bucket}/{temp})"
+        upload_id = self._call(
+            "start upload of", where, "create_multipart_upload", Bucket=self.bucket, Key=temp
+        )["UploadId"]
+        etags: dict[int, str] = {}
+
+        def upload(number: int, body: bytes) -> None:
+            resp = self._call(
+                f"upload part {number} of",
+                where,
+                "upload_part",
+                Bucket=self.bucket,
+                Key=temp,
+                UploadId=upload_id,
+                PartNumber=number,
+                Body=body,
+            )
+            etags[number] = resp["ETag"]
+
+        try:
+            # Parts go up concurrently while the next ones are read; at most `part_concurrency`
+            # parts are in flight, so memory stays bounded whatever the object's size.
+            with ThreadPoolExecutor(max_workers=self.part_concurrency) as pool:
+                pending: set[Future[None]] = set()
+                for number, body in enumerate(_chain(head_parts, parts), start=1):
+                    if len(pending) >= self.part_concurrency:
+                        finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                        for fut in finished:
+                            fut.result()
+                    pending.add(pool.submit(upload, number, body))
+                for fut in pending:
+                    fut.result()
+            _check_size(key, hashing.size, expected_size)
+            done = [{"PartNumber": n, "ETag": etags[n]} for n in sorted(etags)]
+            self._call(
+                "complete upload of",
+                where,
+                "complete_multipart_upload",
+                Bucket=self.bucket,
+                Key=temp,
+                UploadId=upload_id,
+                MultipartUpload={"Parts": done},
+            )
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self.client.abort_multipart_upload(Bucket=self.bucket, Key=temp, UploadId=upload_id)
+            raise
+        meta = _clean_metadata(metadata)
+        meta.update(hashing.integrity())
+        try:
+            etag = self._publish_copy(temp, full_key, hashing.size, meta, content_type, where)
+        finally:
+            # Best effort: a temp object left here is removed by a later sync's `cleanup_stale`.
+            with contextlib.suppress(Exception):
+                self.client.delete_object(Bucket=self.bucket, Key=temp)
+        return StoredObject(key=key, size=hashing.size, metadata=meta, etag=etag)
+
+    def _publish_copy(
+        self, temp: str, full_key: str, size: int, meta: dict[str, str], content_type: str | None, where: str
+    ) -> str | None:
+        """Copy the completed temp object onto the final key with its metadata, in one request
+        (a multipart copy above 5 GiB, whose completion is just as atomic)."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        args: dict[str, Any] = {"MetadataDirective": "REPLACE", "Metadata": meta}
+        if content_type:
+            args["ContentType"] = content_type
+        source = {"Bucket": self.bucket, "Key": temp}
+        if size <= S3_MAX_COPY:
+            resp = self._call(
+                "publish", where, "copy_object", Bucket=self.bucket, Key=full_key, CopySource=source, **args
+            )
+            return resp.get("CopyObjectResult", {}).get("ETag", "").strip('"') or None
+        try:
+            self.client.copy(source, self.bucket, full_key, ExtraArgs=args)
+        except (ClientError, BotoCoreError) as exc:
+            raise StoreError(describe_s3_error("publish", where, exc)) from exc
+        return None
+
+    def delete(self, key: str) -> None:
+        self._call("delete", self.location(key), "delete_object", Bucket=self.bucket, Key=self.full_key(key))
+
+    def lease(
+        self,
+        prefix: str,
+        ttl: float,
+        *,
+        owner: str | None = None,
+        wait_seconds: float = 10.0,
+        hold: bool = True,
+    ) -> Lease:
+        """An exclusive lease on `prefix` (see `Lease`), held at `<prefix>.quest-lease.json`."""
+        slot = _S3LeaseSlot(self, self.prefix + _check_prefix(prefix) + LEASE_NAME)
+        return Lease(slot, ttl, owner=owner, wait_seconds=wait_seconds, hold=hold)
+
+    def cleanup_stale(self, prefix: str, older_than_seconds: float, now: float | None = None) -> list[str]:
+        """Abort multipart uploads and delete temp objects under `prefix` older than the grace period.
+
+        Age is taken from the start time in our temp names when there is one (the later of that and
+        S3's own), so an upload a sync elsewhere is still streaming is never touched.
+        """
+        now = time.time() if now is None else now
+        full_prefix = self.prefix + _check_prefix(prefix)
+        where = f"s3://{self.bucket}/{full_prefix}"
+        removed = []
+        for page in self._pages("list uploads in", where, "list_multipart_uploads", Prefix=full_prefix):
+            for upload in page.get("Uploads", []):
+                started = _started(upload["Key"], upload.get("Initiated"))
+                if now - started > older_than_seconds:
+                    self._call(
+                        "abort upload",
+                        f"s3://{self.bucket}/{upload['Key']}",
+                        "abort_multipart_upload",
+                        Bucket=self.bucket,
+                        Key=upload["Key"],
+                        UploadId=upload["UploadId"],
+                    )
+                    removed.append(
+                        f"multipart upload s3://{self.bucket}/{upload['Key']} (started {_iso(started)})"
+                    )
+        for page in self._pages("list", where, "list_objects_v2", Prefix=full_prefix):
+            for item in page.get("Contents", []):
+                if f"/{TMP_SEGMENT}/" not in "/" + item["Key"]:
+                    continue
+                started = _started(item["Key"], item.get("LastModified"))
+                if now - started > older_than_seconds:
+                    location = f"s3://{self.bucket}/{item['Key']}"
+                    self._call("delete", location, "delete_object", Bucket=self.bucket, Key=item["Key"])
+                    removed.append(f"temp object {location} (written {_iso(started)})")
+        return removed
+
+
+def _started(bucket_key: str, reported: datetime | None) -> float:
+    """When an upload/temp object began: the later of S3's time and the one in our temp name."""
+    times = [reported.timestamp()] if reported is not None else []
+    stamped = _tmp_started(bucket_key.rpartition("/")[2])
+    if stamped is not None:
+        times.append(stamped)
+    return max(times) if times else 0.0
+
+
+class _S3LeaseSlot:
+    """A lease object updated by conditional writes: If-None-Match to create, If-Match to replace."""
+
+    def __init__(self, store: S3Store, bucket_key: str):
+        self.store, self.key = store, bucket_key
+        self.where = f"s3://{store.bucket}/{bucket_key}"
+
+    def read(self) -> tuple[dict[str, Any], str] | None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            resp = self.store.client.get_object(Bucket=self.store.bucket, Key=self.key)
+            body = resp["Body"].read()
+        except (ClientError, BotoCoreError) as exc:
+            if _error_code(exc) in ("NoSuchKey", "404"):
+                return None
+            raise StoreError(describe_s3_error("read lease", self.where, exc)) from exc
+        version = resp["ETag"]
+        with contextlib.suppress(ValueError):
+            record = json.loads(body)
+            if isinstance(record, dict):
+                return record, version
+        return {}, version  # unreadable: treated as expired, so it can be taken over
+
+    def _put(self, record: dict[str, Any], **condition: str) -> str | None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            resp = self.store.client.put_object(
+                Bucket=self.store.bucket,
+                Key=self.key,
+                Body=json.dumps(record, sort_keys=True).encode(),
+                ContentType="application/json",
+                **condition,
+            )
+        except (ClientError, BotoCoreError) as exc:
+            if _error_code(exc) in _PRECONDITION_CODES | {"NoSuchKey"}:
+                return None
+            raise StoreError(describe_s3_error("write lease", self.where, exc)) from exc
+        return str(resp["ETag"])
+
+    def create(self, record: dict[str, Any]) -> str | None:
+        return self._put(record, IfNoneMatch="*")
+
+    def replace(self, record: dict[str, Any], version: str) -> str | None:
+        return self._put(record, IfMatch=version)
+
+
+def _rechunk(chunks: Iterable[bytes], size: int) -> Iterator[bytes]:
+    """Regroup arbitrary chunks into pieces of exactly `size` bytes (the last may be shorter).
+
+    Chunks are held in a list and joined once per piece: growing and slicing one bytearray copied
+    every byte three or four times, which cost as much CPU as the upload itself.
+    """
+    held: list[bytes] = []
+    count = 0
+    for chunk in chunks:
+        held.append(chunk)
+        count += len(chunk)
+        if count < size:
+            continue
+        data = b"".join(held)
+        whole = len(data) - len(data) % size
+        for start in range(0, whole, size):
+            yield data[start : start + size]  # the object itself when it is exactly one piece
+        held = [data[whole:]] if whole < len(data) else []
+        count = len(data) - whole
+    if count:
+        yield b"".join(held)
+
+
+def _chain(first: list[bytes], rest: Iterator[bytes]) -> Iterator[bytes]:
+    yield from first
+    yield from rest
+
+
+def make_s3_client(max_pool_connections: int = 16, session: Any = None) -> Any:
+    """An S3 client with standard retries and a connection pool sized for the transfers."""
+    from flows.io.aws import aws_client
+
+    return aws_client(
+        "s3",
+        session=session,
+        retries={"mode": "standard", "max_attempts": 5},
+        max_pool_connections=max_pool_connections,
+    )
