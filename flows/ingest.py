@@ -38,7 +38,7 @@ from flows.io.http import (
     make_client,
     request_deadline,
 )
-from flows.io.store import ObjectStore, stat_prefix, store_from_settings
+from flows.io.store import Lease, ObjectStore, stat_prefix, store_from_settings
 from flows.orchestration import call, in_flow_run, markdown_artifact, run_flow, run_logger
 from flows.progress import current_sink
 from flows.settings import Settings, parse_surveys
@@ -270,7 +270,8 @@ def mirror_survey(survey: str, dry_run: bool = False, allow_mass_delete: bool = 
     # Issue 9 (store integrity): one sync of a survey at a time, through a lease in the store (a dry
     # run writes nothing, so it holds none); what a killed sync left behind goes first, past the grace.
     prefix = bls_survey_prefix(survey)
-    with make_client(settings, url) as client, store.lease(prefix, settings.lease_seconds, hold=not dry_run):
+    lease = store.lease(prefix, settings.lease_seconds, hold=not dry_run)
+    with make_client(settings, url) as client, lease:
         if not dry_run:
             for leftover in store.cleanup_stale(prefix, settings.stale_upload_grace_seconds):
                 logger.info("removed a leftover of an interrupted sync: %s", leftover)
@@ -293,7 +294,7 @@ def mirror_survey(survey: str, dry_run: bool = False, allow_mass_delete: bool = 
             summary.updated = [i.name for i in plan.of(Action.UPDATE)]
             summary.deleted = [i.name for i in plan.of(Action.DELETE)]
         else:
-            _apply(plan, client, store, survey, settings, summary)
+            _apply(plan, client, store, survey, settings, summary, lease)
     markdown_artifact(
         _mirror_markdown(summary, plan),
         key=_artifact_key("mirror", survey),
@@ -304,9 +305,16 @@ def mirror_survey(survey: str, dry_run: bool = False, allow_mass_delete: bool = 
 
 
 def _apply(
-    plan: SyncPlan, client: Any, store: ObjectStore, survey: str, settings: Settings, summary: MirrorSummary
+    plan: SyncPlan,
+    client: Any,
+    store: ObjectStore,
+    survey: str,
+    settings: Settings,
+    summary: MirrorSummary,
+    lease: Lease,
 ) -> None:
-    """Transfers with bounded concurrency; deletions only after every transfer succeeded."""
+    """Transfers with bounded concurrency; deletions only after every transfer succeeded, and only
+    while this sync still holds the survey's lease (another sync may have taken over otherwise)."""
     failures: list[str] = []
     for item, size, error in _run_transfers(plan, client, store, survey, settings):
         if error is None:
@@ -321,6 +329,7 @@ def _apply(
         )
     deletes = [i.name for i in plan.of(Action.DELETE)]
     if deletes:
+        lease.check()  # deleting is irreversible: never on a lease that may have passed to another sync
         summary.deleted = call(delete_files, store, survey, deletes)
 
 

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from flows.core.errors import LeaseHeld, LeaseLost, StoreError
-from flows.io.store import LocalStore, S3Store
+from flows.io.store import Lease, LocalStore, S3Store
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -134,3 +134,17 @@ def test_a_dry_run_lease_holds_nothing(store):
 def test_lease_prefix_is_checked(store, prefix):
     with pytest.raises(StoreError, match="invalid"):
         store.lease(prefix, 30)
+
+
+def test_a_holder_past_its_own_expiry_may_not_take_irreversible_steps(store):
+    """A process paused longer than the ttl (renewals not written) must not delete anything after it."""
+    now = [1000.0]
+    lease = Lease(store.lease("bls/pr/", 30).slot, 30, owner="paused", wait_seconds=0, clock=lambda: now[0])
+    with lease:
+        lease.check()  # fresh: fine
+        now[0] += 29.0
+        lease.check()  # still inside the expiry it wrote
+        now[0] += 2.0  # paused past it: another sync may own the survey now
+        with pytest.raises(LeaseLost, match="expired while held"):
+            lease.check()
+        now[0] -= 31.0  # back inside, so leaving the block releases cleanly

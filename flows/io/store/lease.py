@@ -69,6 +69,7 @@ class Lease:
         self._version: str | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._expires = 0.0  # the expiry this holder last wrote
         self.lost: str | None = None
 
     def _record(self, expires: float) -> dict[str, Any]:
@@ -89,6 +90,7 @@ class Lease:
             current = self.slot.read()
             if current is not None and current[0].get("token") == self.token:
                 self._version = current[1]  # a retried conditional write of ours had landed
+                self._expires = _lease_expires(current[0])
                 break
             if current is None or _lease_expires(current[0]) <= now:
                 record = self._record(now + self.ttl)
@@ -97,7 +99,7 @@ class Lease:
                 else:
                     version = self.slot.replace(record, current[1])
                 if version is not None:
-                    self._version = version
+                    self._version, self._expires = version, record["expires"]
                     break
                 continue  # another writer moved first: look again
             if now >= deadline:
@@ -115,19 +117,29 @@ class Lease:
 
     def _renew_loop(self) -> None:
         while not self._stop.wait(self.ttl / 3):
+            expires = self._clock() + self.ttl
             try:
-                version = self.slot.replace(self._record(self._clock() + self.ttl), self._version or "")
+                version = self.slot.replace(self._record(expires), self._version or "")
             except StoreError:
                 continue  # transient; the next tick tries again, well before the expiry
             if version is None:
                 self.lost = f"{self.slot.where}: the lease was taken over while held (renewal failed)"
                 return
-            self._version = version
+            self._version, self._expires = version, expires
 
     def check(self) -> None:
-        """Raise `LeaseLost` if the lease is no longer ours (call before irreversible steps)."""
+        """Raise `LeaseLost` if the lease is no longer ours (call before irreversible steps).
+
+        Also when it has run past the expiry this holder last wrote (a process paused longer than
+        the ttl, renewals failing): another writer may already have taken it over.
+        """
         if self.lost:
             raise LeaseLost(self.lost)
+        if self._thread is not None and self._clock() >= self._expires:
+            raise LeaseLost(
+                f"{self.slot.where}: the lease expired while held (renewed until {_iso(self._expires)}); "
+                "another sync may have taken over"
+            )
 
     def release(self) -> None:
         """Stop renewing and mark the record expired (a conditional write: never someone else's)."""
