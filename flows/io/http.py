@@ -28,6 +28,7 @@ from flows.core.errors import (
     HttpStatusError,
     IncompleteBody,
     RedirectRefused,
+    SizeMismatch,
     TransfersCancelled,
 )
 
@@ -60,8 +61,6 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
 
 def is_retryable(exc: BaseException) -> bool:
     """Transient: transport errors, cut or short bodies, 5xx, 408, 429. Everything else fails at once."""
-    from flows.core.errors import SizeMismatch
-
     if isinstance(exc, HttpStatusError):
         return exc.status >= 500 or exc.status in RETRYABLE_4XX
     if isinstance(exc, TransfersCancelled):
