@@ -5,7 +5,7 @@ Why this shape:
   needs the client side, so the zip carries `prefect-client`.
 - Versions are chosen in one file: the exact pins in pyproject.toml's `[tool.quest.lambda]`, and the
   ranges of `[project].dependencies` as pip constraints, so a transitive dependency of the zip obeys
-  the same bounds as a development install (tests/test_package_pins.py checks pins against ranges).
+  the same bounds as a development install (tests/infra/test_package_pins.py checks pins against ranges).
 - boto3/botocore ARE bundled although the Lambda runtime ships a copy: the runtime's copy changes
   under us without notice, and bundling makes the zip's behaviour a function of its inputs alone.
 - Same inputs → byte-identical zip (sorted entries, fixed timestamps and modes, no bytecode, no

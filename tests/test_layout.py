@@ -78,9 +78,28 @@ def test_core_is_pure(module):
 
 def test_every_core_module_has_its_own_test_module():
     cores = sorted(m.rsplit(".", 1)[1] for m in MODULES if _part(m) == "core" and not m.endswith(".core"))
-    tests = {p.stem for p in (ROOT / "tests").glob("test_*.py")}
+    tests = {p.stem for p in (ROOT / "tests" / "core").glob("test_*.py")}
     missing = [c for c in cores if not any(t == f"test_{c}" or t.startswith(f"test_{c}_") for t in tests)]
-    assert not missing, f"core modules without tests/test_<module>.py: {missing}"
+    assert not missing, f"core modules without tests/core/test_<module>.py: {missing}"
+
+
+# tests/ mirrors the code: a folder per layer of `flows/`, the Pulumi program, and the end-to-end
+# runs. The flows and settings at the top of `flows/` are tested in `pipeline/` (a folder named
+# `flows` would shadow the package on the path pytest prepends). Helpers sit at the top.
+TEST_FOLDERS = {"core", "io", "pipeline", "runtime", "worker", "devkit", "infra", "e2e"}
+FOLDER_OF_LAYER = {"flows": "pipeline", "edge": "worker"}
+
+
+def test_tests_mirror_the_layout():
+    tests = ROOT / "tests"
+    stray = sorted(p.name for p in tests.glob("test_*.py") if p.name != "test_layout.py")
+    assert not stray, f"test modules belong in a folder named for what they test: {stray}"
+    folders = {p.parent.name for p in tests.glob("*/test_*.py")}
+    assert folders <= TEST_FOLDERS, f"unexpected test folders: {sorted(folders - TEST_FOLDERS)}"
+    layers = {FOLDER_OF_LAYER.get(_part(m), _part(m)) for m in MODULES}
+    assert layers <= TEST_FOLDERS, f"a layer of flows/ without a test folder: {sorted(layers - TEST_FOLDERS)}"
+    names = [p.name for p in tests.rglob("test_*.py")]
+    assert len(names) == len(set(names)), "test module names must be unique (pytest's rootdir import mode)"
 
 
 def test_the_layout_check_sees_a_violation():

@@ -18,7 +18,7 @@ import pytest
 from flows.cli import main
 from flows.core.errors import QuestError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 COMMANDS = {
     "sync": ["sync"],
     "population": ["population"],

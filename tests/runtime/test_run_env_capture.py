@@ -18,7 +18,7 @@ import pytest
 from lambda_emulator import LambdaEmulator
 
 KEY = f"pnu_canary_{uuid.uuid4().hex}"
-CODE = ("flows", "tests/test_run_env_flows.py")
+CODE = ("flows", "tests/run_env_probe.py")
 
 
 class CaptureServer:
@@ -87,7 +87,7 @@ def _probe_run() -> str:
         deployment_id = client.create_deployment(
             flow_id=flow_id,
             name=f"probe-{uuid.uuid4().hex[:8]}",
-            entrypoint="tests/test_run_env_flows.py:probe",
+            entrypoint="tests/run_env_probe.py:probe",
         )
         run = client.create_flow_run_from_deployment(deployment_id, parameters={"names": PROBED})
     return str(run.id)

@@ -1,4 +1,4 @@
-"""A probe flow for tests/test_run_env_capture.py: it runs inside the Lambda emulator.
+"""A probe flow for tests/runtime/test_run_env_capture.py: it runs inside the Lambda emulator.
 
 It logs what the run's environment and Prefect's loaded settings look like from inside the
 function (presence of the key only, never the key), so the test can read it from the run's logs.
