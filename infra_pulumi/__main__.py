@@ -15,9 +15,9 @@ import pulumi_aws as aws
 
 from infra_pulumi import config as stack_config
 from infra_pulumi.package import BuiltPackage, PackageSpec, build, describe_zip
-from infra_pulumi.queue import NotificationQueue
-from infra_pulumi.runner import Runner, RunnerSchedule, RunnerSettings
-from infra_pulumi.storage import Storage
+from infra_pulumi.queue import NotificationQueue, NotificationQueueArgs
+from infra_pulumi.runner import Runner, RunnerArgs, RunnerSchedule, RunnerScheduleArgs
+from infra_pulumi.storage import Storage, StorageArgs
 
 
 def lambda_package(path: str | None) -> BuiltPackage:
@@ -42,25 +42,36 @@ def main() -> None:
 
     storage = Storage(
         f"{prefix}-storage",
-        encryption=cfg.encryption,
-        kms_key_arn=cfg.kms_key_arn,
-        noncurrent_version_expiration_days=cfg.noncurrent_version_expiration_days,
-        force_destroy=cfg.force_destroy,
+        StorageArgs(
+            encryption=cfg.encryption,
+            kms_key_arn=cfg.kms_key_arn,
+            noncurrent_version_expiration_days=cfg.noncurrent_version_expiration_days,
+            force_destroy=cfg.force_destroy,
+        ),
         opts=with_aws,
     )
     queue = NotificationQueue(
         f"{prefix}-notifications",
-        bucket_name=storage.bucket_name,
-        bucket_arn=storage.bucket_arn,
-        account_id=account_id,
-        visibility_timeout_seconds=cfg.queue_visibility_timeout_seconds,
-        max_receive_count=cfg.dlq_max_receive_count,
-        alarm_topic_arn=cfg.alarm_topic_arn,
+        NotificationQueueArgs(
+            bucket_name=storage.bucket_name,
+            bucket_arn=storage.bucket_arn,
+            account_id=account_id,
+            visibility_timeout_seconds=cfg.queue_visibility_timeout_seconds,
+            max_receive_count=cfg.dlq_max_receive_count,
+            alarm_topic_arn=cfg.alarm_topic_arn,
+        ),
         opts=with_aws,
     )
     runner = Runner(
         f"{prefix}-runner",
-        settings=RunnerSettings(
+        RunnerArgs(
+            package=lambda_package(cfg.lambda_package_path),
+            bucket_name=storage.bucket_name,
+            bucket_arn=storage.bucket_arn,
+            queue_arn=queue.queue_arn,
+            region=stack.region,
+            kms_key_arn=storage.kms_key_arn,
+            prefect_api_key=stack.prefect_api_key,
             contact=cfg.contact,
             bls_surveys=cfg.bls_surveys,
             timeout_seconds=cfg.function_timeout_seconds,
@@ -73,43 +84,42 @@ def main() -> None:
             prefect_api_url=cfg.prefect_api_url,
             invoke_self=cfg.uses_work_pool,
         ),
-        package=lambda_package(cfg.lambda_package_path),
-        bucket_name=storage.bucket_name,
-        bucket_arn=storage.bucket_arn,
-        queue_arn=queue.queue_arn,
-        region=stack.region,
-        kms_key_arn=storage.kms_key_arn,
-        prefect_api_key=stack.prefect_api_key,
         opts=with_aws,
     )
 
     if cfg.uses_work_pool:
         # Prefect schedules the deployments; EventBridge only wakes the worker poll every minute.
-        from infra_pulumi.work_pool import LambdaWorkPool
+        from infra_pulumi.work_pool import LambdaWorkPool, LambdaWorkPoolArgs
 
         pool = LambdaWorkPool(
             f"{prefix}-work-pool",
-            pool_name=cfg.work_pool_name,
-            function_arn=runner.function_arn,
-            region=stack.region,
-            api_url=str(cfg.prefect_api_url),
-            api_key=stack.prefect_api_key,
+            LambdaWorkPoolArgs(
+                pool_name=cfg.work_pool_name,
+                function_arn=runner.function_arn,
+                region=stack.region,
+                api_url=str(cfg.prefect_api_url),
+                api_key=stack.prefect_api_key,
+            ),
         )
         RunnerSchedule(
             f"{prefix}-poll-work-pool",
-            function_arn=runner.function_arn,
-            schedule_expression=cfg.poll_schedule_expression,
-            payload=pool.pool_name.apply(lambda name: {"poll_work_pool": name}),
-            description="one polling round of the Lambda work pool's worker",
+            RunnerScheduleArgs(
+                function_arn=runner.function_arn,
+                schedule_expression=cfg.poll_schedule_expression,
+                payload=pool.pool_name.apply(lambda name: {"poll_work_pool": name}),
+                description="one polling round of the Lambda work pool's worker",
+            ),
             opts=pulumi.ResourceOptions(parent=runner),
         )
         pulumi.export("workPoolName", pool.pool_name)
     else:
         RunnerSchedule(
             f"{prefix}-daily-ingest",
-            function_arn=runner.function_arn,
-            schedule_expression=cfg.schedule_expression,
-            description="the ingest flow (BLS mirror + population snapshot)",
+            RunnerScheduleArgs(
+                function_arn=runner.function_arn,
+                schedule_expression=cfg.schedule_expression,
+                description="the ingest flow (BLS mirror + population snapshot)",
+            ),
             opts=pulumi.ResourceOptions(parent=runner),
         )
 

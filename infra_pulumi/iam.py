@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from flows.core.names import DATA_PREFIXES
-from flows.core.wiring import document, s3_notification_queue_policy, statement
+from flows.core.wiring import Document, document, s3_notification_queue_policy, statement
 
 __all__ = ["document", "statement", "s3_notification_queue_policy"]  # shared with the local emulator
 
@@ -43,7 +43,7 @@ def list_prefix_patterns(prefixes: Sequence[str] = DATA_PREFIXES) -> list[str]:
     return patterns
 
 
-def lambda_assume_role_policy() -> dict:
+def lambda_assume_role_policy() -> Document:
     return document(
         {
             "Sid": "LambdaAssumes",
@@ -66,7 +66,7 @@ class RunnerGrants:
     region: str = ""
 
 
-def runner_policy(grants: RunnerGrants) -> dict:
+def runner_policy(grants: RunnerGrants) -> Document:
     """The runner role's inline policy: only the actions it uses, only on its own resources."""
     statements = [
         statement("DataObjects", OBJECT_ACTIONS, object_arns(grants.bucket_arn)),
@@ -98,12 +98,12 @@ def runner_policy(grants: RunnerGrants) -> dict:
     return document(*statements)
 
 
-def invoke_self_policy(function_arn: str) -> dict:
+def invoke_self_policy(function_arn: str) -> Document:
     """The work-pool path: a worker poll inside the function invokes the function with a flow run id."""
     return document(statement("InvokeSelfForFlowRuns", ["lambda:InvokeFunction"], [function_arn]))
 
 
-def tls_only_bucket_policy(bucket_arn: str) -> dict:
+def tls_only_bucket_policy(bucket_arn: str) -> Document:
     """Deny every request that does not use TLS (a Deny: `*` principal and `s3:*` are the point)."""
     return document(
         statement(
@@ -117,7 +117,7 @@ def tls_only_bucket_policy(bucket_arn: str) -> dict:
     )
 
 
-def secret_reader_policy(secret_arn: str, role_arn: str) -> dict:
+def secret_reader_policy(secret_arn: str, role_arn: str) -> Document:
     """Resource policy on the API-key secret: no principal but the runner role may read its value.
 
     A Deny for every other principal (`*` with a condition is how a resource policy says "all but

@@ -62,7 +62,7 @@ def _as_list(value: Any) -> list[Any]:
     return list(value) if isinstance(value, list | tuple) else [value]
 
 
-def _statements(policy: Any) -> list[dict]:
+def _statements(policy: Any) -> list[dict[str, Any]]:
     return _as_list((_json(policy) or {}).get("Statement"))
 
 

@@ -7,6 +7,7 @@ recognise snapshot keys, so the two cannot drift.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 
 import pulumi
 import pulumi_aws as aws
@@ -20,6 +21,18 @@ DLQ_ALARM_THRESHOLD = 0
 DLQ_ALARM_PERIOD_SECONDS = 300
 
 
+@dataclass(frozen=True, kw_only=True)
+class NotificationQueueArgs:
+    """The bucket to listen to (outputs of `Storage`) and the queue's redelivery settings."""
+
+    bucket_name: pulumi.Input[str]
+    bucket_arn: pulumi.Input[str]
+    account_id: pulumi.Input[str]  # the queue policy admits this account's bucket only
+    visibility_timeout_seconds: int
+    max_receive_count: int  # receives before a message moves to the DLQ
+    alarm_topic_arn: str | None = None
+
+
 class NotificationQueue(pulumi.ComponentResource):
     """The queue S3 notifies, its DLQ, the queue policy, the bucket notification, a DLQ alarm."""
 
@@ -30,16 +43,7 @@ class NotificationQueue(pulumi.ComponentResource):
     dlq_url: pulumi.Output[str]
 
     def __init__(
-        self,
-        name: str,
-        *,
-        bucket_name: pulumi.Input[str],
-        bucket_arn: pulumi.Input[str],
-        account_id: pulumi.Input[str],
-        visibility_timeout_seconds: int,
-        max_receive_count: int,
-        alarm_topic_arn: str | None = None,
-        opts: pulumi.ResourceOptions | None = None,
+        self, name: str, args: NotificationQueueArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__("quest:queue:NotificationQueue", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
@@ -55,8 +59,8 @@ class NotificationQueue(pulumi.ComponentResource):
         self.queue = aws.sqs.Queue(
             f"{name}-queue",
             sqs_managed_sse_enabled=True,
-            visibility_timeout_seconds=visibility_timeout_seconds,
-            redrive_policy=self.dlq.arn.apply(lambda arn: redrive_policy(arn, max_receive_count)),
+            visibility_timeout_seconds=args.visibility_timeout_seconds,
+            redrive_policy=self.dlq.arn.apply(lambda arn: redrive_policy(arn, args.max_receive_count)),
             opts=child,
         )
         aws.sqs.RedriveAllowPolicy(
@@ -68,8 +72,8 @@ class NotificationQueue(pulumi.ComponentResource):
         queue_policy = aws.sqs.QueuePolicy(
             f"{name}-s3-may-send",
             queue_url=self.queue.url,
-            policy=pulumi.Output.all(self.queue.arn, bucket_arn, account_id).apply(
-                lambda args: json.dumps(iam.s3_notification_queue_policy(*args))
+            policy=pulumi.Output.all(self.queue.arn, args.bucket_arn, args.account_id).apply(
+                lambda arns: json.dumps(iam.s3_notification_queue_policy(*arns))
             ),
             opts=child,
         )
@@ -77,7 +81,7 @@ class NotificationQueue(pulumi.ComponentResource):
         # queue policy does not admit it yet: the policy must exist first.
         aws.s3.BucketNotification(
             f"{name}-bucket-notification",
-            bucket=bucket_name,
+            bucket=args.bucket_name,
             queues=[
                 {
                     "queue_arn": self.queue.arn,
@@ -88,6 +92,7 @@ class NotificationQueue(pulumi.ComponentResource):
             ],
             opts=pulumi.ResourceOptions(parent=self, depends_on=[queue_policy]),
         )
+        alarm_actions = [args.alarm_topic_arn] if args.alarm_topic_arn else []
         aws.cloudwatch.MetricAlarm(
             f"{name}-dlq-not-empty",
             alarm_description="A population snapshot's notification failed repeatedly and is in the DLQ.",
@@ -100,8 +105,8 @@ class NotificationQueue(pulumi.ComponentResource):
             comparison_operator="GreaterThanThreshold",
             threshold=DLQ_ALARM_THRESHOLD,
             treat_missing_data="notBreaching",
-            alarm_actions=[alarm_topic_arn] if alarm_topic_arn else [],
-            ok_actions=[alarm_topic_arn] if alarm_topic_arn else [],
+            alarm_actions=alarm_actions,
+            ok_actions=alarm_actions,
             opts=child,
         )
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TypedDict
 
 import pulumi
 import pulumi_aws as aws
@@ -37,10 +38,23 @@ ENV_DO_NOT_TRACK = "DO_NOT_TRACK"
 CODE_PREFIX = "lambda-code/"
 
 
-@dataclass(frozen=True)
-class RunnerSettings:
-    """What the runner needs from the stack config (plain values; secrets come separately)."""
+@dataclass(frozen=True, kw_only=True)
+class RunnerArgs:
+    """The function's code, the resources it is wired to, and its settings from the stack config.
 
+    One flat object: the settings are read only by `function_environment` and a handful of
+    resource properties, so a separate settings class would only add a level to every call.
+    """
+
+    # The code and the resources the function is wired to (other components' outputs).
+    package: BuiltPackage
+    bucket_name: pulumi.Input[str]
+    bucket_arn: pulumi.Input[str]
+    queue_arn: pulumi.Input[str]
+    region: str
+    kms_key_arn: pulumi.Input[str] | None = None  # with SSE-KMS: the role may use the bucket key
+    prefect_api_key: pulumi.Output[str] | None = None  # a secret; the function gets its secret's ARN
+    # Settings (plain values; they become the function's environment and properties).
     contact: str
     bls_surveys: list[str]
     timeout_seconds: int
@@ -55,26 +69,32 @@ class RunnerSettings:
     extra_env: Mapping[str, str] = field(default_factory=dict)
 
 
-def function_environment(
-    settings: RunnerSettings, bucket_name: str, secret_arn: str | None = None
-) -> dict[str, str]:
+class _Code(TypedDict, total=False):
+    """Where the function's code comes from: the zip itself, or an S3 object holding it."""
+
+    code: pulumi.Archive
+    s3_bucket: pulumi.Output[str]
+    s3_key: pulumi.Output[str]
+
+
+def function_environment(args: RunnerArgs, bucket_name: str, secret_arn: str | None = None) -> dict[str, str]:
     """The function's environment, under the names `flows.settings` and Prefect read."""
     env = {
         ENV_STORE: f"s3://{bucket_name}",
-        ENV_BLS_SURVEYS: ",".join(settings.bls_surveys),
-        ENV_CONTACT: settings.contact,
+        ENV_BLS_SURVEYS: ",".join(args.bls_surveys),
+        ENV_CONTACT: args.contact,
         ENV_PREFECT_HOME: LAMBDA_PREFECT_HOME,  # the code directory is read-only
         ENV_DO_NOT_TRACK: "1",
     }
-    if settings.bls_base_url:
-        env[ENV_BLS_BASE_URL] = settings.bls_base_url
-    if settings.population_url:
-        env[ENV_POPULATION_URL] = settings.population_url
-    if settings.prefect_api_url:
-        env[ENV_PREFECT_API_URL] = settings.prefect_api_url
+    if args.bls_base_url:
+        env[ENV_BLS_BASE_URL] = args.bls_base_url
+    if args.population_url:
+        env[ENV_POPULATION_URL] = args.population_url
+    if args.prefect_api_url:
+        env[ENV_PREFECT_API_URL] = args.prefect_api_url
     if secret_arn:
         env[ENV_PREFECT_API_KEY_SECRET_ARN] = secret_arn
-    env.update(settings.extra_env)
+    env.update(args.extra_env)
     return env
 
 
@@ -88,27 +108,14 @@ class Runner(pulumi.ComponentResource):
     log_group_name: pulumi.Output[str]
     secret_arn: pulumi.Output[str] | None
 
-    def __init__(
-        self,
-        name: str,
-        *,
-        settings: RunnerSettings,
-        package: BuiltPackage,
-        bucket_name: pulumi.Input[str],
-        bucket_arn: pulumi.Input[str],
-        queue_arn: pulumi.Input[str],
-        region: str,
-        kms_key_arn: pulumi.Input[str] | None = None,
-        prefect_api_key: pulumi.Output[str] | None = None,
-        opts: pulumi.ResourceOptions | None = None,
-    ) -> None:
+    def __init__(self, name: str, args: RunnerArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("quest:runner:Runner", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
 
         log_group = aws.cloudwatch.LogGroup(
             f"{name}-logs",
             name=f"/aws/lambda/{name}",  # one readable group per stack; the function logs here
-            retention_in_days=settings.log_retention_days,
+            retention_in_days=args.log_retention_days,
             opts=child,
         )
         role = aws.iam.Role(
@@ -120,7 +127,8 @@ class Runner(pulumi.ComponentResource):
 
         self.secret_arn = None
         secret_deps: list[pulumi.Resource] = []
-        if prefect_api_key is not None:
+        if args.prefect_api_key is not None:
+            api_key: pulumi.Output[str] = pulumi.Output.secret(args.prefect_api_key)
             secret = aws.secretsmanager.Secret(
                 f"{name}-prefect-api-key",
                 description="Prefect API key for the flow-runner function",
@@ -130,28 +138,30 @@ class Runner(pulumi.ComponentResource):
             version = aws.secretsmanager.SecretVersion(
                 f"{name}-prefect-api-key-value",
                 secret_id=secret.id,
-                secret_string=pulumi.Output.secret(prefect_api_key),
+                secret_string=api_key,
                 opts=child,
             )
             aws.secretsmanager.SecretPolicy(
                 f"{name}-prefect-api-key-policy",
                 secret_arn=secret.arn,
                 policy=pulumi.Output.all(secret.arn, role.arn).apply(
-                    lambda args: json.dumps(iam.secret_reader_policy(*args))
+                    lambda arns: json.dumps(iam.secret_reader_policy(*arns))
                 ),
                 opts=child,
             )
             self.secret_arn = secret.arn
             secret_deps.append(version)
 
-        grants = pulumi.Output.all(bucket_arn, queue_arn, log_group.arn, self.secret_arn, kms_key_arn).apply(
+        grants = pulumi.Output.all(
+            args.bucket_arn, args.queue_arn, log_group.arn, self.secret_arn, args.kms_key_arn
+        ).apply(
             lambda a: iam.RunnerGrants(
                 bucket_arn=a[0],
                 queue_arn=a[1],
                 log_group_arn=a[2],
                 secret_arn=a[3],
                 kms_key_arn=a[4],
-                region=region,
+                region=args.region,
             )
         )
         policy = aws.iam.RolePolicy(
@@ -161,9 +171,9 @@ class Runner(pulumi.ComponentResource):
             opts=child,
         )
 
-        code = self._code(name, package, bucket_name, child)
-        environment = pulumi.Output.all(bucket_name, self.secret_arn).apply(
-            lambda a: function_environment(settings, a[0], a[1])
+        code = self._code(name, args.package, args.bucket_name, child)
+        environment = pulumi.Output.all(args.bucket_name, self.secret_arn).apply(
+            lambda a: function_environment(args, a[0], a[1])
         )
         self.function = aws.lambda_.Function(
             f"{name}-function",
@@ -172,9 +182,9 @@ class Runner(pulumi.ComponentResource):
             handler=HANDLER,
             architectures=[ARCHITECTURE],
             role=role.arn,
-            timeout=settings.timeout_seconds,
-            memory_size=settings.memory_mb,
-            source_code_hash=package.source_code_hash,
+            timeout=args.timeout_seconds,
+            memory_size=args.memory_mb,
+            source_code_hash=args.package.source_code_hash,
             environment={"variables": environment},
             logging_config={"log_format": "Text", "log_group": log_group.name},
             **code,
@@ -182,7 +192,7 @@ class Runner(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=[policy, log_group, *secret_deps]),
         )
 
-        if settings.invoke_self:
+        if args.invoke_self:
             aws.iam.RolePolicy(
                 f"{name}-invoke-self",
                 role=role.id,
@@ -194,10 +204,10 @@ class Runner(pulumi.ComponentResource):
         # snapshot does not send the whole batch back to the queue.
         aws.lambda_.EventSourceMapping(
             f"{name}-sqs",
-            event_source_arn=queue_arn,
+            event_source_arn=args.queue_arn,
             function_name=self.function.arn,
-            batch_size=settings.batch_size,
-            maximum_batching_window_in_seconds=settings.batching_window_seconds,
+            batch_size=args.batch_size,
+            maximum_batching_window_in_seconds=args.batching_window_seconds,
             function_response_types=["ReportBatchItemFailures"],
             # AWS checks the role can read the queue when the mapping is created.
             opts=pulumi.ResourceOptions(parent=self, depends_on=[policy]),
@@ -222,7 +232,7 @@ class Runner(pulumi.ComponentResource):
         package: BuiltPackage,
         bucket_name: pulumi.Input[str],
         child: pulumi.ResourceOptions,
-    ) -> dict[str, object]:
+    ) -> _Code:
         """Direct upload under Lambda's 50 MB limit, else through an S3 object named by its hash."""
         archive = pulumi.FileArchive(str(package.path))
         if not package.needs_s3_upload:
@@ -238,33 +248,42 @@ class Runner(pulumi.ComponentResource):
         return {"s3_bucket": obj.bucket, "s3_key": obj.key}
 
 
+@dataclass(frozen=True, kw_only=True)
+class RunnerScheduleArgs:
+    """The function to invoke, when, and with what event."""
+
+    function_arn: pulumi.Input[str]
+    schedule_expression: str  # cron(...) or rate(...)
+    # None: EventBridge's own `Scheduled Event` (the ingest); a mapping: that JSON event instead.
+    payload: pulumi.Input[Mapping[str, object]] | None = None
+    description: str = ""
+
+
 class RunnerSchedule(pulumi.ComponentResource):
     """An EventBridge rule invoking the runner: the daily ingest, or the work-pool poll."""
 
     rule_arn: pulumi.Output[str]
 
     def __init__(
-        self,
-        name: str,
-        *,
-        function_arn: pulumi.Input[str],
-        schedule_expression: str,
-        payload: pulumi.Input[Mapping[str, object]] | None = None,
-        description: str = "",
-        opts: pulumi.ResourceOptions | None = None,
+        self, name: str, args: RunnerScheduleArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__("quest:runner:RunnerSchedule", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         rule = aws.cloudwatch.EventRule(
-            f"{name}-rule", schedule_expression=schedule_expression, description=description, opts=child
+            f"{name}-rule",
+            schedule_expression=args.schedule_expression,
+            description=args.description,
+            opts=child,
         )
         # Without a payload the function receives EventBridge's own `Scheduled Event`
         # (source aws.events), which flows.runtime.handler routes to the ingest flow.
-        target_input = None if payload is None else pulumi.Output.from_input(payload).apply(json.dumps)
+        target_input = (
+            None if args.payload is None else pulumi.Output.from_input(args.payload).apply(json.dumps)
+        )
         permission = aws.lambda_.Permission(
             f"{name}-may-invoke",
             action="lambda:InvokeFunction",
-            function=function_arn,
+            function=args.function_arn,
             principal="events.amazonaws.com",
             source_arn=rule.arn,
             opts=child,
@@ -272,7 +291,7 @@ class RunnerSchedule(pulumi.ComponentResource):
         aws.cloudwatch.EventTarget(
             f"{name}-target",
             rule=rule.name,
-            arn=function_arn,
+            arn=args.function_arn,
             input=target_input,
             opts=pulumi.ResourceOptions(parent=self, depends_on=[permission]),
         )

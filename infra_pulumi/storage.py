@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
+from typing import Literal
 
 import pulumi
 import pulumi_aws as aws
@@ -13,6 +15,16 @@ from infra_pulumi import iam
 ABORT_INCOMPLETE_MULTIPART_DAYS = 7
 
 
+@dataclass(frozen=True, kw_only=True)
+class StorageArgs:
+    """The bucket's settings: plain stack-config values, known before any resource exists."""
+
+    encryption: Literal["sse-s3", "sse-kms"] = "sse-s3"
+    kms_key_arn: str | None = None  # with sse-kms: this key, else the component creates one
+    noncurrent_version_expiration_days: int = 30
+    force_destroy: bool = False
+
+
 class Storage(pulumi.ComponentResource):
     """The data bucket with public access blocked, default encryption, versioning, lifecycle, TLS-only."""
 
@@ -21,20 +33,11 @@ class Storage(pulumi.ComponentResource):
     bucket_arn: pulumi.Output[str]
     kms_key_arn: pulumi.Output[str] | None
 
-    def __init__(
-        self,
-        name: str,
-        *,
-        encryption: str = "sse-s3",
-        kms_key_arn: str | None = None,
-        noncurrent_version_expiration_days: int = 30,
-        force_destroy: bool = False,
-        opts: pulumi.ResourceOptions | None = None,
-    ) -> None:
+    def __init__(self, name: str, args: StorageArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("quest:storage:Storage", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
 
-        self.bucket = aws.s3.Bucket(f"{name}-bucket", force_destroy=force_destroy, opts=child)
+        self.bucket = aws.s3.Bucket(f"{name}-bucket", force_destroy=args.force_destroy, opts=child)
         bucket_id = self.bucket.id
 
         public_access = aws.s3.BucketPublicAccessBlock(
@@ -54,9 +57,10 @@ class Storage(pulumi.ComponentResource):
         )
 
         self.kms_key_arn = None
-        if encryption == "sse-kms":
-            if kms_key_arn:
-                self.kms_key_arn = pulumi.Output.from_input(kms_key_arn)
+        rule: aws.s3.BucketServerSideEncryptionConfigurationRuleArgsDict
+        if args.encryption == "sse-kms":
+            if args.kms_key_arn:
+                key_arn = pulumi.Output.from_input(args.kms_key_arn)
             else:
                 key = aws.kms.Key(
                     f"{name}-key",
@@ -65,12 +69,13 @@ class Storage(pulumi.ComponentResource):
                     deletion_window_in_days=30,
                     opts=child,
                 )
-                self.kms_key_arn = key.arn
+                key_arn = key.arn
+            self.kms_key_arn = key_arn
             # Bucket key: one data key per bucket, not one KMS call per object.
             rule = {
                 "apply_server_side_encryption_by_default": {
                     "sse_algorithm": "aws:kms",
-                    "kms_master_key_id": self.kms_key_arn,
+                    "kms_master_key_id": key_arn,
                 },
                 "bucket_key_enabled": True,
             }
@@ -94,7 +99,9 @@ class Storage(pulumi.ComponentResource):
                     "id": "expire-noncurrent-versions",
                     "status": "Enabled",
                     "filter": {},
-                    "noncurrent_version_expiration": {"noncurrent_days": noncurrent_version_expiration_days},
+                    "noncurrent_version_expiration": {
+                        "noncurrent_days": args.noncurrent_version_expiration_days
+                    },
                 },
                 {
                     "id": "abort-incomplete-multipart-uploads",

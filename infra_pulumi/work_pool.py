@@ -13,7 +13,8 @@ the outputs (which `delete` needs to authenticate) encrypted too. It is never lo
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import pulumi
 from pulumi.dynamic import (
@@ -29,6 +30,11 @@ from pulumi.dynamic import Resource as DynamicResource
 
 from flows.core.names import WORKER_TYPE
 from flows.run_env import api_url_problem
+
+if TYPE_CHECKING:  # annotations only; both are imported where used (flows.worker loads Prefect)
+    import httpx
+
+    from flows.worker import InvocationType
 
 # Properties whose change is an in-place PATCH; a new name or API is another pool (replace).
 UPDATABLE = ("base_job_template", "description", "api_key")
@@ -61,7 +67,9 @@ class _Api:
         self.api_url = api_url
         self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
 
-    def _call(self, method: str, url: str, body: dict[str, Any] | None = None, ok=(200, 201, 204)):
+    def _call(
+        self, method: str, url: str, body: dict[str, Any] | None = None, ok: tuple[int, ...] = (200, 201, 204)
+    ) -> httpx.Response:
         import httpx
 
         response = httpx.request(method, url, json=body, headers=self.headers, timeout=HTTP_TIMEOUT_SECONDS)
@@ -118,7 +126,7 @@ class WorkPoolProvider(ResourceProvider):
         }
         created = api.create(body)
         adopted = created is None
-        if adopted:
+        if created is None:
             existing = api.read(name) or {}
             if existing.get("type") != WORKER_TYPE:
                 raise WorkPoolApiError(
@@ -172,34 +180,41 @@ class _WorkPoolResource(DynamicResource, module="quest", name="PrefectWorkPool")
         super().__init__(WorkPoolProvider(), resource_name, {**props, "pool_id": None, "adopted": None}, opts)
 
 
+@dataclass(frozen=True, kw_only=True)
+class LambdaWorkPoolArgs:
+    """The pool's name, the function its runs invoke, and the Prefect API that holds it."""
+
+    pool_name: str
+    function_arn: pulumi.Input[str]  # the base job template's default function
+    region: str
+    api_url: str
+    api_key: pulumi.Output[str] | None  # a secret: stored encrypted in the state, never exported
+    invocation_type: InvocationType = "Event"
+
+
 class LambdaWorkPool(pulumi.ComponentResource):
     """The `aws-lambda` work pool whose runs the runner function executes. Output: `pool_name`."""
 
     pool_name: pulumi.Output[str]
 
     def __init__(
-        self,
-        resource_name: str,
-        pool_name: str,
-        function_arn: pulumi.Input[str],
-        region: str,
-        api_url: str,
-        api_key: pulumi.Output[str] | None,
-        opts: pulumi.ResourceOptions | None = None,
-        invocation_type: str = "Event",
-    ):
-        super().__init__("quest:prefect:LambdaWorkPool", resource_name, None, opts)
+        self, name: str, args: LambdaWorkPoolArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("quest:prefect:LambdaWorkPool", name, None, opts)
         from flows.worker import base_job_template_for
 
-        template = pulumi.Output.from_input(function_arn).apply(
-            lambda arn: base_job_template_for(arn, region=region, invocation_type=invocation_type)  # type: ignore[arg-type]
+        template = pulumi.Output.from_input(args.function_arn).apply(
+            lambda arn: base_job_template_for(arn, region=args.region, invocation_type=args.invocation_type)
+        )
+        api_key: pulumi.Output[str] | None = (
+            None if args.api_key is None else pulumi.Output.secret(args.api_key)
         )
         pool = _WorkPoolResource(
-            f"{resource_name}-pool",
+            f"{name}-pool",
             {
-                "name": pool_name,
-                "api_url": api_url,
-                "api_key": pulumi.Output.secret(api_key) if api_key is not None else None,
+                "name": args.pool_name,
+                "api_url": args.api_url,
+                "api_key": api_key,
                 "base_job_template": template,
                 "description": "Flow runs executed by the quest Lambda function (created by Pulumi).",
             },

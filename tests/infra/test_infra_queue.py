@@ -14,7 +14,7 @@ from flows.core.names import (
     POPULATION_SUFFIX,
     is_population_key,
 )
-from infra_pulumi.queue import NotificationQueue
+from infra_pulumi.queue import NotificationQueue, NotificationQueueArgs
 
 BUCKET_ARN = "arn:aws:s3:::quest-data"
 
@@ -29,7 +29,9 @@ def _queue(**overrides):
         max_receive_count=5,
     )
     kwargs.update(overrides)
-    urls = run(lambda: pulumi.Output.all(*_urls(NotificationQueue("notify", **kwargs))))
+    urls = run(
+        lambda: pulumi.Output.all(*_urls(NotificationQueue("notify", NotificationQueueArgs(**kwargs))))
+    )
     return mocks, urls
 
 

@@ -13,7 +13,15 @@ from pulumi_mocks import ACCOUNT, install, is_secret_value, policy_doc, run
 from flows.core.names import ENV_CONTACT, ENV_PREFECT_API_KEY_SECRET_ARN, ENV_STORE
 from flows.runtime.handler import event_kind
 from infra_pulumi.package import DIRECT_UPLOAD_LIMIT_BYTES, describe_zip
-from infra_pulumi.runner import CODE_PREFIX, HANDLER, RUNTIME, Runner, RunnerSchedule, RunnerSettings
+from infra_pulumi.runner import (
+    CODE_PREFIX,
+    HANDLER,
+    RUNTIME,
+    Runner,
+    RunnerArgs,
+    RunnerSchedule,
+    RunnerScheduleArgs,
+)
 
 BUCKET_ARN = "arn:aws:s3:::quest-data"
 QUEUE_ARN = f"arn:aws:sqs:us-east-1:{ACCOUNT}:quest-queue"
@@ -28,7 +36,8 @@ def package(tmp_path: Path):
     return describe_zip(path)
 
 
-def _settings(**overrides) -> RunnerSettings:
+def _settings(**overrides) -> dict:
+    """The runner's plain settings (the non-wiring part of `RunnerArgs`)."""
     values = dict(
         contact="me@example.com",
         bls_surveys=["pr", "ce"],
@@ -39,7 +48,7 @@ def _settings(**overrides) -> RunnerSettings:
         log_retention_days=30,
     )
     values.update(overrides)
-    return RunnerSettings(**values)
+    return values
 
 
 def _runner(package, settings=None, api_key=None, **kwargs):
@@ -48,17 +57,17 @@ def _runner(package, settings=None, api_key=None, **kwargs):
 
     def program():
         key = pulumi.Config().require_secret("prefectApiKey") if api_key else None
-        runner = Runner(
-            "run",
-            settings=settings or _settings(),
+        args = RunnerArgs(
             package=package,
             bucket_name="quest-data",
             bucket_arn=BUCKET_ARN,
             queue_arn=QUEUE_ARN,
             region="us-east-1",
             prefect_api_key=key,
+            **(settings or _settings()),
             **kwargs,
         )
+        runner = Runner("run", args)
         return pulumi.Output.all(runner.function_arn, runner.function_name, runner.secret_arn)
 
     return mocks, run(program)
@@ -182,7 +191,10 @@ def test_schedule_invokes_the_function_with_a_routable_event(payload):
     run(
         lambda: (
             RunnerSchedule(
-                "sched", function_arn=fn_arn, schedule_expression="cron(0 6 * * ? *)", payload=payload
+                "sched",
+                RunnerScheduleArgs(
+                    function_arn=fn_arn, schedule_expression="cron(0 6 * * ? *)", payload=payload
+                ),
             ).rule_arn
         )
     )

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from pulumi_mocks import install, policy_doc, run
 
-from infra_pulumi.storage import ABORT_INCOMPLETE_MULTIPART_DAYS, Storage
+from infra_pulumi.storage import ABORT_INCOMPLETE_MULTIPART_DAYS, Storage, StorageArgs
 
 
 def _storage(**kwargs):
     mocks = install({"contact": "me@example.com", "aws:region": "us-east-1"})
-    arn = run(lambda: Storage("data", **kwargs).bucket_arn)
+    arn = run(lambda: Storage("data", StorageArgs(**kwargs)).bucket_arn)
     return mocks, arn
 
 

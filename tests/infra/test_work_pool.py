@@ -165,17 +165,19 @@ def test_component_passes_the_key_as_a_secret_input_not_in_the_provider():
     mocks = _Mocks()
     pulumi.runtime.set_mocks(mocks, project="quest", stack="test", preview=False)
     try:
-        from infra_pulumi.work_pool import LambdaWorkPool
+        from infra_pulumi.work_pool import LambdaWorkPool, LambdaWorkPoolArgs
 
         @pulumi.runtime.test
         def check():
             pool = LambdaWorkPool(
                 "wp",
-                pool_name="quest-lambda",
-                function_arn=pulumi.Output.from_input(ARN),
-                region="us-east-1",
-                api_url="https://api.prefect.cloud/api/accounts/a/workspaces/w",
-                api_key=pulumi.Output.secret("pnu_very_secret"),
+                LambdaWorkPoolArgs(
+                    pool_name="quest-lambda",
+                    function_arn=pulumi.Output.from_input(ARN),
+                    region="us-east-1",
+                    api_url="https://api.prefect.cloud/api/accounts/a/workspaces/w",
+                    api_key=pulumi.Output.secret("pnu_very_secret"),
+                ),
             )
 
             def verify(name):
