@@ -15,35 +15,23 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 from flows.core.errors import QuestError, one_line
-
-if TYPE_CHECKING:
-    from flows.settings import Settings
 
 SQS_MAX_WAIT_SECONDS = 20  # the longest long poll SQS accepts
 
 
-def check_contacts(settings: Settings, *, population: bool) -> None:
-    """Fail before anything starts, with the fix in the message, when an upstream would refuse us."""
-    for survey in settings.bls_surveys:
-        settings.contact_for(settings.survey_url(survey))
-    if population:
-        settings.contact_for(settings.population_url)
-
-
 def cmd_sync(args: argparse.Namespace) -> int:
-    from flows.settings import Settings, parse_surveys
+    from flows.settings import Settings, parse_surveys, use_settings
 
     overrides = {"bls_surveys": parse_surveys(args.surveys, source="--survey")} if args.surveys else {}
     settings = Settings(**overrides)
-    check_contacts(settings, population=False)
+    settings.check_contacts(settings.bls_surveys)
 
     from flows.ingest import mirror_survey
     from flows.progress import cli_session
 
-    with cli_session():
+    with cli_session(), use_settings(settings):
         summaries = [
             mirror_survey(s, dry_run=args.dry_run, allow_mass_delete=args.allow_mass_delete)
             for s in settings.bls_surveys
@@ -54,29 +42,30 @@ def cmd_sync(args: argparse.Namespace) -> int:
 
 
 def cmd_population(args: argparse.Namespace) -> int:
-    from flows.settings import Settings
+    from flows.settings import Settings, use_settings
 
     settings = Settings()
-    settings.contact_for(settings.population_url)
+    settings.check_contacts(population=True)
 
     from flows.ingest import population_snapshot
     from flows.progress import cli_session
 
-    with cli_session():
+    with cli_session(), use_settings(settings):
         snapshot = population_snapshot()
     print(f"population snapshot: {snapshot.location}")
     return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from flows.settings import Settings
+    from flows.settings import Settings, use_settings
 
-    check_contacts(Settings(), population=True)
+    settings = Settings()
+    settings.check_contacts(settings.bls_surveys, population=True)
 
     from flows.ingest import ingest
     from flows.progress import cli_session
 
-    with cli_session():
+    with cli_session(), use_settings(settings):
         summary = ingest(allow_mass_delete=args.allow_mass_delete)
     for mirror in summary.surveys:
         print(mirror.describe())
@@ -88,25 +77,22 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_reports(args: argparse.Namespace) -> int:
     import json
 
-    from flows.settings import Settings
+    from flows.settings import Settings, use_settings
 
     settings = Settings()
 
-    from flows.core.names import timestamp
     from flows.core.report_format import text_report
     from flows.core.report_maths import DEFAULT_PERIOD, DEFAULT_SERIES_ID
-    from flows.io.store import store_from_settings
     from flows.progress import cli_session
-    from flows.reports import reports, reports_location
+    from flows.reports import reports
 
-    ts = timestamp()
-    with cli_session():  # an expected failure is one line, not Prefect's traceback
-        result = reports(population_key=args.population_key, quarters_only=args.quarters_only, reports_ts=ts)
+    with cli_session(), use_settings(settings):  # an expected failure is one line, not Prefect's traceback
+        run = reports(population_key=args.population_key, quarters_only=args.quarters_only)
     if args.json:
-        print(json.dumps(result, allow_nan=False))
+        print(json.dumps(run.result, allow_nan=False))
         return 0
-    print(text_report(result, DEFAULT_SERIES_ID, DEFAULT_PERIOD, args.quarters_only))
-    print(f"\nreports written to {reports_location(store_from_settings(settings), ts)}")
+    print(text_report(run.result, DEFAULT_SERIES_ID, DEFAULT_PERIOD, args.quarters_only))
+    print(f"\nreports written to {run.location}")
     return 0
 
 

@@ -12,12 +12,22 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from prefect import flow, task
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel
 
 from flows.core import names
-from flows.core.errors import BlsFormatError, MissingInput, PopulationDataError, QuestError, StoreError
+from flows.core.errors import (
+    BlsFormatError,
+    MissingInput,
+    PopulationDataError,
+    PopulationFormatError,
+    QuestError,
+    StoreError,
+)
 from flows.core.names import parse_population_key
+from flows.core.population import normalise_population
 from flows.core.report_format import cell, report_sections, summary_markdown, text_table
 from flows.core.report_maths import (
     DEFAULT_PERIOD,
@@ -29,8 +39,8 @@ from flows.core.report_maths import (
     read_bls,
 )
 from flows.io.store import ObjectStore, store_from_settings
-from flows.orchestration import call, markdown_artifact, run_logger, table_artifact
-from flows.settings import Settings
+from flows.mirror import Logger
+from flows.settings import current_settings
 
 POPULATION_STATS_FILE = "population_stats.json"
 BEST_YEAR_FILE = "best_year_by_series.csv"
@@ -115,13 +125,6 @@ def write_outputs(store: ObjectStore, prefix: str, files: dict[str, tuple[bytes,
     return written
 
 
-@dataclass(frozen=True)
-class ReportRun:
-    result: dict[str, Any]  # the contract object (`quest reports --json`)
-    location: str  # where the report files are
-    keys: tuple[str, ...]
-
-
 def output_files(
     reports_: Reports, result: dict[str, Any], series_id: str, period: str, location: str, quarters_only: bool
 ) -> dict[str, tuple[bytes, str]]:
@@ -150,87 +153,119 @@ def check_timestamp(value: str) -> str:
     return value
 
 
-def run_reports(
-    settings: Settings,
-    population_key: str | None = None,
-    quarters_only: bool = False,
-    series_id: str = DEFAULT_SERIES_ID,
-    period: str = DEFAULT_PERIOD,
-    reports_ts: str | None = None,
-    store: ObjectStore | None = None,
-) -> ReportRun:
-    """The body of the reports flow: orchestrated inside a flow run, plain Python outside one."""
-    logger = run_logger(__name__)
-    series_id, period = check_code(series_id, "series_id"), check_code(period, "period")
-    reports_ts = check_timestamp(reports_ts) if reports_ts else None
-    store = store or store_from_settings(settings)
-    retrying = {"retries": settings.retries, "retry_delay_seconds": settings.retry_delay_seconds}
+@dataclass(frozen=True)
+class ReportRequest:
+    """A reports run's inputs, checked: they come from the UI, the CLI or an S3 event."""
 
-    bls_key = names.bls_key(names.REPORT_SURVEY, names.REPORT_BLS_FILE)
-    if population_key is None:
-        population_key = call(find_population_key.with_options(**retrying), store)
-    else:
-        population_key = check_population_key(population_key)
-    bls_bytes = call(
-        read_object.with_options(**retrying), store, bls_key, "run `quest sync` (or `quest run`) first"
-    )
-    body = call(
-        read_object.with_options(**retrying), store, population_key, "list population/ for the snapshots"
-    )
+    population_key: str | None = None
+    quarters_only: bool = False
+    series_id: str = DEFAULT_SERIES_ID
+    period: str = DEFAULT_PERIOD
+    reports_ts: str = ""
 
-    from flows.core.errors import PopulationFormatError
-    from flows.core.population import normalise_population
+    @classmethod
+    def checked(
+        cls,
+        population_key: str | None = None,
+        quarters_only: bool = False,
+        series_id: str = DEFAULT_SERIES_ID,
+        period: str = DEFAULT_PERIOD,
+        reports_ts: str | None = None,
+    ) -> ReportRequest:
+        return cls(
+            population_key=check_population_key(population_key) if population_key is not None else None,
+            quarters_only=quarters_only,
+            series_id=check_code(series_id, "series_id"),
+            period=check_code(period, "period"),
+            reports_ts=check_timestamp(reports_ts) if reports_ts else names.timestamp(),
+        )
 
+    @property
+    def prefix(self) -> str:
+        return names.reports_prefix(self.reports_ts)
+
+    @property
+    def artifact_keys(self) -> tuple[str, str, str]:
+        return ("population-stats", "best-year-by-series", f"series-{self.series_id}-{self.period}".lower())
+
+
+@dataclass(frozen=True)
+class BuiltReports:
+    """The computed reports, ready to write and show."""
+
+    result: dict[str, Any]  # the contract object (`quest reports --json`)
+    files: dict[str, tuple[bytes, str]]  # name -> (body, content type)
+    warnings: tuple[str, ...]  # what a person should know (dropped rows, missing years, no series rows)
+    location: str
+
+
+class ReportRun(BaseModel):
+    """What a reports run produced: the contract object, and where its files are."""
+
+    result: dict[str, Any]
+    location: str
+    object_keys: list[str]  # not `keys`: Prefect reads a model with a `keys` attribute as a mapping
+
+
+BLS_KEY = names.bls_key(names.REPORT_SURVEY, names.REPORT_BLS_FILE)
+BLS_HINT = "run `quest sync` (or `quest run`) first"
+POPULATION_HINT = "list population/ for the snapshots"
+
+
+def build_reports(
+    request: ReportRequest, bls_bytes: bytes, population_key: str, body: bytes, location: str
+) -> BuiltReports:
+    """Compute the three reports and their files from the two inputs' bytes (no I/O)."""
     try:
         bls: BlsData = read_bls(bls_bytes)
     except BlsFormatError as exc:
-        raise BlsFormatError(f"{bls_key}: {exc}") from exc
+        raise BlsFormatError(f"{BLS_KEY}: {exc}") from exc
     try:
         population = population_by_year(normalise_population(body))
         computed = compute_reports(
             bls,
             population,
-            quarters_only=quarters_only,
-            series_id=series_id,
-            period=period,
-            inputs={"bls_key": bls_key, "population_key": population_key},
+            quarters_only=request.quarters_only,
+            series_id=request.series_id,
+            period=request.period,
+            inputs={"bls_key": BLS_KEY, "population_key": population_key},
         )
     except (PopulationFormatError, PopulationDataError) as exc:  # name the snapshot that is at fault
         raise type(exc)(f"{population_key}: {exc}") from exc
     result = computed.to_json()
+    warnings = []
     if bls.dropped_rows:
-        logger.warning(
-            "%s: dropped %d row(s) that cannot be read (%s)",
-            bls_key,
-            bls.dropped_rows,
-            dropped_summary(dict(bls.dropped_reasons)),
-        )
+        reasons = dropped_summary(dict(bls.dropped_reasons))
+        warnings.append(f"{BLS_KEY}: dropped {bls.dropped_rows} row(s) that cannot be read ({reasons})")
     missing = result["population_stats"]["missing_years"]
     if missing:
-        logger.warning("%s has no population for %s", population_key, ", ".join(map(str, missing)))
+        warnings.append(f"{population_key} has no population for {', '.join(map(str, missing))}")
     if not result["series_with_population"]:
-        logger.warning("%s has no rows for series %s period %s", bls_key, series_id, period)
+        warnings.append(f"{BLS_KEY} has no rows for series {request.series_id} period {request.period}")
+    files = output_files(computed, result, request.series_id, request.period, location, request.quarters_only)
+    return BuiltReports(result=result, files=files, warnings=tuple(warnings), location=location)
 
-    reports_ts = reports_ts or names.timestamp()
-    prefix = names.reports_prefix(reports_ts)
-    location = reports_location(store, reports_ts)
-    files = output_files(computed, result, series_id, period, location, quarters_only)
-    keys = call(write_outputs, store, prefix, files)
 
-    for (title, records, columns), key in zip(
-        report_sections(result, series_id, period, quarters_only),
-        ("population-stats", "best-year-by-series", f"series-{series_id}-{period}".lower()),
-        strict=True,
+def log_reports(built: BuiltReports, request: ReportRequest, logger: Logger) -> None:
+    """Warnings, then each report as a text table: the run's log reads as the reports."""
+    for warning in built.warnings:
+        logger.warning("%s", warning)
+    for title, records, columns in report_sections(
+        built.result, request.series_id, request.period, request.quarters_only
     ):
         logger.info("%s\n%s", title, text_table(records, columns))
-        table_artifact(artifact_rows(records, columns), key=key, description=title)
-    markdown_artifact(
-        markdown=files[SUMMARY_FILE][0].decode(),
+
+
+def publish_artifacts(built: BuiltReports, request: ReportRequest, population_key: str) -> None:
+    """Three table artifacts and the Markdown summary: what the flow run's page shows."""
+    sections = report_sections(built.result, request.series_id, request.period, request.quarters_only)
+    for (title, records, columns), key in zip(sections, request.artifact_keys, strict=True):
+        create_table_artifact(table=artifact_rows(records, columns), key=key, description=title)
+    create_markdown_artifact(
+        markdown=built.files[SUMMARY_FILE][0].decode(),
         key="reports-summary",
-        description=f"Reports from {population_key}, written to {location}",
+        description=f"Reports from {population_key}, written to {built.location}",
     )
-    logger.info("reports written to %s (%s)", location, ", ".join(k.rsplit("/", 1)[-1] for k in keys))
-    return ReportRun(result=result, location=location, keys=tuple(keys))
 
 
 @flow(name="reports")
@@ -240,10 +275,26 @@ def reports(
     series_id: str = DEFAULT_SERIES_ID,
     period: str = DEFAULT_PERIOD,
     reports_ts: str | None = None,
-) -> dict[str, Any]:
+) -> ReportRun:
     """Compute the three reports from the store (default: the newest population snapshot).
 
-    `reports_ts` names the output folder `reports/<reports_ts>/` (default: now), so a caller
-    knows where the files land. Returns the JSON object `quest reports --json` prints.
+    `reports_ts` names the output folder `reports/<reports_ts>/` (default: now). Returns the
+    contract object (`result`, what `quest reports --json` prints) and where the files are.
     """
-    return run_reports(Settings(), population_key, quarters_only, series_id, period, reports_ts).result
+    settings = current_settings()
+    logger = get_run_logger()
+    request = ReportRequest.checked(population_key, quarters_only, series_id, period, reports_ts)
+    store = store_from_settings(settings)
+    retries, delay = settings.retries, settings.retry_delay_seconds
+    find = find_population_key.with_options(retries=retries, retry_delay_seconds=delay)
+    read = read_object.with_options(retries=retries, retry_delay_seconds=delay)
+
+    key = request.population_key or find(store)
+    bls_bytes = read(store, BLS_KEY, BLS_HINT)
+    body = read(store, key, POPULATION_HINT)
+    built = build_reports(request, bls_bytes, key, body, reports_location(store, request.reports_ts))
+    log_reports(built, request, logger)
+    keys = write_outputs(store, request.prefix, built.files)
+    publish_artifacts(built, request, key)
+    logger.info("reports written to %s (%s)", built.location, ", ".join(k.rsplit("/", 1)[-1] for k in keys))
+    return ReportRun(result=built.result, location=built.location, object_keys=keys)

@@ -1,6 +1,9 @@
 """The one settings object. Nothing else in the project reads `os.environ` for QUEST_* values.
 
-Built once at the edge (CLI, Lambda handler, flow entry) and passed down. AWS settings are
+Built once at the edge (CLI, Lambda handler, flow entry) and passed down: explicitly to tasks and
+helpers, and to flows through `use_settings` (a flow's parameters are what a deployment and the UI
+show, so settings do not travel as one). `current_settings()` at a flow's entry returns the edge's
+object, or builds it there when the flow run is its own edge (a deployment run). AWS settings are
 boto3's own (`AWS_ENDPOINT_URL`, `AWS_REGION`, the credentials chain) and are not duplicated here.
 
 Every value is understood or refused here, once: a bad value raises `ConfigError` (one line naming
@@ -14,7 +17,8 @@ import contextlib
 import ipaddress
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextvars import ContextVar
 from typing import Annotated, Any
 from urllib.parse import unquote, urlsplit
 
@@ -26,7 +30,7 @@ from flows import __version__
 from flows.core.errors import ConfigError, one_line
 from flows.core.names import ENV_PREFIX, PROJECT
 
-__all__ = ["ConfigError", "Settings"]
+__all__ = ["ConfigError", "Settings", "current_settings", "use_settings"]
 
 DEFAULT_BLS_BASE_URL = "https://download.bls.gov/pub/time.series/"
 DEFAULT_POPULATION_URL = (
@@ -139,6 +143,31 @@ class Settings(BaseSettings):
                 "to your email or project URL, e.g. `export QUEST_CONTACT=you@example.com`"
             )
         return NEUTRAL_CONTACT
+
+    def check_contacts(self, surveys: Iterable[str] = (), *, population: bool = False) -> None:
+        """Fail before anything starts (no lease, no request), with the fix, where a host would refuse us."""
+        for survey in surveys:
+            self.contact_for(self.survey_url(survey))
+        if population:
+            self.contact_for(self.population_url)
+
+
+_CURRENT: ContextVar[Settings | None] = ContextVar("quest_settings", default=None)
+
+
+@contextlib.contextmanager
+def use_settings(settings: Settings) -> Iterator[Settings]:
+    """Flows (and their subflows) called inside this block use `settings` instead of rebuilding them."""
+    token = _CURRENT.set(settings)
+    try:
+        yield settings
+    finally:
+        _CURRENT.reset(token)
+
+
+def current_settings() -> Settings:
+    """The settings the edge built; a flow run that is its own edge (a deployment run) builds them."""
+    return _CURRENT.get() or Settings()
 
 
 # --- error messages ---------------------------------------------------------------------------

@@ -157,10 +157,12 @@ def run_demo(
         say("consumer: long-polling the queue")
 
         from flows.ingest import ingest
+        from flows.settings import use_settings
 
         say("ingest flow: mirroring BLS pr and snapshotting the population into the bucket")
         try:
-            ingest()
+            with use_settings(settings):
+                ingest()
         except BaseException:
             stop.set()  # the consumer returns after its current long poll
             thread.join(timeout_seconds)

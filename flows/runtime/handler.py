@@ -94,8 +94,8 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
             from flows.runtime.flow_run import poll_work_pool
 
             return poll_work_pool(str(event["poll_work_pool"]))
-        from flows.ingest import run_ingest_from_event
+        from flows.runtime.plain import run_ingest
 
-        return run_ingest_from_event(event.get("ingest") or {}, settings)
+        return run_ingest(event.get("ingest") or {}, settings)
     finally:
         flush_prefect()

@@ -58,14 +58,11 @@ def store_scope(store_url: str) -> tuple[str | None, str]:
 
 
 def run_reports_flow(settings: Any, population_key: str, reports_ts: str) -> ReportOutcome:
-    """Run the reports flow on one snapshot (a flow run when a Prefect API exists, else plain Python)."""
-    from flows.io.store import store_from_settings
-    from flows.orchestration import run_flow
-    from flows.reports import reports, reports_location
+    """Run the reports on one snapshot (the flow when a Prefect API exists, else its plain entry)."""
+    from flows.runtime.plain import run_reports
 
-    result = run_flow(reports, population_key=population_key, reports_ts=reports_ts)
-    location = reports_location(store_from_settings(settings), reports_ts)
-    return ReportOutcome(result=result, location=location)
+    run = run_reports(settings, population_key, reports_ts)
+    return ReportOutcome(result=run.result, location=run.location)
 
 
 def process_sqs_batch(event: Mapping[str, Any], settings: Any, runner: Runner | None = None) -> BatchOutcome:
@@ -236,4 +233,4 @@ def _queue_arn(client: Any, queue_url: str) -> str:
         from flows.core.errors import QuestError
 
         raise QuestError(f"no SQS queue at {queue_url}") from exc
-    return attrs.get("Attributes", {}).get("QueueArn", queue_url)
+    return str(attrs.get("Attributes", {}).get("QueueArn", queue_url))

@@ -261,11 +261,11 @@ def test_population_bad_body_stores_nothing(prefect_harness, upstream, store, bo
 
 @pytest.mark.parametrize("store", ["s3"], indirect=True)  # both backends: the tests above
 def test_ingest_and_lambda_path(prefect_harness, upstream, store, env):
-    from flows.ingest import run_ingest_from_event
+    from flows.runtime.plain import run_ingest
     from flows.settings import Settings
 
     upstream.set_population(population_body("legacy"))
-    result = run_ingest_from_event({}, Settings())
+    result = run_ingest({}, Settings())
     json.dumps(result)  # JSON-able
     assert result["surveys"][0]["survey"] == "pr"
     assert len(result["surveys"][0]["added"]) == len(upstream.files("pr"))
@@ -276,17 +276,16 @@ def test_ingest_and_lambda_path(prefect_harness, upstream, store, env):
 @pytest.mark.parametrize("store", ["s3"], indirect=True)
 def test_lambda_path_without_a_prefect_api_runs_plain(upstream, store, env, monkeypatch):
     """prefect-client has no local server: with no PREFECT_API_URL the scheduled path still mirrors."""
-    import flows.ingest as ingest_module
-    import flows.orchestration
+    import flows.runtime.plain as plain
     from flows.settings import Settings
 
-    monkeypatch.setattr(flows.orchestration, "prefect_api_available", lambda: False)
+    monkeypatch.setattr(plain, "prefect_api_available", lambda: False)
     upstream.set_population(population_body("tesseract"))
-    result = ingest_module.run_ingest_from_event({"surveys": ["pr"]}, Settings())
+    result = plain.run_ingest({"surveys": ["pr"]}, Settings())
     assert sorted(result["surveys"][0]["added"]) == sorted(upstream.files("pr"))
     for name, data in upstream.files("pr").items():
         assert store.read_bytes(f"bls/pr/{name}") == data
     assert store.read_bytes(result["population"]["key"]) == population_body("tesseract")
     # A second plain run changes nothing.
-    again = ingest_module.run_ingest_from_event({}, Settings())
+    again = plain.run_ingest({}, Settings())
     assert again["surveys"][0]["added"] == again["surveys"][0]["updated"] == []

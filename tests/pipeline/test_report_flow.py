@@ -28,7 +28,7 @@ def local_store(tmp_path, monkeypatch):
 def test_flow_writes_the_four_files_and_publishes_artifacts(prefect_harness, local_store):
     key, bls, body = seed_store(local_store)
     state = reports(reports_ts=TS, return_state=True)
-    result = state.result()
+    result = state.result().result
     assert result == expected(bls, body, key)
     prefix = f"reports/{TS}/"
     assert local_store.list_keys(prefix) == [
@@ -72,7 +72,7 @@ def test_flow_writes_the_four_files_and_publishes_artifacts(prefect_harness, loc
 
 def test_legacy_generation_and_quarters_only(prefect_harness, local_store):
     key, bls, body = seed_store(local_store, generation="legacy")
-    result = reports(population_key=key, quarters_only=True, reports_ts=TS)
+    result = reports(population_key=key, quarters_only=True, reports_ts=TS).result
     assert result == expected(bls, body, key, quarters_only=True)
     # The sample survey carries an annual-only series: listed, with no quarterly data.
     assert {"series_id": "PRS30006131", "year": None, "value": None} in result["best_year_by_series"]
@@ -84,7 +84,7 @@ def test_newest_snapshot_is_the_default(prefect_harness, local_store):
     local_store.put_bytes("population/notes.txt", b"not a snapshot")
     # A JSON body under a non-timestamp key sorts after the snapshots as text; it must not be chosen.
     local_store.put_bytes("population/manual-note.json", b'{"data": [{"Year": 2015, "Population": 1}]}')
-    result = reports(reports_ts=TS)
+    result = reports(reports_ts=TS).result
     assert result["inputs"]["population_key"] == key
     assert result == expected(bls, body, key)
 
@@ -130,5 +130,5 @@ def test_flow_reads_s3(prefect_harness, s3_bucket, s3_client, monkeypatch):
     monkeypatch.setenv("QUEST_STORE", f"s3://{s3_bucket}/root")
     store = S3Store(s3_bucket, "root", client=s3_client)
     key, bls, body = seed_store(store)
-    assert reports(reports_ts=TS) == expected(bls, body, key)
+    assert reports(reports_ts=TS).result == expected(bls, body, key)
     assert len(store.list_keys(f"reports/{TS}/")) == 4

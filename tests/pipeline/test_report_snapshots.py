@@ -1,6 +1,6 @@
 """The reports' choice and reading of population snapshots, and how dropped BLS rows are reported.
 
-`run_reports` is called as plain Python (no flow run) against a local store and against S3 (moto);
+`plain_reports` (the function's plain entry, no flow run) runs against a local store and S3 (moto);
 expected figures are computed here from the bodies' own numbers.
 """
 
@@ -16,7 +16,7 @@ from reports_data import BLS_KEY, sample_bls, seed_store
 from flows.core.errors import BlsFormatError, PopulationFormatError, QuestError
 from flows.devkit.samples import population_body, sample_population
 from flows.io.store import LocalStore, S3Store
-from flows.reports import run_reports
+from flows.runtime.plain import plain_reports as run_reports
 from flows.settings import Settings
 
 TS = "20250102T030405Z"
@@ -112,7 +112,7 @@ def test_dropped_rows_are_logged_by_reason_and_shown_in_the_summary(settings, tm
     dirty = b"\r\n".join(lines[:5] + bad + lines[5:])
     store = LocalStore(tmp_path / "store")
     key, _, _ = seed_store(store, bls=dirty)
-    with caplog.at_level(logging.WARNING, logger="flows.reports"):
+    with caplog.at_level(logging.WARNING, logger="flows.runtime.plain"):
         run = run_reports(settings, reports_ts=TS, store=store)
     reasons = {"not utf-8": 1, "bad year": 1, "bad value": 2}
     assert run.result["inputs"]["dropped_rows"] == 4

@@ -78,9 +78,9 @@ def test_a_failing_run_fails_the_snapshot_messages_not_the_test_event(prefect_ha
 
 def test_without_a_prefect_api_the_reports_still_run(wired, monkeypatch):
     """A stack without Prefect: the function has prefect-client and no API, the reports run plain."""
-    import flows.orchestration
+    import flows.runtime.plain as plain
 
-    monkeypatch.setattr(flows.orchestration, "prefect_api_available", lambda: False)
+    monkeypatch.setattr(plain, "prefect_api_available", lambda: False)
     wiring, sqs, store = wired
     key, bls, body = seed_store(store, ts="20320101T000000Z")
     response = handler(batch(sqs, wiring), None)

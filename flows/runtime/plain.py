@@ -1,0 +1,148 @@
+"""The function's one alternative entry: the ingest and the reports without a Prefect API.
+
+A stack without `prefectApiUrl` still runs its daily ingest (EventBridge) and its reports (SQS).
+The function ships prefect-client, which has no local server, so there a flow or task call would
+fail for want of an API. These entries run the same steps the flows orchestrate (`flows/mirror.py`,
+`flows/snapshot.py`, `flows/reports.py`) directly, logging through `logging` (CloudWatch) instead
+of a run log, with no artifacts. The choice is made once, at the entry (`run_ingest`,
+`run_reports`), never per step.
+
+What the plain path does not have: Prefect's task retries for the store reads of the reports
+(boto3's own retries still apply) and anything the UI would show.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+from flows import mirror, snapshot
+from flows.core.names import population_key, timestamp
+from flows.core.plan import PlanItem
+from flows.core.population import normalise_population
+from flows.ingest import IngestSummary, ingest, ingest_payload
+from flows.io.store import ObjectStore, store_from_settings
+from flows.mirror import MirrorSummary, SurveySync
+from flows.reports import (
+    BLS_HINT,
+    BLS_KEY,
+    POPULATION_HINT,
+    ReportRequest,
+    ReportRun,
+    build_reports,
+    find_population_key,
+    log_reports,
+    read_object,
+    reports,
+    reports_location,
+    write_outputs,
+)
+from flows.settings import Settings, use_settings
+from flows.snapshot import PopulationSummary
+
+log = logging.getLogger(__name__)
+
+
+def prefect_api_available() -> bool:
+    """True when flows can report to a Prefect API: PREFECT_API_URL, or a local ephemeral server."""
+    from prefect.settings import get_current_settings
+
+    if get_current_settings().api.url:
+        return True
+    try:
+        import prefect.server.api.server  # noqa: F401  (absent from prefect-client)
+    except ImportError:
+        return False
+    return True
+
+
+def _orchestrated(what: str) -> bool:
+    if prefect_api_available():
+        return True
+    log.warning("no Prefect API configured (PREFECT_API_URL unset): running %s without orchestration", what)
+    return False
+
+
+# --------------------------------------------------------------------------- the entries
+
+
+def run_ingest(payload: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    """The scheduled event: the `ingest` flow, or its steps here when there is no Prefect API."""
+    surveys, allow_mass_delete = ingest_payload(payload, settings)
+    if _orchestrated("ingest"):
+        with use_settings(settings):
+            summary = ingest(surveys=surveys, allow_mass_delete=allow_mass_delete)
+    else:
+        summary = plain_ingest(settings, surveys, allow_mass_delete)
+    return summary.model_dump(mode="json")
+
+
+def run_reports(settings: Settings, population_key: str, reports_ts: str) -> ReportRun:
+    """One snapshot's reports: the `reports` flow, or its steps here when there is no Prefect API."""
+    if _orchestrated("reports"):
+        with use_settings(settings):
+            return reports(population_key=population_key, reports_ts=reports_ts)
+    return plain_reports(settings, population_key=population_key, reports_ts=reports_ts)
+
+
+# --------------------------------------------------------------------------- the steps, unorchestrated
+
+
+def plain_ingest(settings: Settings, surveys: list[str], allow_mass_delete: bool = False) -> IngestSummary:
+    mirrors = [plain_mirror_survey(settings, s, allow_mass_delete) for s in surveys]
+    return IngestSummary(surveys=mirrors, population=plain_population_snapshot(settings))
+
+
+def plain_mirror_survey(settings: Settings, survey: str, allow_mass_delete: bool = False) -> MirrorSummary:
+    with SurveySync.open(settings, survey, False, log) as sync:
+        listing = mirror.list_survey(sync.url, sync.client, settings, log)
+        stored = mirror.read_mirror_state(sync.store, sync.survey, settings.concurrency * 2)
+        plan, summary = sync.plan(listing, stored, allow_mass_delete)
+        with ThreadPoolExecutor(max_workers=settings.concurrency) as pool, sync.abort_on_exit():
+            futures = [
+                (item, pool.submit(mirror.transfer_file, **sync.transfer_args(item), logger=log))
+                for item in plan.transfers
+            ]
+            deletes = sync.deletions(plan, summary, (_outcome(item, future) for item, future in futures))
+        if deletes:
+            summary.deleted = mirror.delete_files(sync.store, sync.survey, deletes, log)
+    log.info("mirror %s done: %s", summary.survey, summary.counts_text())
+    return summary
+
+
+def _outcome(item: PlanItem, future: Future[int]) -> tuple[PlanItem, int, str | None]:
+    try:
+        return item, future.result(), None
+    except Exception as exc:
+        return item, 0, str(exc)
+
+
+def plain_population_snapshot(settings: Settings) -> PopulationSummary:
+    url = settings.population_url
+    store = store_from_settings(settings)
+    body = snapshot.fetch_population_body(url, settings, log)
+    rows = normalise_population(body)  # refuse junk BEFORE storing anything
+    key = population_key(timestamp())
+    location = snapshot.store_population(store, key, body, url)
+    return snapshot.summarise(key, location, url, body, rows, log)
+
+
+def plain_reports(
+    settings: Settings,
+    population_key: str | None = None,
+    reports_ts: str | None = None,
+    store: ObjectStore | None = None,
+    **options: Any,
+) -> ReportRun:
+    """`options`: the flow's other parameters (quarters_only, series_id, period)."""
+    request = ReportRequest.checked(population_key, reports_ts=reports_ts, **options)
+    store = store or store_from_settings(settings)
+    key = request.population_key or find_population_key.fn(store)
+    bls_bytes = read_object.fn(store, BLS_KEY, BLS_HINT)
+    body = read_object.fn(store, key, POPULATION_HINT)
+    built = build_reports(request, bls_bytes, key, body, reports_location(store, request.reports_ts))
+    log_reports(built, request, log)
+    keys = write_outputs.fn(store, request.prefix, built.files)
+    log.info("reports written to %s", built.location)
+    return ReportRun(result=built.result, location=built.location, object_keys=keys)
