@@ -116,3 +116,28 @@ def test_boto3_clients_come_from_one_factory():
         if _part(m) != "devkit" and any(n == "boto3" or n.startswith("boto3.") for n in _imports(path))
     }
     assert makers == {"flows.io.aws"}
+
+
+# One path from the edge to the work: a flow calls its tasks, and only the plain entry calls the
+# function behind a task. `.fn` anywhere else is a per-call mode switch coming back.
+PLAIN_ENTRY = "flows.runtime.plain"
+
+
+def _fn_calls(path: Path) -> list[int]:
+    return [
+        node.lineno
+        for node in ast.walk(ast.parse(path.read_text(), str(path)))
+        if isinstance(node, ast.Attribute) and node.attr == "fn"
+    ]
+
+
+@pytest.mark.parametrize("module", sorted(m for m in MODULES if m != PLAIN_ENTRY))
+def test_only_the_plain_entry_bypasses_prefect(module):
+    lines = _fn_calls(MODULES[module])
+    assert not lines, (
+        f"{module} calls a task's or flow's `.fn` (line {lines}): call the task, or use {PLAIN_ENTRY}"
+    )
+
+
+def test_the_plain_entry_check_can_fail():
+    assert _fn_calls(MODULES[PLAIN_ENTRY]), "the plain entry calls .fn; if not, drop PLAIN_ENTRY"
