@@ -51,6 +51,27 @@ LAMBDA_PREFECT_HOME = "/tmp/prefect"
 # The Lambda work pool's worker type (see flows/worker.py).
 WORKER_TYPE = "aws-lambda"
 
+# How the pool survives Lambda (issue 11); the stack, the function and the worker share these.
+# - Async invokes are not retried by Lambda: a crashed invocation's run is RUNNING, so a retry
+#   would only be refused by Prefect; the failure goes straight to the on-failure destination and
+#   is reconciled as CRASHED (Prefect's own flow retries decide about a re-run).
+INVOKE_MAX_RETRY_ATTEMPTS = 0
+# - An invocation Lambda could not start within an hour (throttled) is dropped to the destination
+#   (`EventAgeExceeded`) and reconciled, instead of a daily run starting silently hours late.
+INVOKE_MAX_EVENT_AGE_SECONDS = 3600
+# The on-failure destination's queue, read by the poll path and the long-running worker.
+ENV_INVOKE_FAILURE_QUEUE_URL = "QUEST_INVOKE_FAILURE_QUEUE_URL"
+# The function's configured timeout, so a run's final message can name the limit.
+ENV_FUNCTION_TIMEOUT_SECONDS = "QUEST_FUNCTION_TIMEOUT_SECONDS"
+# Time kept back before Lambda's deadline to end the run with a true final state and flush logs.
+DEADLINE_MARGIN_SECONDS = 15
+# How often the function checks whether its run was cancelled.
+CANCEL_CHECK_SECONDS = 5
+# Flow-run heartbeats in the function (Prefect's minimum is 30 s) and the automation that crashes
+# a run whose heartbeats stopped (a killed invocation): silence for three beats and a half.
+HEARTBEAT_FREQUENCY_SECONDS = 30
+ZOMBIE_AFTER_SECONDS = 105
+
 
 def timestamp(now: datetime | None = None) -> str:
     """UTC timestamp as used in `population/<ts>.json` and `reports/<ts>/`."""
