@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import anyio
@@ -89,7 +90,7 @@ class LambdaJobConfiguration(BaseJobConfiguration):
         return {}
 
     @staticmethod
-    def _base_flow_run_environment(flow_run: Any = None) -> dict[str, str]:
+    def _base_flow_run_environment(flow_run: FlowRun | None = None) -> dict[str, str]:
         # PREFECT__FLOW_RUN_ID: the payload carries the id; the function applies run settings only.
         return {}
 
@@ -150,7 +151,7 @@ def base_job_template_for(
     if endpoint_url:
         props["endpoint_url"]["default"] = endpoint_url
     if env:
-        checked = filter_run_env(env)
+        checked = _checked_env(env)
         if checked.refused:
             raise ValueError("; ".join(refusal.message() for refusal in checked.refused))
         props["env"]["default"] = checked.accepted
@@ -160,15 +161,22 @@ def base_job_template_for(
     return template
 
 
+def _checked_env(env: Mapping[str, str | None]) -> RunEnv:
+    # `filter_run_env` takes keys of any type (an invocation's env is arbitrary JSON), typed
+    # `Mapping[object, object]`; a Mapping's key type is invariant, so a str-keyed dict goes as
+    # a dict of its items (the same entries, in the same order).
+    return filter_run_env(dict(env.items()))
+
+
 def payload_env(
-    env: dict[str, str | None], logger: logging.Logger | logging.LoggerAdapter | None = None
+    env: dict[str, str | None], logger: logging.Logger | logging.LoggerAdapter[logging.Logger] | None = None
 ) -> RunEnv:
     """The run settings to send (flows/run_env.py, the rule the function applies too).
 
     Everything else is dropped here, logged on the run when `logger` is given, so the function
     never receives it and the run's page says why a variable had no effect.
     """
-    checked = filter_run_env(env)
+    checked = _checked_env(env)
     if logger is not None:
         for refusal in checked.refused:
             logger.warning(refusal.message())
@@ -179,7 +187,7 @@ def invocation_payload(
     flow_run_id: str,
     env: dict[str, str | None],
     invocation_type: str,
-    logger: logging.Logger | logging.LoggerAdapter | None = None,
+    logger: logging.Logger | logging.LoggerAdapter[logging.Logger] | None = None,
 ) -> bytes:
     """The JSON the function receives; refuses payloads Lambda would reject."""
     body = json.dumps({"flow_run_id": str(flow_run_id), "env": payload_env(env, logger).accepted}).encode()
@@ -226,7 +234,7 @@ def _invoke(configuration: LambdaJobConfiguration, payload: bytes) -> dict[str, 
         read_timeout=SYNC_READ_TIMEOUT_SECONDS if sync else 60,
         connect_timeout=10,
     )
-    response = client.invoke(
+    response: dict[str, Any] = client.invoke(
         FunctionName=configuration.function_name,
         InvocationType=configuration.invocation_type,
         Payload=payload,
@@ -253,7 +261,9 @@ class LambdaWorker(BaseWorker[LambdaJobConfiguration, LambdaVariables, LambdaWor
         self,
         flow_run: FlowRun,
         configuration: LambdaJobConfiguration,
-        task_status: anyio.abc.TaskStatus[str] | None = None,
+        # Prefect types the started value as an int (a process id) but only str()s it into the
+        # run's infrastructure_pid; a Lambda run's identifier is its request id, a str.
+        task_status: anyio.abc.TaskStatus[str] | None = None,  # type: ignore[override]
     ) -> LambdaWorkerResult:
         """Invoke the function for this run. Raising before `started` makes the base mark it Crashed."""
         logger = self.get_flow_run_logger(flow_run)

@@ -33,7 +33,7 @@ import zipfile
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from flows.core.errors import QuestError
 
@@ -77,6 +77,18 @@ class PackageError(QuestError):
     """The package could not be built or breaks a Lambda limit; nothing was cached."""
 
 
+class SpecOverrides(TypedDict, total=False):
+    """`PackageSpec` fields besides `python_version` (`for_running_interpreter` sets that one)."""
+
+    platforms: tuple[str, ...]
+    requirements: tuple[str, ...] | None
+    no_deps_requirements: tuple[str, ...] | None
+    constraints: tuple[str, ...] | None
+    project_packages: tuple[str, ...]
+    max_unzipped_bytes: int
+    source_root: Path
+
+
 @dataclass(frozen=True)
 class PackageSpec:
     """Everything the zip is a function of (besides the project sources and the index).
@@ -105,10 +117,10 @@ class PackageSpec:
             object.__setattr__(self, "constraints", project_ranges(self.source_root))
 
     @classmethod
-    def for_running_interpreter(cls, **overrides: object) -> PackageSpec:
+    def for_running_interpreter(cls, **overrides: Unpack[SpecOverrides]) -> PackageSpec:
         """A spec whose zip the running interpreter can import (tests; this machine is 3.11)."""
         version = f"{sys.version_info.major}.{sys.version_info.minor}"
-        return cls(python_version=version, **overrides)  # type: ignore[arg-type]
+        return cls(python_version=version, **overrides)
 
 
 @dataclass(frozen=True)
@@ -195,7 +207,13 @@ def input_hash(spec: PackageSpec) -> str:
     return digest.hexdigest()
 
 
-def _project_metadata(root: Path) -> dict[str, object]:
+class _ProjectMetadata(TypedDict):
+    name: str
+    version: str
+    entry_points: dict[str, dict[str, str]]  # group -> {name: "module:attr"}
+
+
+def _project_metadata(root: Path) -> _ProjectMetadata:
     """Name, version and entry points from pyproject.toml (the zip's own dist-info is made from it)."""
     project = _pyproject(root)["project"]
     return {
@@ -211,7 +229,7 @@ def dist_info_files(root: Path) -> dict[str, bytes]:
     dist = f"{str(meta['name']).replace('-', '_')}-{meta['version']}.dist-info"
     metadata = f"Metadata-Version: 2.1\nName: {meta['name']}\nVersion: {meta['version']}\n"
     lines: list[str] = []
-    for group, entries in sorted(dict(meta["entry_points"]).items()):  # type: ignore[call-overload]
+    for group, entries in sorted(meta["entry_points"].items()):
         lines.append(f"[{group}]")
         lines.extend(f"{name} = {target}" for name, target in sorted(entries.items()))
         lines.append("")

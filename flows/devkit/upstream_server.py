@@ -31,6 +31,7 @@ from email.utils import format_datetime
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Protocol, TypeVar
 from urllib.parse import urlsplit
 
 BLS_ROOT = "/pub/time.series/"
@@ -130,6 +131,16 @@ class _Trickle:
     remaining: int | None
 
 
+class _Rule(Protocol):
+    """A fault, cut, redirect or trickle: the paths it applies to and how many more times."""
+
+    pattern: str
+    remaining: int | None
+
+
+_RuleT = TypeVar("_RuleT", bound=_Rule)
+
+
 @dataclass
 class _Survey:
     files: dict[str, _File] = field(default_factory=dict)
@@ -206,7 +217,7 @@ class UpstreamServer:
     def base_url(self) -> str:
         if self._httpd is None:
             raise RuntimeError("server not started")
-        host, port = self._httpd.server_address[:2]
+        host, port = self._httpd.socket.getsockname()[:2]  # what `server_address` holds once bound
         return f"http://{host}:{port}"
 
     @property
@@ -324,7 +335,7 @@ class UpstreamServer:
             for survey in self._surveys.values():
                 survey.listing_mode = "ok"
 
-    def _take(self, items: list, path: str):  # type: ignore[type-arg]
+    def _take(self, items: list[_RuleT], path: str) -> _RuleT | None:
         for item in items:
             if fnmatch.fnmatchcase(path, item.pattern) and (item.remaining is None or item.remaining > 0):
                 if item.remaining is not None:
@@ -374,7 +385,9 @@ class UpstreamServer:
             if state is None:
                 return None
             mode = state.listing_mode
-            rows = [(n, f.size, f.last_modified) for n, f in state.files.items()]
+            rows: list[tuple[str, int | None, datetime]] = [
+                (n, f.size, f.last_modified) for n, f in state.files.items()
+            ]
             rows += [(n, None, when) for n, when in state.folders.items()]
         if mode == "html_error":
             return ERROR_PAGE

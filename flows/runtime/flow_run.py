@@ -21,12 +21,16 @@ import json
 import logging
 import os
 from collections.abc import Mapping, MutableMapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
 
 from flows.core.errors import FlowRunEntryError
 from flows.core.names import ENV_PREFECT_API_KEY_SECRET_ARN
 from flows.io.environ import patched_environ
 from flows.run_env import Refusal, RunEnv, api_url_problem, filter_run_env
+
+if TYPE_CHECKING:
+    from prefect.client.schemas.objects import State
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +109,7 @@ def load_prefect_api_key(environ: MutableMapping[str, str] | None = None, client
     problem = key_url_problem(env)
     if problem:
         raise FlowRunEntryError(problem)
-    if env.get("PREFECT_API_KEY"):
+    if env.get("PREFECT_API_KEY") or not secret_id:  # without a secret, the key is set (see above)
         return False
     if client is None:
         from flows.io.aws import aws_client
@@ -123,8 +127,6 @@ def load_prefect_api_key(environ: MutableMapping[str, str] | None = None, client
 
 def run_flow_run(flow_run_id: str, env: dict[str, Any] | None = None) -> dict[str, Any]:
     """Execute one flow run in this process; return its final state (never raise for a failed flow)."""
-    from uuid import UUID
-
     try:
         run_id = UUID(str(flow_run_id))
     except ValueError as exc:
@@ -152,14 +154,11 @@ def check_prefect_api_target() -> None:
         raise FlowRunEntryError(problem)
 
 
-def _run_flow_run(run_id: Any, refused: tuple[Refusal, ...] = ()) -> dict[str, Any]:
-    import asyncio
-    import inspect
-
+def _run_flow_run(run_id: UUID, refused: tuple[Refusal, ...] = ()) -> dict[str, Any]:
     from prefect.client.orchestration import get_client
     from prefect.exceptions import Abort
     from prefect.flow_engine import run_flow
-    from prefect.flows import load_flow_from_entrypoint
+    from prefect.flows import Flow, load_flow_from_entrypoint
     from prefect.logging.loggers import flow_run_logger
     from prefect.states import Crashed
 
@@ -172,7 +171,7 @@ def _run_flow_run(run_id: Any, refused: tuple[Refusal, ...] = ()) -> dict[str, A
             raise FlowRunEntryError(f"flow run {run_id} has no deployment: nothing says which flow to run")
         deployment = client.read_deployment(flow_run.deployment_id)
         try:
-            flow = load_flow_from_entrypoint(
+            flow: Flow[..., Any] = load_flow_from_entrypoint(
                 module_entrypoint(deployment.entrypoint), use_placeholder_flow=False
             )
         except Exception as exc:
@@ -183,9 +182,10 @@ def _run_flow_run(run_id: Any, refused: tuple[Refusal, ...] = ()) -> dict[str, A
             return _result(run_id, "Crashed", "CRASHED", message)
 
     try:
-        state = run_flow(flow, flow_run=flow_run, return_type="state", error_logger=logger)
-        if inspect.isawaitable(state):
-            state = asyncio.run(state)
+        # Prefect's own engine passes its flow-run logger adapter as `error_logger` too (typed a
+        # Logger; only its .error() is called): errors reach the run's page.
+        outcome = run_flow(flow, flow_run=flow_run, return_type="state", error_logger=logger)  # type: ignore[arg-type]
+        state = _final_state(outcome)
     except Abort as exc:
         # The server refused to start it (already running or finished: a duplicate invocation).
         logger.warning("flow run %s not started: %s", run_id, exc)
@@ -193,7 +193,22 @@ def _run_flow_run(run_id: Any, refused: tuple[Refusal, ...] = ()) -> dict[str, A
     return _result(run_id, state.name, state.type.value, state.message)
 
 
-def _result(run_id: Any, name: str, state_type: str, message: str | None) -> dict[str, Any]:
+def _final_state(outcome: object) -> State[Any]:
+    """`run_flow(..., return_type="state")`'s outcome: the final state, or for an async flow a
+    coroutine that runs the flow and returns it."""
+    import asyncio
+    import inspect
+
+    from prefect.client.schemas.objects import State
+
+    if inspect.iscoroutine(outcome):
+        outcome = asyncio.run(outcome)
+    if not isinstance(outcome, State):
+        raise FlowRunEntryError(f"the flow engine returned {type(outcome).__name__}, not a state")
+    return outcome
+
+
+def _result(run_id: UUID, name: str | None, state_type: str, message: str | None) -> dict[str, Any]:
     return {"flow_run_id": str(run_id), "state": name, "state_type": state_type, "message": message or ""}
 
 
