@@ -83,12 +83,17 @@ def main() -> None:
             population_url=cfg.population_url,
             prefect_api_url=cfg.prefect_api_url,
             invoke_self=cfg.uses_work_pool,
+            # The pool's run limit plus the reports batches and the poll (config.py): only the
+            # work-pool function reserves concurrency.
+            reserved_concurrency=cfg.function_reserved_concurrency if cfg.uses_work_pool else None,
+            reports_max_concurrency=stack_config.REPORTS_MAX_CONCURRENCY,
         ),
         opts=with_aws,
     )
 
     if cfg.uses_work_pool:
         # Prefect schedules the deployments; EventBridge only wakes the worker poll every minute.
+        from infra_pulumi.automation import ZombieRunAutomation, ZombieRunAutomationArgs
         from infra_pulumi.work_pool import LambdaWorkPool, LambdaWorkPoolArgs
 
         pool = LambdaWorkPool(
@@ -99,6 +104,17 @@ def main() -> None:
                 region=stack.region,
                 api_url=str(cfg.prefect_api_url),
                 api_key=stack.prefect_api_key,
+                concurrency_limit=cfg.max_concurrent_runs,
+            ),
+        )
+        # Crashes a run of the pool's flows whose heartbeats stop (a killed invocation).
+        zombies = ZombieRunAutomation(
+            f"{prefix}-zombie-runs",
+            ZombieRunAutomationArgs(
+                automation_name=f"{prefix}: crash flow runs whose heartbeats stopped",
+                api_url=str(cfg.prefect_api_url),
+                api_key=stack.prefect_api_key,
+                pool_name=pool.pool_name,
             ),
         )
         RunnerSchedule(
@@ -112,6 +128,8 @@ def main() -> None:
             opts=pulumi.ResourceOptions(parent=runner),
         )
         pulumi.export("workPoolName", pool.pool_name)
+        pulumi.export("invokeFailureQueueUrl", runner.invoke_failure_queue_url)
+        pulumi.export("zombieAutomationId", zombies.automation_id)
     else:
         RunnerSchedule(
             f"{prefix}-daily-ingest",

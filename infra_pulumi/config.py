@@ -30,6 +30,16 @@ SQS_MAX_VISIBILITY_SECONDS = 12 * 3600
 # AWS's guidance: the source queue's visibility timeout at least 6x the function timeout (plus the
 # batching window), so a message is not redelivered while a throttled or retried invocation still runs.
 VISIBILITY_TIMEOUT_FACTOR = 6
+# The function's concurrency on work-pool stacks. It serves three kinds of invocation, and its
+# reserved concurrency is their sum, so none can starve the others and a burst cannot take the
+# account's whole pool: the flow runs (`maxConcurrentRuns`, also the work pool's concurrency limit,
+# so Prefect holds further runs back instead of Lambda throttling them), the SQS reports batches
+# (the mapping's maximum concurrency, set explicitly; 2 is the lowest SQS allows) and the
+# every-minute poll (one at a time).
+REPORTS_MAX_CONCURRENCY = 2
+POLL_CONCURRENCY = 1
+# Lambda keeps 100 of an account's default 1000 concurrent executions unreserved.
+MAX_RESERVED_CONCURRENCY = 900
 
 
 class StackConfigError(QuestError, ValueError):
@@ -70,6 +80,12 @@ class StackConfig(BaseModel):
     # Prefect (optional): with an API URL the stack also creates the Lambda work pool.
     prefect_api_url: str | None = None
     work_pool_name: str = Field("quest-lambda", min_length=1)
+    # Flow runs in flight at once: the pool's concurrency limit and most of the function's
+    # reserved concurrency (see REPORTS_MAX_CONCURRENCY). 10 keeps a backfill from occupying
+    # much of an account's default 1000 while leaving daily runs far from the limit.
+    max_concurrent_runs: int = Field(
+        10, ge=1, le=MAX_RESERVED_CONCURRENCY - REPORTS_MAX_CONCURRENCY - POLL_CONCURRENCY
+    )
 
     @field_validator("bls_surveys", mode="before")
     @classmethod
@@ -126,10 +142,20 @@ class StackConfig(BaseModel):
     def uses_work_pool(self) -> bool:
         return bool(self.prefect_api_url)
 
+    @property
+    def function_reserved_concurrency(self) -> int:
+        """Runs + reports batches + the poll: every invocation the work-pool function serves."""
+        return reserved_concurrency(self.max_concurrent_runs)
+
 
 def visibility_timeout(function_timeout: int, batching_window: int = 0) -> int:
     """The notification queue's visibility timeout for a consumer with this timeout."""
     return VISIBILITY_TIMEOUT_FACTOR * function_timeout + batching_window
+
+
+def reserved_concurrency(max_concurrent_runs: int) -> int:
+    """The function's reserved concurrency for this many concurrent flow runs."""
+    return max_concurrent_runs + REPORTS_MAX_CONCURRENCY + POLL_CONCURRENCY
 
 
 def parse(raw: dict[str, str | None]) -> StackConfig:

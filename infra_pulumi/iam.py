@@ -28,6 +28,15 @@ QUEUE_ACTIONS: tuple[str, ...] = ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sq
 # The log group is created by the stack, so the role never needs logs:CreateLogGroup.
 LOG_ACTIONS: tuple[str, ...] = ("logs:CreateLogStream", "logs:PutLogEvents")
 KMS_ACTIONS: tuple[str, ...] = ("kms:Decrypt", "kms:GenerateDataKey")
+# Lambda delivers an async invocation's failure record to the on-failure destination with the
+# function's own execution role.
+SEND_FAILURE_ACTIONS: tuple[str, ...] = ("sqs:SendMessage",)
+# The poll path (in the same function) reads the failure records back, reconciles their runs and
+# deletes them; the same as consuming any queue.
+READ_FAILURE_ACTIONS: tuple[str, ...] = QUEUE_ACTIONS
+# The poll path forwards a crashed request's last log lines to its flow run: its own group only.
+# FilterLogEvents is authorised on the log group, GetLogEvents on its log streams.
+READ_LOG_ACTIONS: tuple[str, ...] = ("logs:FilterLogEvents", "logs:GetLogEvents")
 
 
 def object_arns(bucket_arn: str, prefixes: Sequence[str] = DATA_PREFIXES) -> list[str]:
@@ -64,6 +73,9 @@ class RunnerGrants:
     secret_arn: str | None = None
     kms_key_arn: str | None = None
     region: str = ""
+    # The work-pool path: the on-failure destination of its async invokes, and reading its own logs.
+    invoke_failure_queue_arn: str | None = None
+    read_own_logs: bool = False
 
 
 def runner_policy(grants: RunnerGrants) -> Document:
@@ -82,6 +94,13 @@ def runner_policy(grants: RunnerGrants) -> Document:
         statement("ConsumeNotifications", QUEUE_ACTIONS, [grants.queue_arn]),
         statement("WriteOwnLogs", LOG_ACTIONS, [f"{grants.log_group_arn}:*"]),
     ]
+    if grants.invoke_failure_queue_arn:
+        queue = [grants.invoke_failure_queue_arn]
+        statements.append(statement("SendInvokeFailures", SEND_FAILURE_ACTIONS, queue))
+        statements.append(statement("ReadInvokeFailures", READ_FAILURE_ACTIONS, queue))
+    if grants.read_own_logs:
+        group = grants.log_group_arn
+        statements.append(statement("ReadOwnLogs", READ_LOG_ACTIONS, [group, f"{group}:*"]))
     if grants.secret_arn:
         statements.append(
             statement("ReadPrefectApiKey", ["secretsmanager:GetSecretValue"], [grants.secret_arn])
@@ -101,6 +120,29 @@ def runner_policy(grants: RunnerGrants) -> Document:
 def invoke_self_policy(function_arn: str) -> Document:
     """The work-pool path: a worker poll inside the function invokes the function with a flow run id."""
     return document(statement("InvokeSelfForFlowRuns", ["lambda:InvokeFunction"], [function_arn]))
+
+
+def invoke_failure_queue_policy(queue_arn: str, role_arn: str) -> Document:
+    """Resource policy on the on-failure destination: only the runner role may send to it, and
+    nothing reaches it without TLS (Denies; the role's own policy grants what it uses)."""
+    return document(
+        statement(
+            "OnlyTheRunnerSends",
+            ["sqs:SendMessage"],
+            [queue_arn],
+            effect="Deny",
+            principal="*",
+            condition={"StringNotEquals": {"aws:PrincipalArn": role_arn}},
+        ),
+        statement(
+            "DenyInsecureTransport",
+            ["sqs:*"],
+            [queue_arn],
+            effect="Deny",
+            principal="*",
+            condition={"Bool": {"aws:SecureTransport": "false"}},
+        ),
+    )
 
 
 def tls_only_bucket_policy(bucket_arn: str) -> Document:

@@ -13,12 +13,15 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from infra_pulumi.config import VISIBILITY_TIMEOUT_FACTOR
+from flows.core.names import INVOKE_MAX_EVENT_AGE_SECONDS, INVOKE_MAX_RETRY_ATTEMPTS
+from infra_pulumi.config import POLL_CONCURRENCY, VISIBILITY_TIMEOUT_FACTOR
 
 REQUIRED_TAGS = ("Project", "Stack")
 # Statements whose `*` is the point: a Deny with a condition (TLS-only, "nobody but the runner").
 WILDCARD_OK_EFFECTS = frozenset({"Deny"})
 SECRET_MARKERS = ("KEY", "TOKEN", "SECRET", "PASSWORD")
+WORK_POOL_TYPE = "pulumi-python:dynamic/quest:PrefectWorkPool"
+INVOKE_CONFIG_TYPE = "aws:lambda/functionEventInvokeConfig:FunctionEventInvokeConfig"
 
 
 @dataclass(frozen=True)
@@ -132,14 +135,21 @@ def queues_encrypted(resources: Sequence[Resource]) -> list[Violation]:
     ]
 
 
+def _failure_destination(config: Resource) -> Any:
+    return (((config.inputs.get("destinationConfig") or {}).get("onFailure")) or {}).get("destination")
+
+
 def queues_have_dead_letters(resources: Sequence[Resource]) -> list[Violation]:
-    """Every queue either has a redrive policy or is another queue's dead-letter target."""
+    """Every queue has a redrive policy, or is itself where failures end: another queue's
+    dead-letter target, or a function's on-failure destination (its records are the dead letters
+    of async invokes)."""
     queues = _of(resources, "aws:sqs/queue:Queue")
     targets = {
         _json(q.inputs["redrivePolicy"]).get("deadLetterTargetArn")
         for q in queues
         if q.inputs.get("redrivePolicy")
     }
+    targets |= {_failure_destination(c) for c in _of(resources, INVOKE_CONFIG_TYPE)}
     return [
         Violation("dead-letter-queue", q.name, "no redrive policy and not a DLQ")
         for q in queues
@@ -147,10 +157,78 @@ def queues_have_dead_letters(resources: Sequence[Resource]) -> list[Violation]:
     ]
 
 
-def iam_least_privilege(resources: Sequence[Resource]) -> list[Violation]:
-    """No Allow with a `*` action (or service:*) and no Allow on a bare `*` resource."""
+def _function_of(config: Resource, functions: Sequence[Resource]) -> Resource | None:
+    ref = config.inputs.get("functionName")
+    return next((f for f in functions if ref and ref in (f.arn, f.outputs.get("name"), f.id)), None)
+
+
+def work_pool_invokes_have_failure_destination(resources: Sequence[Resource]) -> list[Violation]:
+    """With a work pool, every function's async invokes: no Lambda retries, the event age bounded,
+    failures to an SQS queue of this stack (which the poll reads back)."""
+    if not _of(resources, WORK_POOL_TYPE):
+        return []
+    functions = _of(resources, "aws:lambda/function:Function")
+    queue_arns = {q.arn for q in _of(resources, "aws:sqs/queue:Queue")}
+    configured: set[str] = set()
     out = []
-    for p in _of(resources, "aws:iam/rolePolicy:RolePolicy") + _of(resources, "aws:iam/policy:Policy"):
+    for config in _of(resources, INVOKE_CONFIG_TYPE):
+        fn = _function_of(config, functions)
+        if fn is not None:
+            configured.add(fn.name)
+        if _failure_destination(config) not in queue_arns:
+            out.append(
+                Violation("invoke-failure-destination", config.name, "on-failure is not a stack queue")
+            )
+        if config.inputs.get("maximumRetryAttempts") != INVOKE_MAX_RETRY_ATTEMPTS:
+            out.append(Violation("invoke-failure-destination", config.name, "Lambda retries async invokes"))
+        if config.inputs.get("maximumEventAgeInSeconds") != INVOKE_MAX_EVENT_AGE_SECONDS:
+            out.append(Violation("invoke-failure-destination", config.name, "event age is not bounded"))
+    out += [
+        Violation(
+            "invoke-failure-destination", f.name, "no async invoke config with an on-failure destination"
+        )
+        for f in functions
+        if f.name not in configured
+    ]
+    return out
+
+
+def work_pool_concurrency_is_reserved(resources: Sequence[Resource]) -> list[Violation]:
+    """With a work pool: the pool has a run limit, and the function reserves exactly the runs, the
+    SQS mappings' maximum concurrency and the poll — so none starves the others."""
+    pools = _of(resources, WORK_POOL_TYPE)
+    if not pools:
+        return []
+    out = []
+    runs = 0
+    for pool in pools:
+        limit = pool.inputs.get("concurrency_limit")
+        if not limit:
+            out.append(Violation("concurrency-budget", pool.name, "the work pool has no concurrency limit"))
+        runs += int(limit or 0)
+    mappings = _of(resources, "aws:lambda/eventSourceMapping:EventSourceMapping")
+    for fn in _of(resources, "aws:lambda/function:Function"):
+        reports = 0
+        for m in mappings:
+            if fn.arn and m.inputs.get("functionName") in (fn.arn, fn.outputs.get("name")):
+                maximum = (m.inputs.get("scalingConfig") or {}).get("maximumConcurrency")
+                if not maximum:
+                    out.append(Violation("concurrency-budget", m.name, "no scalingConfig.maximumConcurrency"))
+                reports += int(maximum or 0)
+        expected = runs + reports + POLL_CONCURRENCY
+        reserved = fn.inputs.get("reservedConcurrentExecutions")
+        if reserved != expected:
+            message = f"reserved concurrency {reserved}, expected {runs} runs + {reports} reports + poll"
+            out.append(Violation("concurrency-budget", fn.name, message))
+    return out
+
+
+def iam_least_privilege(resources: Sequence[Resource]) -> list[Violation]:
+    """No Allow with a `*` action (or service:*) and no Allow on a bare `*` resource, in a role's
+    policy or a queue's resource policy."""
+    out = []
+    documents = [*_of(resources, "aws:iam/rolePolicy:RolePolicy"), *_of(resources, "aws:iam/policy:Policy")]
+    for p in [*documents, *_of(resources, "aws:sqs/queuePolicy:QueuePolicy")]:
         for s in _statements(p.inputs.get("policy")):
             if s.get("Effect") in WILDCARD_OK_EFFECTS:
                 continue
@@ -241,6 +319,8 @@ RULES: tuple[Rule, ...] = (
     lambdas_have_no_plaintext_secrets,
     sqs_mappings_report_item_failures,
     queue_visibility_covers_function,
+    work_pool_invokes_have_failure_destination,
+    work_pool_concurrency_is_reserved,
     log_groups_have_retention,
     aws_resources_tagged_by_provider,
 )

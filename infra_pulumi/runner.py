@@ -1,7 +1,9 @@
 """Runner: the one Lambda function (SQS reports, Prefect flow runs, schedules) with its least-privilege role.
 
 The function's entry paths are chosen by event shape in `flows.runtime.handler`; this module wires the
-events (SQS mapping, EventBridge schedule) and gives the role exactly what those paths use.
+events (SQS mapping, EventBridge schedule) and gives the role exactly what those paths use. On the
+work-pool path it also owns the async invokes' on-failure destination (a queue the poll reads back),
+their retry and event-age settings, and a reserved concurrency sized with the pool's run limit.
 """
 
 from __future__ import annotations
@@ -15,16 +17,23 @@ import pulumi
 import pulumi_aws as aws
 
 from flows.core.names import (
+    DLQ_RETENTION_SECONDS,
     ENV_BLS_BASE_URL,
     ENV_BLS_SURVEYS,
     ENV_CONTACT,
+    ENV_FUNCTION_TIMEOUT_SECONDS,
+    ENV_INVOKE_FAILURE_QUEUE_URL,
     ENV_POPULATION_URL,
     ENV_PREFECT_API_KEY_SECRET_ARN,
     ENV_STORE,
+    HEARTBEAT_FREQUENCY_SECONDS,
+    INVOKE_MAX_EVENT_AGE_SECONDS,
+    INVOKE_MAX_RETRY_ATTEMPTS,
     LAMBDA_HANDLER,
     LAMBDA_PREFECT_HOME,
 )
 from infra_pulumi import iam
+from infra_pulumi.config import REPORTS_MAX_CONCURRENCY
 from infra_pulumi.package import BuiltPackage
 
 RUNTIME = "python3.12"
@@ -34,6 +43,7 @@ ARCHITECTURE = "x86_64"  # the package is built for manylinux x86_64 wheels
 ENV_PREFECT_API_URL = "PREFECT_API_URL"
 ENV_PREFECT_HOME = "PREFECT_HOME"
 ENV_DO_NOT_TRACK = "DO_NOT_TRACK"
+ENV_HEARTBEAT_FREQUENCY = "PREFECT_FLOWS_HEARTBEAT_FREQUENCY"
 # Code objects live outside the data prefixes, so the function's role cannot touch them.
 CODE_PREFIX = "lambda-code/"
 
@@ -65,7 +75,13 @@ class RunnerArgs:
     bls_base_url: str | None = None
     population_url: str | None = None
     prefect_api_url: str | None = None
-    invoke_self: bool = False  # the work-pool path: a poll inside the function submits flow runs
+    # The work-pool path: a poll inside the function submits flow runs as async invokes of the
+    # function; their failures go to an on-failure destination queue the poll reads back.
+    invoke_self: bool = False
+    # The function's reserved concurrency (config.function_reserved_concurrency); None: unreserved.
+    reserved_concurrency: int | None = None
+    # The SQS mapping's maximum concurrency, part of the reserved concurrency's sum.
+    reports_max_concurrency: int = REPORTS_MAX_CONCURRENCY
     extra_env: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -77,7 +93,12 @@ class _Code(TypedDict, total=False):
     s3_key: pulumi.Output[str]
 
 
-def function_environment(args: RunnerArgs, bucket_name: str, secret_arn: str | None = None) -> dict[str, str]:
+def function_environment(
+    args: RunnerArgs,
+    bucket_name: str,
+    secret_arn: str | None = None,
+    invoke_failure_queue_url: str | None = None,
+) -> dict[str, str]:
     """The function's environment, under the names `flows.settings` and Prefect read."""
     env = {
         ENV_STORE: f"s3://{bucket_name}",
@@ -85,6 +106,8 @@ def function_environment(args: RunnerArgs, bucket_name: str, secret_arn: str | N
         ENV_CONTACT: args.contact,
         ENV_PREFECT_HOME: LAMBDA_PREFECT_HOME,  # the code directory is read-only
         ENV_DO_NOT_TRACK: "1",
+        # So a run ended at the deadline can name the limit it hit.
+        ENV_FUNCTION_TIMEOUT_SECONDS: str(args.timeout_seconds),
     }
     if args.bls_base_url:
         env[ENV_BLS_BASE_URL] = args.bls_base_url
@@ -92,6 +115,10 @@ def function_environment(args: RunnerArgs, bucket_name: str, secret_arn: str | N
         env[ENV_POPULATION_URL] = args.population_url
     if args.prefect_api_url:
         env[ENV_PREFECT_API_URL] = args.prefect_api_url
+        # Flow-run heartbeats, which the zombie-run automation (automation.py) watches.
+        env[ENV_HEARTBEAT_FREQUENCY] = str(HEARTBEAT_FREQUENCY_SECONDS)
+    if invoke_failure_queue_url:
+        env[ENV_INVOKE_FAILURE_QUEUE_URL] = invoke_failure_queue_url
     if secret_arn:
         env[ENV_PREFECT_API_KEY_SECRET_ARN] = secret_arn
     env.update(args.extra_env)
@@ -107,6 +134,7 @@ class Runner(pulumi.ComponentResource):
     role_arn: pulumi.Output[str]
     log_group_name: pulumi.Output[str]
     secret_arn: pulumi.Output[str] | None
+    invoke_failure_queue_url: pulumi.Output[str] | None
 
     def __init__(self, name: str, args: RunnerArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("quest:runner:Runner", name, None, opts)
@@ -152,8 +180,29 @@ class Runner(pulumi.ComponentResource):
             self.secret_arn = secret.arn
             secret_deps.append(version)
 
+        # The work-pool path's on-failure destination: an async invoke that fails (the function
+        # crashed, timed out, or was throttled past the event age) leaves its record here.
+        failures: aws.sqs.Queue | None = None
+        if args.invoke_self:
+            failures = aws.sqs.Queue(
+                f"{name}-invoke-failures",
+                sqs_managed_sse_enabled=True,
+                message_retention_seconds=DLQ_RETENTION_SECONDS,  # 14 days, the SQS maximum
+                opts=child,
+            )
+            aws.sqs.QueuePolicy(
+                f"{name}-invoke-failures-policy",
+                queue_url=failures.url,
+                policy=pulumi.Output.all(failures.arn, role.arn).apply(
+                    lambda arns: json.dumps(iam.invoke_failure_queue_policy(*arns))
+                ),
+                opts=child,
+            )
+        failures_arn = failures.arn if failures is not None else None
+        self.invoke_failure_queue_url = failures.url if failures is not None else None
+
         grants = pulumi.Output.all(
-            args.bucket_arn, args.queue_arn, log_group.arn, self.secret_arn, args.kms_key_arn
+            args.bucket_arn, args.queue_arn, log_group.arn, self.secret_arn, args.kms_key_arn, failures_arn
         ).apply(
             lambda a: iam.RunnerGrants(
                 bucket_arn=a[0],
@@ -162,6 +211,8 @@ class Runner(pulumi.ComponentResource):
                 secret_arn=a[3],
                 kms_key_arn=a[4],
                 region=args.region,
+                invoke_failure_queue_arn=a[5],
+                read_own_logs=args.invoke_self,
             )
         )
         policy = aws.iam.RolePolicy(
@@ -172,9 +223,9 @@ class Runner(pulumi.ComponentResource):
         )
 
         code = self._code(name, args.package, args.bucket_name, child)
-        environment = pulumi.Output.all(args.bucket_name, self.secret_arn).apply(
-            lambda a: function_environment(args, a[0], a[1])
-        )
+        environment = pulumi.Output.all(
+            args.bucket_name, self.secret_arn, self.invoke_failure_queue_url
+        ).apply(lambda a: function_environment(args, a[0], a[1], a[2]))
         self.function = aws.lambda_.Function(
             f"{name}-function",
             description="quest: reports on S3 events, Prefect flow runs, scheduled ingest",
@@ -184,6 +235,7 @@ class Runner(pulumi.ComponentResource):
             role=role.arn,
             timeout=args.timeout_seconds,
             memory_size=args.memory_mb,
+            reserved_concurrent_executions=args.reserved_concurrency,
             source_code_hash=args.package.source_code_hash,
             environment={"variables": environment},
             logging_config={"log_format": "Text", "log_group": log_group.name},
@@ -199,6 +251,18 @@ class Runner(pulumi.ComponentResource):
                 policy=self.function.arn.apply(lambda arn: json.dumps(iam.invoke_self_policy(arn))),
                 opts=child,
             )
+        if failures is not None:
+            # No retries (a crashed run is RUNNING: Prefect would refuse the same run again), and an
+            # invoke still throttled after an hour is dropped to the destination, not run late.
+            aws.lambda_.FunctionEventInvokeConfig(
+                f"{name}-async-invokes",
+                function_name=self.function.name,
+                maximum_retry_attempts=INVOKE_MAX_RETRY_ATTEMPTS,
+                maximum_event_age_in_seconds=INVOKE_MAX_EVENT_AGE_SECONDS,
+                destination_config={"on_failure": {"destination": failures.arn}},
+                # Lambda checks the role may send to the destination when it is configured.
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[policy]),
+            )
 
         # ReportBatchItemFailures: the handler returns the failed message ids, so one bad
         # snapshot does not send the whole batch back to the queue.
@@ -209,6 +273,8 @@ class Runner(pulumi.ComponentResource):
             batch_size=args.batch_size,
             maximum_batching_window_in_seconds=args.batching_window_seconds,
             function_response_types=["ReportBatchItemFailures"],
+            # Explicit, because the function's reserved concurrency counts it (config.py).
+            scaling_config={"maximum_concurrency": args.reports_max_concurrency},
             # AWS checks the role can read the queue when the mapping is created.
             opts=pulumi.ResourceOptions(parent=self, depends_on=[policy]),
         )
@@ -223,6 +289,7 @@ class Runner(pulumi.ComponentResource):
                 "function_arn": self.function_arn,
                 "role_arn": self.role_arn,
                 "log_group_name": self.log_group_name,
+                "invoke_failure_queue_url": self.invoke_failure_queue_url,
             }
         )
 

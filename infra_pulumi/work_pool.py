@@ -2,7 +2,9 @@
 
 `LambdaWorkPool` creates (or adopts, when one of that name exists) an `aws-lambda` pool whose base
 job template comes from the worker's own template (`flows.worker.base_job_template_for`) with the
-runner function's ARN as the default, updates it on change and deletes it on destroy.
+runner function's ARN as the default and the stack's run limit as its `concurrency_limit`, updates
+it on change (PATCH) and deletes it on destroy. The REST client is shared with `automation.py`
+(`prefect_api.py`).
 
 The API key: Pulumi pickles a dynamic provider (dill, by value for anything it captured) into the
 state as `__provider`, so the provider holds no key and no config — it is a stateless class. The
@@ -30,19 +32,19 @@ from pulumi.dynamic import Resource as DynamicResource
 
 from flows.core.names import WORKER_TYPE
 from flows.run_env import api_url_problem
+from infra_pulumi.prefect_api import PrefectApi, PrefectApiError
 
-if TYPE_CHECKING:  # annotations only; both are imported where used (flows.worker loads Prefect)
-    import httpx
-
+if TYPE_CHECKING:  # annotations only; imported where used (flows.worker loads Prefect)
     from flows.worker import InvocationType
 
 # Properties whose change is an in-place PATCH; a new name or API is another pool (replace).
-UPDATABLE = ("base_job_template", "description", "api_key")
+UPDATABLE = ("base_job_template", "description", "concurrency_limit", "api_key")
 REPLACING = ("name", "api_url")
-HTTP_TIMEOUT_SECONDS = 30.0
+# What a PATCH sets (on update, and when an existing pool is adopted).
+PATCHED = ("base_job_template", "description", "concurrency_limit")
 
 
-class WorkPoolApiError(Exception):
+class WorkPoolApiError(PrefectApiError):
     """Prefect's API refused a work-pool call; the message has the status and the API's detail."""
 
 
@@ -51,47 +53,43 @@ def pools_url(api_url: str, name: str | None = None) -> str:
     return base if name is None else f"{base}{name}"
 
 
+def patch_body(props: dict[str, Any]) -> dict[str, Any]:
+    """What the stack sets on the pool: template, description and the concurrency limit.
+
+    `concurrency_limit` is sent even when None, so removing it from the stack removes the limit.
+    The engine hands numbers to a dynamic provider as floats; Prefect wants an integer.
+    """
+    body = {key: props.get(key) for key in PATCHED}
+    if body["concurrency_limit"] is not None:
+        body["concurrency_limit"] = int(body["concurrency_limit"])
+    return body
+
+
 def pool_diff(olds: dict[str, Any], news: dict[str, Any]) -> tuple[list[str], list[str]]:
     """(changed properties, properties forcing a replacement)."""
     changed = [k for k in (*REPLACING, *UPDATABLE) if olds.get(k) != news.get(k)]
     return changed, [k for k in changed if k in REPLACING]
 
 
-class _Api:
-    """A few calls of Prefect's REST API (Cloud or self-hosted), bearer-authenticated when keyed."""
+class _PoolApi(PrefectApi):
+    """The work-pool calls (the client itself is shared with the automation provider)."""
 
-    def __init__(self, api_url: str, api_key: str | None):
-        problem = api_url_problem(api_url)
-        if api_key and problem:  # also for state written before `check` refused such URLs
-            raise WorkPoolApiError(f"{problem}; refusing to send the Prefect API key there")
-        self.api_url = api_url
-        self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-
-    def _call(
-        self, method: str, url: str, body: dict[str, Any] | None = None, ok: tuple[int, ...] = (200, 201, 204)
-    ) -> httpx.Response:
-        import httpx
-
-        response = httpx.request(method, url, json=body, headers=self.headers, timeout=HTTP_TIMEOUT_SECONDS)
-        if response.status_code not in ok:
-            detail = response.text[:500]
-            raise WorkPoolApiError(f"{method} {url} answered {response.status_code}: {detail}")
-        return response
+    error = WorkPoolApiError
 
     def read(self, name: str) -> dict[str, Any] | None:
-        response = self._call("GET", pools_url(self.api_url, name), ok=(200, 404))
+        response = self.call("GET", pools_url(self.api_url, name), ok=(200, 404))
         return None if response.status_code == 404 else response.json()
 
     def create(self, body: dict[str, Any]) -> dict[str, Any] | None:
         """The new pool, or None when one of that name exists already (409)."""
-        response = self._call("POST", pools_url(self.api_url), body, ok=(200, 201, 409))
+        response = self.call("POST", pools_url(self.api_url), body, ok=(200, 201, 409))
         return None if response.status_code == 409 else response.json()
 
     def update(self, name: str, body: dict[str, Any]) -> None:
-        self._call("PATCH", pools_url(self.api_url, name), body)
+        self.call("PATCH", pools_url(self.api_url, name), body)
 
     def delete(self, name: str) -> None:
-        self._call("DELETE", pools_url(self.api_url, name), ok=(200, 204, 404))
+        self.call("DELETE", pools_url(self.api_url, name), ok=(200, 204, 404))
 
 
 class WorkPoolProvider(ResourceProvider):
@@ -107,6 +105,9 @@ class WorkPoolProvider(ResourceProvider):
         template = news.get("base_job_template")
         if not isinstance(template, dict) or "job_configuration" not in template:
             failures.append(CheckFailure("base_job_template", "needs job_configuration and variables"))
+        limit = news.get("concurrency_limit")
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int | float) or limit < 1):
+            failures.append(CheckFailure("concurrency_limit", "a positive number of runs, or unset"))
         return CheckResult(news, failures)
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
@@ -116,14 +117,9 @@ class WorkPoolProvider(ResourceProvider):
         )
 
     def create(self, props: dict[str, Any]) -> CreateResult:
-        api = _Api(props["api_url"], props.get("api_key"))
+        api = _PoolApi(props["api_url"], props.get("api_key"))
         name = props["name"]
-        body = {
-            "name": name,
-            "type": WORKER_TYPE,
-            "base_job_template": props["base_job_template"],
-            "description": props.get("description"),
-        }
+        body = {"name": name, "type": WORKER_TYPE, **patch_body(props)}
         created = api.create(body)
         adopted = created is None
         if created is None:
@@ -133,14 +129,14 @@ class WorkPoolProvider(ResourceProvider):
                     f"work pool {name!r} exists with type {existing.get('type')!r}, not {WORKER_TYPE!r}: "
                     "delete it or choose another workPoolName"
                 )
-            api.update(name, {k: v for k, v in body.items() if k in ("base_job_template", "description")})
+            api.update(name, patch_body(props))
             created = api.read(name) or {}
         return CreateResult(
             id_=name, outs={**props, "type": WORKER_TYPE, "pool_id": created.get("id"), "adopted": adopted}
         )
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
-        pool = _Api(props["api_url"], props.get("api_key")).read(id_)
+        pool = _PoolApi(props["api_url"], props.get("api_key")).read(id_)
         if pool is None:  # deleted outside Pulumi: the next `up` recreates it
             return ReadResult(None, {})
         return ReadResult(
@@ -149,16 +145,15 @@ class WorkPoolProvider(ResourceProvider):
                 **props,
                 "base_job_template": pool.get("base_job_template"),
                 "description": pool.get("description"),
+                "concurrency_limit": pool.get("concurrency_limit"),
                 "type": pool.get("type"),
                 "pool_id": pool.get("id"),
             },
         )
 
     def update(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
-        api = _Api(news["api_url"], news.get("api_key"))
-        api.update(
-            id_, {"base_job_template": news["base_job_template"], "description": news.get("description")}
-        )
+        api = _PoolApi(news["api_url"], news.get("api_key"))
+        api.update(id_, patch_body(news))
         return UpdateResult(
             outs={
                 **news,
@@ -169,7 +164,7 @@ class WorkPoolProvider(ResourceProvider):
         )
 
     def delete(self, id_: str, props: dict[str, Any]) -> None:
-        _Api(props["api_url"], props.get("api_key")).delete(id_)
+        _PoolApi(props["api_url"], props.get("api_key")).delete(id_)
 
 
 class _WorkPoolResource(DynamicResource, module="quest", name="PrefectWorkPool"):
@@ -189,6 +184,9 @@ class LambdaWorkPoolArgs:
     region: str
     api_url: str
     api_key: pulumi.Output[str] | None  # a secret: stored encrypted in the state, never exported
+    # Runs Prefect lets be in flight at once (it holds further runs back); None: no limit. The
+    # function's reserved concurrency is sized from the same setting (config.py).
+    concurrency_limit: int | None = None
     invocation_type: InvocationType = "Event"
 
 
@@ -217,6 +215,7 @@ class LambdaWorkPool(pulumi.ComponentResource):
                 "api_key": api_key,
                 "base_job_template": template,
                 "description": "Flow runs executed by the quest Lambda function (created by Pulumi).",
+                "concurrency_limit": args.concurrency_limit,
             },
             opts=pulumi.ResourceOptions(parent=self, additional_secret_outputs=["api_key"]),
         )

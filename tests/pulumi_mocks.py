@@ -63,6 +63,9 @@ class RecordingMocks(pulumi.runtime.Mocks):
         elif typ == "aws:cloudwatch/eventRule:EventRule":
             outputs.update(name=physical, arn=f"arn:aws:events:{REGION}:{ACCOUNT}:rule/{physical}")
             resource_id = physical
+        elif typ == "pulumi-python:dynamic/quest:PrefectAutomation":
+            resource_id = "0b9f6d2e-5c1a-4e8b-9f3d-2a7c6e1b4d80"  # Prefect names automations by UUID
+            outputs.update(automation_id=resource_id, adopted=False)
         else:
             resource_id = f"{name}-id"
             outputs.setdefault("arn", f"arn:aws:mock:{REGION}:{ACCOUNT}:{name}")

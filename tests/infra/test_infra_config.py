@@ -9,7 +9,14 @@ from pulumi_mocks import ROOT, stack_yaml_config
 
 from flows.core.names import DATA_PREFIXES, DLQ_MAX_RECEIVE_COUNT_DEFAULT
 from infra_pulumi import iam
-from infra_pulumi.config import PREFECT_API_KEY, StackConfigError, field_keys, parse, visibility_timeout
+from infra_pulumi.config import (
+    PREFECT_API_KEY,
+    StackConfigError,
+    field_keys,
+    parse,
+    reserved_concurrency,
+    visibility_timeout,
+)
 
 BUCKET = "arn:aws:s3:::quest-dev-bucket"
 QUEUE = "arn:aws:sqs:us-east-1:123456789012:quest-queue"
@@ -25,6 +32,7 @@ def test_defaults_live_in_code():
     assert cfg.schedule_expression == "cron(0 6 * * ? *)"  # 06:00 UTC daily
     assert cfg.encryption == "sse-s3" and not cfg.uses_work_pool
     assert cfg.queue_visibility_timeout_seconds >= 6 * cfg.function_timeout_seconds
+    assert cfg.max_concurrent_runs == 10 and cfg.function_reserved_concurrency == 10 + 2 + 1
 
 
 def test_values_arrive_as_strings_like_the_cli_passes_them():
@@ -37,8 +45,10 @@ def test_values_arrive_as_strings_like_the_cli_passes_them():
             "batchingWindowSeconds": "5",
             "forceDestroy": "true",
             "prefectApiUrl": "https://prefect.example/api",
+            "maxConcurrentRuns": "40",
         }
     )
+    assert cfg.max_concurrent_runs == 40 and cfg.function_reserved_concurrency == 43
     assert cfg.bls_surveys == ["pr", "ce"]
     assert cfg.function_timeout_seconds == 900 and cfg.force_destroy is True
     assert cfg.queue_visibility_timeout_seconds == 6 * 900 + 5
@@ -64,6 +74,10 @@ def test_values_arrive_as_strings_like_the_cli_passes_them():
         ({"contact": "a@b.c", "prefectApiUrl": "http://localhost.evil.com/api"}, "prefectApiUrl"),
         ({"contact": "a@b.c", "prefectApiUrl": "https://evil@127.0.0.1/api"}, "user information"),
         ({"contact": "a@b.c", "prefectApiUrl": "prefect.example/api"}, "prefectApiUrl"),
+        # Runs at once: at least one, and the reservation must leave Lambda's 100 unreserved.
+        ({"contact": "a@b.c", "maxConcurrentRuns": "0"}, "maxConcurrentRuns"),
+        ({"contact": "a@b.c", "maxConcurrentRuns": "898"}, "maxConcurrentRuns"),
+        ({"contact": "a@b.c", "maxConcurrentRuns": "ten"}, "maxConcurrentRuns"),
     ],
 )
 def test_invalid_config_is_refused_with_the_key_named(raw, needle):
@@ -109,6 +123,18 @@ def test_dev_stack_sets_every_setting_and_parses():
     assert set(field_keys()) - optional <= set_keys
     cfg = parse({k: str(v) for k, v in ((k.split(":", 1)[1], v) for k, v in config.items()) if k in set_keys})
     assert cfg.contact and not cfg.uses_work_pool
+
+
+def test_reserved_concurrency_is_runs_plus_reports_plus_poll():
+    assert reserved_concurrency(1) == 4
+    assert reserved_concurrency(897) == 900  # the most an account with 1000 can reserve
+    assert parse({"contact": "a@b.c", "maxConcurrentRuns": "897"}).function_reserved_concurrency == 900
+
+
+def test_invalid_config_is_one_line():
+    with pytest.raises(StackConfigError) as info:
+        parse({"contact": "a@b.c", "maxConcurrentRuns": "0"})
+    assert "\n" not in str(info.value) and "greater than or equal to 1" in str(info.value)
 
 
 def test_visibility_timeout_is_six_times_the_function_timeout():
@@ -178,3 +204,24 @@ def test_tls_and_secret_policies_are_conditional_denies():
     (only,) = iam.secret_reader_policy(SECRET, role)["Statement"]
     assert only["Effect"] == "Deny" and only["Resource"] == [SECRET]
     assert only["Condition"] == {"StringNotEquals": {"aws:PrincipalArn": role}}
+
+
+def test_work_pool_grants_read_the_destination_and_own_logs_only():
+    failures = "arn:aws:sqs:us-east-1:123456789012:quest-invoke-failures"
+    grants = iam.RunnerGrants(BUCKET, QUEUE, LOGS, invoke_failure_queue_arn=failures, read_own_logs=True)
+    by_sid = {s["Sid"]: s for s in iam.runner_policy(grants)["Statement"]}
+    assert by_sid["SendInvokeFailures"]["Action"] == ["sqs:SendMessage"]
+    assert by_sid["SendInvokeFailures"]["Resource"] == [failures]
+    assert set(by_sid["ReadInvokeFailures"]["Action"]) == {
+        "sqs:ReceiveMessage",
+        "sqs:DeleteMessage",
+        "sqs:GetQueueAttributes",
+    }
+    assert by_sid["ReadInvokeFailures"]["Resource"] == [failures]
+    assert by_sid["ReadOwnLogs"]["Action"] == ["logs:FilterLogEvents", "logs:GetLogEvents"]
+    assert by_sid["ReadOwnLogs"]["Resource"] == [LOGS, f"{LOGS}:*"]
+    role = "arn:aws:iam::123456789012:role/runner"
+    only, tls = iam.invoke_failure_queue_policy(failures, role)["Statement"]
+    assert (only["Effect"], only["Action"], only["Resource"]) == ("Deny", ["sqs:SendMessage"], [failures])
+    assert only["Condition"] == {"StringNotEquals": {"aws:PrincipalArn": role}}
+    assert tls["Effect"] == "Deny" and tls["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from infra_pulumi import iam, policies
-from infra_pulumi.policies import Resource, check
+from infra_pulumi.policies import WORK_POOL_TYPE, Resource, check
 
 PROVIDER = "urn:pulumi:dev::quest::pulumi:providers:aws::aws::id-1"
 BUCKET_ARN = "arn:aws:s3:::b"
@@ -132,3 +132,82 @@ def test_deny_statements_may_use_wildcards():
     doc = iam.secret_reader_policy("arn:aws:secretsmanager:x", "arn:aws:iam::1:role/r")
     stack = _replace(good_stack(), "p", policy=json.dumps(doc))
     assert policies.iam_least_privilege(stack) == []
+
+
+# --------------------------------------------------------------------------- work-pool stacks
+
+FAILURES_ARN = "arn:aws:sqs:us-east-1:1:invoke-failures"
+
+
+def work_pool_stack() -> list[Resource]:
+    """good_stack plus what a work pool adds: pool, failure destination, reserved concurrency."""
+    stack = _replace(good_stack(), "f", reservedConcurrentExecutions=10 + 2 + 1)
+    stack = _replace(stack, "m", scalingConfig={"maximumConcurrency": 2})
+    return [
+        *stack,
+        Resource(WORK_POOL_TYPE, "pool", {"name": "quest-lambda", "concurrency_limit": 10}),
+        _r("sqs/queue:Queue", "failures", {"arn": FAILURES_ARN}, sqsManagedSseEnabled=True),
+        _r(
+            "sqs/queuePolicy:QueuePolicy",
+            "failures-policy",
+            policy=json.dumps(iam.invoke_failure_queue_policy(FAILURES_ARN, "arn:aws:iam::1:role/r")),
+        ),
+        _r(
+            "lambda/functionEventInvokeConfig:FunctionEventInvokeConfig",
+            "async",
+            functionName=FN_ARN,
+            maximumRetryAttempts=0,
+            maximumEventAgeInSeconds=3600,
+            destinationConfig={"onFailure": {"destination": FAILURES_ARN}},
+        ),
+    ]
+
+
+def test_a_good_work_pool_stack_passes():
+    # The failure queue has no redrive policy: as an on-failure destination it is the end of the line.
+    assert check(work_pool_stack()) == []
+
+
+@pytest.mark.parametrize(
+    ("name", "change", "rule"),
+    [
+        ("async", {"maximumRetryAttempts": 2}, "invoke-failure-destination"),
+        ("async", {"maximumEventAgeInSeconds": 21600}, "invoke-failure-destination"),
+        ("async", {"destinationConfig": {}}, "invoke-failure-destination"),
+        (
+            "async",
+            {"destinationConfig": {"onFailure": {"destination": "arn:aws:sqs:x:1:elsewhere"}}},
+            "invoke-failure-destination",
+        ),
+        ("async", {"functionName": "another-function"}, "invoke-failure-destination"),
+        ("failures", {"sqsManagedSseEnabled": False}, "queue-encryption"),
+        ("f", {"reservedConcurrentExecutions": 10}, "concurrency-budget"),
+        ("f", {"reservedConcurrentExecutions": None}, "concurrency-budget"),
+        ("pool", {"concurrency_limit": None}, "concurrency-budget"),
+        ("m", {"scalingConfig": None}, "concurrency-budget"),
+        (
+            "failures-policy",
+            {
+                "policy": json.dumps(
+                    iam.document(iam.statement("x", ["sqs:*"], [FAILURES_ARN], principal="*"))
+                )
+            },
+            "iam-no-wildcard-action",
+        ),
+    ],
+)
+def test_each_work_pool_rule_flags_its_violation(name, change, rule):
+    violations = check(_replace(work_pool_stack(), name, **change))
+    assert rule in {v.rule for v in violations}, violations
+
+
+def test_without_its_destination_the_failure_queue_is_a_queue_without_dead_letters():
+    stack = [r for r in work_pool_stack() if r.name != "async"]
+    rules = {(v.rule, v.resource) for v in check(stack)}
+    assert ("dead-letter-queue", "failures") in rules
+    assert ("invoke-failure-destination", "f") in rules
+
+
+def test_work_pool_rules_are_silent_without_a_work_pool():
+    assert policies.work_pool_invokes_have_failure_destination(good_stack()) == []
+    assert policies.work_pool_concurrency_is_reserved(good_stack()) == []

@@ -9,7 +9,16 @@ from pathlib import Path
 import pytest
 from pulumi_mocks import ROOT, install, is_secret_value, run, stack_outputs, stack_yaml_config
 
-from infra_pulumi.config import StackConfigError
+from flows.core.names import (
+    ENV_FUNCTION_TIMEOUT_SECONDS,
+    ENV_INVOKE_FAILURE_QUEUE_URL,
+    HEARTBEAT_FREQUENCY_SECONDS,
+    INVOKE_MAX_EVENT_AGE_SECONDS,
+    INVOKE_MAX_RETRY_ATTEMPTS,
+    ZOMBIE_AFTER_SECONDS,
+)
+from infra_pulumi.automation import LAMBDA_FLOW_NAMES, zombie_actions, zombie_trigger
+from infra_pulumi.config import REPORTS_MAX_CONCURRENCY, StackConfigError
 from infra_pulumi.policies import check
 
 API_KEY = "pnu_program-level-secret-0123456789abcdef"
@@ -24,8 +33,8 @@ def package_zip(tmp_path: Path) -> str:
     return str(path)
 
 
-def _program(config: dict, secret_keys: list[str] | None = None):
-    mocks = install(config, secret_keys)
+def _program(config: dict, secret_keys: list[str] | None = None, stack: str = "dev"):
+    mocks = install(config, secret_keys, stack=stack)
 
     def program():
         from infra_pulumi.__main__ import main
@@ -55,7 +64,8 @@ def test_dev_stack_deploys_and_passes_every_policy(package_zip):
     assert outputs["queueUrl"] == queues["quest-dev-notifications-queue"].id
     assert outputs["dlqUrl"] == queues["quest-dev-notifications-dlq"].id
     assert outputs["functionArn"] == fn.arn and outputs["functionName"] == fn.outputs["name"]
-    assert "workPoolName" not in outputs
+    assert "workPoolName" not in outputs and "invokeFailureQueueUrl" not in outputs
+    assert not mocks.of_type("pulumi-python:dynamic/quest:PrefectAutomation")
 
     # Values from Pulumi.dev.yaml reach the resources.
     dev = stack_yaml_config(ROOT / "Pulumi.dev.yaml")
@@ -123,6 +133,7 @@ def test_prefect_stack_creates_the_work_pool_and_polls_it_instead(package_zip):
     assert {r.type for r in holders} <= {
         "aws:secretsmanager/secretVersion:SecretVersion",
         "pulumi-python:dynamic/quest:PrefectWorkPool",
+        "pulumi-python:dynamic/quest:PrefectAutomation",
     }
     for r in holders:
         wrapped = [v for v in r.inputs.values() if API_KEY in json.dumps(v, default=str)]
@@ -164,3 +175,75 @@ def test_a_broken_prebuilt_package_is_refused(tmp_path):
 def test_a_mistyped_key_is_refused(package_zip):
     with pytest.raises(StackConfigError, match="functionTimoutSeconds"):
         _program(_dev_config(package_zip, **{"quest:functionTimoutSeconds": "60"}))
+
+
+def _prefect_stack(package_zip: str, **overrides):
+    config = _dev_config(
+        package_zip,
+        **{"quest:prefectApiUrl": "https://prefect.example/api", "quest:prefectApiKey": API_KEY, **overrides},
+    )
+    return _program(config, ["prefectApiKey"])
+
+
+def test_prefect_stack_has_a_failure_destination_and_exports_it(package_zip):
+    mocks, outputs = _prefect_stack(package_zip)
+    queues = {q.name: q for q in mocks.of_type("aws:sqs/queue:Queue")}
+    failures = queues["quest-dev-runner-invoke-failures"]
+    assert outputs["invokeFailureQueueUrl"] == failures.id
+    fn = mocks.one("aws:lambda/function:Function")
+    env = fn.inputs["environment"]["variables"]
+    assert env[ENV_INVOKE_FAILURE_QUEUE_URL] == failures.id
+    assert env[ENV_FUNCTION_TIMEOUT_SECONDS] == str(int(fn.inputs["timeout"])) == "600"
+    assert env["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] == str(HEARTBEAT_FREQUENCY_SECONDS)
+    config = mocks.one("aws:lambda/functionEventInvokeConfig:FunctionEventInvokeConfig").inputs
+    assert config["functionName"] == fn.outputs["name"]
+    assert config["destinationConfig"]["onFailure"]["destination"] == failures.arn
+    assert config["maximumRetryAttempts"] == INVOKE_MAX_RETRY_ATTEMPTS
+    assert config["maximumEventAgeInSeconds"] == INVOKE_MAX_EVENT_AGE_SECONDS
+
+
+@pytest.mark.parametrize("runs", [None, 1, 25])
+def test_runs_limit_the_pool_and_size_the_functions_reserved_concurrency(package_zip, runs):
+    overrides = {} if runs is None else {"quest:maxConcurrentRuns": runs}
+    mocks, _ = _prefect_stack(package_zip, **overrides)
+    assert check(mocks.resources) == []
+    expected_runs = runs or 10  # the default
+    pool = mocks.one("pulumi-python:dynamic/quest:PrefectWorkPool")
+    assert pool.inputs["concurrency_limit"] == expected_runs
+    mapping = mocks.one("aws:lambda/eventSourceMapping:EventSourceMapping")
+    reports = mapping.inputs["scalingConfig"]["maximumConcurrency"]
+    assert reports == REPORTS_MAX_CONCURRENCY == 2
+    fn = mocks.one("aws:lambda/function:Function")
+    # Runs + the SQS reports batches + the every-minute poll.
+    assert fn.inputs["reservedConcurrentExecutions"] == expected_runs + reports + 1
+
+
+def test_dev_stack_reserves_nothing(package_zip):
+    mocks, _ = _program(_dev_config(package_zip))
+    fn = mocks.one("aws:lambda/function:Function")
+    assert fn.inputs.get("reservedConcurrentExecutions") is None
+
+
+def test_prefect_stack_creates_the_zombie_run_automation_named_after_the_stack(package_zip):
+    mocks, outputs = _prefect_stack(package_zip)
+    automation = mocks.one("pulumi-python:dynamic/quest:PrefectAutomation")
+    inputs = automation.inputs
+    assert inputs["name"] == "quest-dev: crash flow runs whose heartbeats stopped"
+    assert inputs["api_url"] == "https://prefect.example/api"
+    assert is_secret_value(inputs["api_key"]) and inputs["api_key"]["value"] == API_KEY
+    assert inputs["enabled"] is True
+    assert inputs["trigger"] == zombie_trigger(LAMBDA_FLOW_NAMES, ZOMBIE_AFTER_SECONDS)
+    assert inputs["actions"] == zombie_actions(ZOMBIE_AFTER_SECONDS)
+    assert "quest-lambda" in inputs["description"]
+    assert outputs["zombieAutomationId"] == automation.id
+    # Another stack on the same workspace keeps its own automation.
+    mocks, _ = _program(
+        {
+            **_dev_config(package_zip),
+            "quest:prefectApiUrl": "https://prefect.example/api",
+            "quest:prefectApiKey": API_KEY,
+        },
+        ["prefectApiKey"],
+        stack="prod",
+    )
+    assert mocks.one("pulumi-python:dynamic/quest:PrefectAutomation").inputs["name"].startswith("quest-prod:")

@@ -10,7 +10,17 @@ import pulumi
 import pytest
 from pulumi_mocks import ACCOUNT, install, is_secret_value, policy_doc, run
 
-from flows.core.names import ENV_CONTACT, ENV_PREFECT_API_KEY_SECRET_ARN, ENV_STORE
+from flows.core.names import (
+    DLQ_RETENTION_SECONDS,
+    ENV_CONTACT,
+    ENV_FUNCTION_TIMEOUT_SECONDS,
+    ENV_INVOKE_FAILURE_QUEUE_URL,
+    ENV_PREFECT_API_KEY_SECRET_ARN,
+    ENV_STORE,
+    HEARTBEAT_FREQUENCY_SECONDS,
+    INVOKE_MAX_EVENT_AGE_SECONDS,
+    INVOKE_MAX_RETRY_ATTEMPTS,
+)
 from flows.runtime.handler import event_kind
 from infra_pulumi.package import DIRECT_UPLOAD_LIMIT_BYTES, describe_zip
 from infra_pulumi.runner import (
@@ -92,6 +102,12 @@ def test_function_runs_the_shared_handler_with_the_flows_settings(package):
     assert env["QUEST_BLS_SURVEYS"] == "pr,ce"
     assert env["PREFECT_HOME"] == "/tmp/prefect" and env["DO_NOT_TRACK"] == "1"
     assert "PREFECT_API_URL" not in env and ENV_PREFECT_API_KEY_SECRET_ARN not in env
+    assert env[ENV_FUNCTION_TIMEOUT_SECONDS] == "300"
+    # Not the work-pool path: no heartbeats, no failure destination, nothing reserved.
+    assert "PREFECT_FLOWS_HEARTBEAT_FREQUENCY" not in env and ENV_INVOKE_FAILURE_QUEUE_URL not in env
+    assert fn.inputs.get("reservedConcurrentExecutions") is None
+    assert not mocks.of_type("aws:sqs/queue:Queue")
+    assert not mocks.of_type("aws:lambda/functionEventInvokeConfig:FunctionEventInvokeConfig")
     # The variables are the ones flows/settings.py reads.
     from flows.settings import Settings
 
@@ -136,6 +152,8 @@ def test_sqs_mapping_reports_batch_item_failures(package):
     assert mapping["functionResponseTypes"] == ["ReportBatchItemFailures"]
     assert mapping["eventSourceArn"] == QUEUE_ARN and mapping["functionName"] == arn
     assert mapping["batchSize"] == 4 and mapping["maximumBatchingWindowInSeconds"] == 2
+    # Explicit (the SQS minimum), since the work-pool function's reserved concurrency counts it.
+    assert mapping["scalingConfig"] == {"maximumConcurrency": 2}
 
 
 def test_api_key_lives_in_a_secret_only_the_role_reads(package):
@@ -147,6 +165,8 @@ def test_api_key_lives_in_a_secret_only_the_role_reads(package):
     env = _env(mocks)
     assert env[ENV_PREFECT_API_KEY_SECRET_ARN] == secret.arn
     assert env["PREFECT_API_URL"] == "https://prefect.example/api"
+    # Prefect's flow-run heartbeats, which the zombie-run automation watches.
+    assert env["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] == str(HEARTBEAT_FREQUENCY_SECONDS) == "30"
     version = mocks.one("aws:secretsmanager/secretVersion:SecretVersion")
     assert version.inputs["secretId"] == secret.id
     # It reaches the engine marked secret (encrypted in the state), never as a plain string.
@@ -212,3 +232,97 @@ def test_schedule_invokes_the_function_with_a_routable_event(payload):
     else:
         assert json.loads(target["input"]) == payload
         assert event_kind(json.loads(target["input"])) == "poll"
+
+
+def _by_sid(mocks, policy_name: str = "run-policy") -> dict[str, dict]:
+    (policy,) = [p for p in mocks.of_type("aws:iam/rolePolicy:RolePolicy") if p.name == policy_name]
+    return {s["Sid"]: s for s in policy_doc(policy)["Statement"]}
+
+
+def test_work_pool_path_sends_failed_async_invokes_to_a_destination_queue(package):
+    mocks, (arn, name, _secret) = _runner(package, _settings(invoke_self=True, reserved_concurrency=13))
+    (queue,) = mocks.of_type("aws:sqs/queue:Queue")
+    assert queue.name == "run-invoke-failures"
+    assert queue.inputs["sqsManagedSseEnabled"] is True and "kmsMasterKeyId" not in queue.inputs
+    assert queue.inputs["messageRetentionSeconds"] == DLQ_RETENTION_SECONDS == 14 * 24 * 3600
+    assert "redrivePolicy" not in queue.inputs  # standard queue, itself the end of the line
+    assert "fifoQueue" not in queue.inputs
+
+    config = mocks.one("aws:lambda/functionEventInvokeConfig:FunctionEventInvokeConfig").inputs
+    assert config["functionName"] == name
+    assert config["maximumRetryAttempts"] == INVOKE_MAX_RETRY_ATTEMPTS == 0
+    assert config["maximumEventAgeInSeconds"] == INVOKE_MAX_EVENT_AGE_SECONDS == 3600
+    assert config["destinationConfig"] == {"onFailure": {"destination": queue.arn}}
+    assert "qualifier" not in config  # the unqualified function the worker invokes
+    assert mocks.depends_on("run-async-invokes", "run-policy")  # Lambda checks the role on save
+
+    env = _env(mocks)
+    assert env[ENV_INVOKE_FAILURE_QUEUE_URL] == queue.id  # the queue URL
+    fn = mocks.one("aws:lambda/function:Function")
+    assert fn.inputs["reservedConcurrentExecutions"] == 13
+
+
+def test_work_pool_path_role_grants_exactly_the_destination_and_its_own_logs(package):
+    mocks, (arn, _name, _secret) = _runner(package, _settings(invoke_self=True))
+    queue = mocks.one("aws:sqs/queue:Queue")
+    group_arn = mocks.one("aws:cloudwatch/logGroup:LogGroup").outputs["arn"]
+    by_sid = _by_sid(mocks)
+    assert by_sid["SendInvokeFailures"] == {
+        "Sid": "SendInvokeFailures",
+        "Effect": "Allow",
+        "Action": ["sqs:SendMessage"],
+        "Resource": [queue.arn],
+    }
+    assert by_sid["ReadInvokeFailures"] == {
+        "Sid": "ReadInvokeFailures",
+        "Effect": "Allow",
+        "Action": ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"],
+        "Resource": [queue.arn],
+    }
+    assert by_sid["ReadOwnLogs"] == {
+        "Sid": "ReadOwnLogs",
+        "Effect": "Allow",
+        "Action": ["logs:FilterLogEvents", "logs:GetLogEvents"],
+        "Resource": [group_arn, f"{group_arn}:*"],
+    }
+    # The notification queue's grant did not widen: the destination has its own statements.
+    assert by_sid["ConsumeNotifications"]["Resource"] == [QUEUE_ARN]
+    everything = {r for s in by_sid.values() for r in s["Resource"]}
+    assert everything == {
+        f"{BUCKET_ARN}/bls/*",
+        f"{BUCKET_ARN}/population/*",
+        f"{BUCKET_ARN}/reports/*",
+        BUCKET_ARN,
+        QUEUE_ARN,
+        queue.arn,
+        group_arn,
+        f"{group_arn}:*",
+    }
+    assert set(by_sid) == {
+        "DataObjects",
+        "ListDataPrefixes",
+        "FindInterruptedUploads",
+        "ConsumeNotifications",
+        "WriteOwnLogs",
+        "SendInvokeFailures",
+        "ReadInvokeFailures",
+        "ReadOwnLogs",
+    }
+    (invoke,) = _by_sid(mocks, "run-invoke-self").values()
+    assert invoke["Action"] == ["lambda:InvokeFunction"] and invoke["Resource"] == [arn]
+
+    # The queue's own policy: only the runner role may send, and only over TLS.
+    role = mocks.one("aws:iam/role:Role")
+    policy = mocks.one("aws:sqs/queuePolicy:QueuePolicy")
+    assert policy.inputs["queueUrl"] == queue.id
+    only, tls = policy_doc(policy)["Statement"]
+    assert (
+        only["Effect"] == "Deny" and only["Action"] == ["sqs:SendMessage"] and only["Resource"] == [queue.arn]
+    )
+    assert only["Condition"] == {"StringNotEquals": {"aws:PrincipalArn": role.arn}}
+    assert tls["Effect"] == "Deny" and tls["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+
+
+def test_without_the_work_pool_no_failure_or_log_reading_grants(package):
+    mocks, _ = _runner(package)
+    assert not {"SendInvokeFailures", "ReadInvokeFailures", "ReadOwnLogs"} & set(_by_sid(mocks))

@@ -20,13 +20,14 @@ def api_url(prefect_harness):
     return PREFECT_API_URL.value()
 
 
-def _props(api_url: str, name: str, arn: str = ARN) -> dict:
+def _props(api_url: str, name: str, arn: str = ARN, concurrency_limit: int | float | None = 10) -> dict:
     return {
         "name": name,
         "api_url": api_url,
         "api_key": "pnu_test_key",
         "base_job_template": base_job_template_for(arn, region="us-east-1"),
         "description": "test pool",
+        "concurrency_limit": concurrency_limit,
     }
 
 
@@ -50,22 +51,32 @@ def test_create_update_read_delete(api_url):
     assert created.id == props["name"] and created.outs["adopted"] is False
     pool = _read(props["name"])
     assert pool.type == "aws-lambda"
+    assert pool.concurrency_limit == 10  # sent on create
     assert pool.base_job_template["variables"]["properties"]["function_name"]["default"] == ARN
 
     new_arn = ARN.replace("quest-dev-runner", "quest-dev-runner-2")
-    news = _props(api_url, props["name"], new_arn)
+    # The engine hands numbers to a dynamic provider as floats: Prefect still gets an integer.
+    news = _props(api_url, props["name"], new_arn, concurrency_limit=25.0)
     diff = provider.diff(created.id, created.outs, news)
     assert diff.changes and diff.replaces == []
     updated = provider.update(created.id, created.outs, news)
     assert updated.outs["pool_id"] == created.outs["pool_id"]
-    props_now = _read(props["name"]).base_job_template["variables"]["properties"]
-    assert props_now["function_name"]["default"] == new_arn
+    pool_now = _read(props["name"])
+    assert pool_now.base_job_template["variables"]["properties"]["function_name"]["default"] == new_arn
+    assert pool_now.concurrency_limit == 25  # PATCHed
 
     read = provider.read(created.id, updated.outs)
     assert (
         read.id == created.id
         and read.outs["base_job_template"]["variables"]["properties"]["function_name"]["default"] == new_arn
     )
+    assert read.outs["concurrency_limit"] == 25
+
+    # Removing the limit from the stack removes it from the pool.
+    unlimited = _props(api_url, props["name"], new_arn, concurrency_limit=None)
+    assert provider.diff(created.id, read.outs, unlimited).changes
+    updated = provider.update(created.id, read.outs, unlimited)
+    assert _read(props["name"]).concurrency_limit is None
 
     provider.delete(created.id, updated.outs)
     assert _read(props["name"]) is None
@@ -82,7 +93,9 @@ def test_adopts_an_existing_pool_of_the_same_name(api_url):
         client.create_work_pool(WorkPoolCreate(name=name, type="aws-lambda"))
     created = WorkPoolProvider().create(_props(api_url, name))
     assert created.outs["adopted"] is True
-    assert _read(name).base_job_template["variables"]["properties"]["function_name"]["default"] == ARN
+    adopted = _read(name)
+    assert adopted.base_job_template["variables"]["properties"]["function_name"]["default"] == ARN
+    assert adopted.concurrency_limit == 10  # the stack's limit, also on an adopted pool
 
 
 def test_refuses_to_adopt_a_pool_of_another_type(api_url):
@@ -109,6 +122,15 @@ def test_check_and_diff_rules():
     )
     assert {f.property for f in failures} == {"name", "api_url", "base_job_template"}
     template = base_job_template_for(ARN)
+    for limit in (0, -1, "10", True):
+        props = {
+            "name": "p",
+            "api_url": "https://x/api",
+            "base_job_template": template,
+            "concurrency_limit": limit,
+        }
+        assert [f.property for f in WorkPoolProvider().check({}, props).failures] == ["concurrency_limit"]
+    template = base_job_template_for(ARN)
     for url in ("http://prefect.example/api", "HTTP://127.0.0.1.evil.com/api", "http://u@localhost/api"):
         failures = (
             WorkPoolProvider()
@@ -127,6 +149,7 @@ def test_check_and_diff_rules():
     assert pool_diff(olds, dict(olds)) == ([], [])
     assert pool_diff(olds, {**olds, "name": "b"}) == (["name"], ["name"])
     assert pool_diff(olds, {**olds, "api_key": "k2"}) == (["api_key"], [])
+    assert pool_diff(olds, {**olds, "concurrency_limit": 5}) == (["concurrency_limit"], [])
 
 
 def test_the_key_is_never_sent_to_plain_http():
@@ -177,6 +200,7 @@ def test_component_passes_the_key_as_a_secret_input_not_in_the_provider():
                     region="us-east-1",
                     api_url="https://api.prefect.cloud/api/accounts/a/workspaces/w",
                     api_key=pulumi.Output.secret("pnu_very_secret"),
+                    concurrency_limit=7,
                 ),
             )
 
@@ -188,6 +212,7 @@ def test_component_passes_the_key_as_a_secret_input_not_in_the_provider():
                     _special_sig_key: _special_secret_sig,
                     "value": "pnu_very_secret",
                 }
+                assert inputs["concurrency_limit"] == 7
                 template = inputs["base_job_template"]
                 assert template["variables"]["properties"]["function_name"]["default"] == ARN
                 provider = inputs["__provider"]
