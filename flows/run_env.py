@@ -22,6 +22,7 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 from pydantic import ValidationError
@@ -138,7 +139,7 @@ def value_problem(field: str, value: object) -> str | None:
     return None
 
 
-def filter_run_env(env: Mapping[object, object] | None) -> RunEnv:
+def filter_run_env(env: Mapping[Any, object] | None) -> RunEnv:
     """Split a run's env into the run settings to apply and the refused entries (with reasons).
 
     A None value means "unset" in Prefect's job variables and is skipped quietly. Each entry is

@@ -122,7 +122,7 @@ def run_demo(
         settings = Settings()
         say(f"Prefect API: {prefect_api}")
 
-        done_at: dict[str, float] = {}
+        done_at: dict[str, float] = {}  # "put" (the snapshot's event time) and "reports" (when done)
         failure: list[BaseException] = []
         stop = threading.Event()
 
@@ -130,7 +130,9 @@ def run_demo(
             if result.outcome is not None and result.outcome.report is not None:
                 done_at["reports"] = time.time()
                 snap = result.outcome.plan.snapshot
-                done_at["put"] = _epoch(snap.event_time) if snap and snap.event_time else None  # type: ignore[assignment]
+                put = _epoch(snap.event_time) if snap is not None and snap.event_time else None
+                if put is not None:
+                    done_at["put"] = put
             elif result.outcome is not None and result.outcome.error:
                 say(f"consumer: reports run failed: {result.outcome.error}")
 
