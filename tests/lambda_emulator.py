@@ -5,10 +5,13 @@ a real HTTP server on 127.0.0.1 implementing `POST /2015-03-31/functions/{name}/
 (what boto3's `lambda.invoke` sends), honouring `X-Amz-Invocation-Type`:
 
 - `RequestResponse` runs the handler and answers 200 with its JSON result; a handler exception
-  answers 200 with `X-Amz-Function-Error: Unhandled` and Lambda's error body;
-- `Event` answers 202 at once and runs the handler in the background;
+  (or a timeout, an out-of-memory kill, a killed runtime) answers 200 with
+  `X-Amz-Function-Error: Unhandled` and Lambda's error body;
+- `Event` answers 202 at once and runs the handler in the background, with Lambda's async
+  machinery: retries of a failed event, an on-failure destination (SQS), a maximum event age,
+  a queue for events throttled by reserved concurrency, and optional duplicate delivery;
 - `DryRun` answers 204 and runs nothing; an unknown function answers 404
-  `ResourceNotFoundException`.
+  `ResourceNotFoundException`; a throttled invoke answers 429 `TooManyRequestsException`.
 
 Each invocation is a fresh subprocess with a Lambda-like environment: the code is a copy of the
 package in a read-only task root (LAMBDA_TASK_ROOT, the working directory), the only writable
@@ -17,14 +20,22 @@ AWS_REGION variables are set, and nothing else of the test process's environment
 Read-only is enforced with a private mount namespace (`unshare --mount`, the task root bind-mounted
 read-only) where the kernel allows it, else with file modes (which bind every user but root);
 `code_read_only` says which.
+
+The limits are real, as on Lambda: the process group is SIGKILLed when the invocation outlives the
+function's timeout or its resident memory (the whole process group, polled every 100 ms) exceeds
+the function's memory size; `kill()` sends a signal to a running invocation (`kill -9` by a test).
+Given a CloudWatch Logs client (moto), every attempt's lines go to `/aws/lambda/<function>` with
+Lambda's START / END / REPORT framing. `Invocation` records say what happened to each request.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import shutil
+import signal
 import stat
 import subprocess
 import sys
@@ -32,16 +43,31 @@ import tempfile
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields, replace
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, Literal
 from urllib.parse import unquote
 
 REPO = Path(__file__).resolve().parent.parent
 ACCOUNT = "123456789012"
 INVOKE_PREFIX = "/2015-03-31/functions/"
 INVOKE_SUFFIX = "/invocations"
+
+# How often a running invocation's deadline, memory and kill requests are checked.
+POLL_SECONDS = 0.1
+# Lambda waits about a minute, then two, before retrying a failed async event.
+LAMBDA_RETRY_DELAYS = (60.0, 120.0)
+# Lambda's defaults for an async invoke configuration (6 hours of event age, 2 retries).
+DEFAULT_MAX_EVENT_AGE_SECONDS = 6 * 3600.0
+DEFAULT_MAX_RETRY_ATTEMPTS = 2
+# The reason Lambda gives when a function's reserved concurrency is used up.
+RESERVED_CONCURRENCY_REASON = "ReservedFunctionConcurrentInvocationLimitExceeded"
+
+Outcome = Literal["ok", "error", "timeout", "oom", "killed", "throttled"]
+Condition = Literal["RetriesExhausted", "EventAgeExceeded"]
 
 # The Lambda runtime's bootstrap, reduced: read the event, call the handler, write the outcome
 # on the original stdout (the handler's own prints go to stderr, Lambda's log stream).
@@ -58,6 +84,8 @@ class Context:
     invoked_function_arn = sys.argv[2]
     aws_request_id = sys.argv[3]
     memory_limit_in_mb = os.environ["AWS_LAMBDA_FUNCTION_MEMORY_SIZE"]
+    log_group_name = os.environ["AWS_LAMBDA_LOG_GROUP_NAME"]
+    log_stream_name = os.environ["AWS_LAMBDA_LOG_STREAM_NAME"]
     def get_remaining_time_in_millis(self):
         return max(0, int((deadline - time.monotonic()) * 1000))
 
@@ -72,6 +100,7 @@ except Exception as exc:
         "errorType": type(exc).__name__,
         "stackTrace": traceback.format_tb(exc.__traceback__),
     }}
+sys.stderr.flush()
 result_out.write(json.dumps(outcome, default=str))
 result_out.flush()
 """
@@ -79,35 +108,416 @@ result_out.flush()
 
 @dataclass
 class Function:
+    """A function's configuration, its async invoke configuration (`PutFunctionEventInvokeConfig`) too."""
+
     name: str
     env: dict[str, str] = field(default_factory=dict)
     handler: str = "flows.runtime.handler.handler"
     timeout_seconds: float = 120.0
     memory_mb: int = 1024
+    # None: unreserved (no per-function limit); 0 throttles every invoke, as on Lambda.
+    reserved_concurrency: int | None = None
+    maximum_retry_attempts: int = DEFAULT_MAX_RETRY_ATTEMPTS
+    maximum_event_age_seconds: float = DEFAULT_MAX_EVENT_AGE_SECONDS
+    on_failure_queue_url: str | None = None
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.maximum_retry_attempts <= 2:
+            raise ValueError("maximum_retry_attempts is 0, 1 or 2 on Lambda")
+        if self.maximum_event_age_seconds <= 0:
+            raise ValueError("maximum_event_age_seconds must be positive")
+
+
+@dataclass
+class Attempt:
+    """One run of the handler in a fresh process; an async event may take 1 + retries of them."""
+
+    number: int
+    log_stream: str
+    started_at: float  # epoch seconds
+    ended_at: float | None = None
+    pid: int | None = None
+    outcome: Outcome | None = None
+    result: Any = None  # the handler's result, or Lambda's error body
+    logs: str = ""
+    max_memory_mb: int = 0
+
+    @property
+    def seconds(self) -> float:
+        return (self.ended_at or time.time()) - self.started_at
 
 
 @dataclass
 class Invocation:
+    """One accepted (or throttled) Invoke request, and what became of it.
+
+    `result`, `function_error` and `outcome` are those of the last attempt; a duplicate delivery
+    of an async event is a second record with the same `request_id` and `duplicate=True`.
+    """
+
     request_id: str
     function: str
     invocation_type: str
     event: Any
-    status: int | None = None
+    status: int | None = None  # the HTTP status Invoke answered: 200, 202 or 429
     function_error: str | None = None
     result: Any = None
     logs: str = ""
     seconds: float = 0.0
     done: threading.Event = field(default_factory=threading.Event)
+    outcome: Outcome | None = None
+    accepted_at: float = field(default_factory=time.time)
+    started_at: float | None = None  # the first attempt's start
+    ended_at: float | None = None
+    attempts: list[Attempt] = field(default_factory=list)
+    throttles: int = 0  # times a queued async event found no free concurrency
+    duplicate: bool = False
+    destination_sent: bool = False
+    destination_condition: Condition | None = None
+    destination_record: dict[str, Any] | None = None
+
+    @property
+    def retries(self) -> int:
+        return max(0, len(self.attempts) - 1)
+
+
+# --------------------------------------------------------------------------- one execution
+
+
+@dataclass
+class _Limits:
+    timeout_seconds: float
+    memory_mb: int
+
+
+class Sandbox:
+    """One execution environment running one attempt: the process group, its limits, its output.
+
+    Lambda kills the whole environment on a timeout or when memory runs out, so every limit here
+    is a SIGKILL of the process group (the handler's own children included).
+    """
+
+    def __init__(self, cmd: list[str], env: dict[str, str], cwd: Path, limits: _Limits) -> None:
+        self.cmd, self.env, self.cwd, self.limits = cmd, env, cwd, limits
+        self.lines: list[tuple[float, str]] = []  # (epoch seconds, stderr line)
+        self.stdout = b""
+        self.max_rss_mb = 0
+        self.killed_for: Literal["timeout", "oom"] | None = None
+        self.returncode: int | None = None
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def run(self, payload: bytes, on_start: Callable[[int], None]) -> None:
+        """Run to the end (or to a limit); `on_start(pid)` once the process exists."""
+        self.proc = subprocess.Popen(
+            self.cmd,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=self.cwd,
+            env=self.env,
+            start_new_session=True,  # its own process group, killed as one
+        )
+        on_start(self.proc.pid)
+        readers = [
+            _thread(_feed, self.proc.stdin, payload),
+            _thread(self._read_stdout),
+            _thread(self._read_stderr),
+        ]
+        self._watch()
+        self.signal_group(signal.SIGKILL)  # what the handler left running goes with the environment
+        for reader in readers:
+            reader.join(5)
+
+    def signal_group(self, sig: int) -> None:
+        if self.proc is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, sig)
+
+    def _watch(self) -> None:
+        assert self.proc is not None
+        deadline = time.monotonic() + self.limits.timeout_seconds
+        while True:
+            try:
+                self.returncode = self.proc.wait(POLL_SECONDS)
+                return
+            except subprocess.TimeoutExpired:
+                pass
+            rss = _group_rss_mb(self.proc.pid)
+            self.max_rss_mb = max(self.max_rss_mb, rss)
+            if self.killed_for is not None:
+                continue
+            if time.monotonic() >= deadline:
+                self._kill_for("timeout")
+            elif rss > self.limits.memory_mb:
+                self._kill_for("oom")
+
+    def _kill_for(self, reason: Literal["timeout", "oom"]) -> None:
+        self.killed_for = reason
+        self.signal_group(signal.SIGKILL)
+
+    def _read_stdout(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        self.stdout = self.proc.stdout.read()
+
+    def _read_stderr(self) -> None:
+        assert self.proc is not None and self.proc.stderr is not None
+        for raw in self.proc.stderr:
+            self.lines.append((time.time(), raw.decode(errors="replace").rstrip("\n")))
+
+
+def _thread(target: Callable[..., None], *args: Any) -> threading.Thread:
+    thread = threading.Thread(target=target, args=args, daemon=True)
+    thread.start()
+    return thread
+
+
+def _feed(pipe: IO[bytes] | None, payload: bytes) -> None:
+    """Write the event on stdin from its own thread: a large event must not block the watch loop."""
+    if pipe is None:
+        return
+    with contextlib.suppress(BrokenPipeError, OSError):
+        pipe.write(payload)
+        pipe.close()
+
+
+_PAGE_MB = os.sysconf("SC_PAGE_SIZE") / (1024 * 1024)
+
+
+def _group_rss_mb(pgid: int) -> int:
+    """Resident memory of every process in a process group, in MB (Lambda counts the sandbox)."""
+    total_pages = 0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+            if int(fields[2]) != pgid:  # state, ppid, pgrp, ...
+                continue
+            with open(f"/proc/{entry.name}/statm", "rb") as f:
+                total_pages += int(f.read().split()[1])
+        except (OSError, IndexError, ValueError):
+            continue  # the process ended while being read
+    return math.ceil(total_pages * _PAGE_MB)
+
+
+def _signal_text(sig: int) -> str:
+    """Go's wording, as in Lambda's `Runtime exited with error: signal: killed`."""
+    try:
+        return (signal.strsignal(sig) or f"signal {sig}").lower()
+    except ValueError:
+        return f"signal {sig}"
+
+
+def classify(sandbox: Sandbox, request_id: str, timeout_seconds: float) -> tuple[Outcome, Any]:
+    """The attempt's outcome and its result (or Lambda's error body) from how the process ended."""
+    prefix = f"RequestId: {request_id} Error: "
+    code = sandbox.returncode
+    if sandbox.killed_for == "timeout":
+        message = f"{prefix}Task timed out after {timeout_seconds:.2f} seconds"
+        return "timeout", {"errorType": "Sandbox.Timedout", "errorMessage": message}
+    if sandbox.killed_for == "oom":
+        message = f"{prefix}Runtime exited with error: signal: killed"
+        return "oom", {"errorType": "Runtime.OutOfMemory", "errorMessage": message}
+    if code is not None and code < 0:
+        message = f"{prefix}Runtime exited with error: signal: {_signal_text(-code)}"
+        return "killed", {"errorType": "Runtime.ExitError", "errorMessage": message}
+    try:
+        outcome = json.loads(sandbox.stdout)
+    except ValueError:
+        message = f"{prefix}Runtime exited with error: exit status {code}"
+        return "error", {"errorType": "Runtime.ExitError", "errorMessage": message}
+    if outcome["ok"]:
+        return "ok", outcome["result"]
+    return "error", outcome["error"]
+
+
+# --------------------------------------------------------------------------- CloudWatch Logs
+
+
+def log_stream_name(now: float | None = None) -> str:
+    """Lambda's stream name for an execution environment: `YYYY/MM/DD/[$LATEST]<32 hex>`."""
+    day = datetime.fromtimestamp(time.time() if now is None else now, UTC).strftime("%Y/%m/%d")
+    return f"{day}/[$LATEST]{uuid.uuid4().hex}"
+
+
+def iso_timestamp(epoch: float) -> str:
+    """`2024-05-01T12:00:03.000Z`, the form Lambda writes in log lines and invocation records."""
+    return (
+        datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{int(epoch * 1000) % 1000:03d}Z"
+    )
+
+
+def framed_log_lines(
+    request_id: str, attempt: Attempt, lines: list[tuple[float, str]], memory_mb: int, timeout_seconds: float
+) -> list[tuple[float, str]]:
+    """The attempt's log events as Lambda writes them: START, the function's lines, END, REPORT."""
+    assert attempt.ended_at is not None
+    end = attempt.ended_at
+    duration_ms = (end - attempt.started_at) * 1000
+    report = (
+        f"REPORT RequestId: {request_id}\tDuration: {duration_ms:.2f} ms\t"
+        f"Billed Duration: {math.ceil(duration_ms)} ms\tMemory Size: {memory_mb} MB\t"
+        f"Max Memory Used: {attempt.max_memory_mb} MB"
+    )
+    framed = [(attempt.started_at, f"START RequestId: {request_id} Version: $LATEST")]
+    framed += [(t, line) for t, line in lines if line.strip()]
+    framed += [(end, f"END RequestId: {request_id}"), (end, report)]
+    if attempt.outcome == "timeout":
+        framed.append(
+            (end, f"{iso_timestamp(end)} {request_id} Task timed out after {timeout_seconds:.2f} seconds")
+        )
+    return framed
+
+
+class CloudWatchLogs:
+    """Writes log events to a (moto) CloudWatch Logs: group `/aws/lambda/<function>`, one stream each."""
+
+    MAX_BATCH_EVENTS = 10_000
+    MAX_BATCH_BYTES = 1_048_576
+    MAX_EVENT_BYTES = 256 * 1024 - 26  # CloudWatch counts 26 bytes of overhead per event
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self._groups: set[str] = set()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def group_name(function: str) -> str:
+        return f"/aws/lambda/{function}"
+
+    def write(self, function: str, stream: str, lines: list[tuple[float, str]]) -> None:
+        group = self.group_name(function)
+        self._ensure_group(group)
+        self.client.create_log_stream(logGroupName=group, logStreamName=stream)
+        for batch in self._batches(_chronological(lines)):
+            self.client.put_log_events(logGroupName=group, logStreamName=stream, logEvents=batch)
+
+    def _ensure_group(self, group: str) -> None:
+        with self._lock:
+            if group in self._groups:
+                return
+            with contextlib.suppress(self.client.exceptions.ResourceAlreadyExistsException):
+                self.client.create_log_group(logGroupName=group)
+            self._groups.add(group)
+
+    def _batches(self, events: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+        """PutLogEvents' limits: at most 10,000 events and 1 MB per call, 256 KB per event."""
+        batches: list[list[dict[str, Any]]] = [[]]
+        size = 0
+        for event in events:
+            message = event["message"].encode()[: self.MAX_EVENT_BYTES].decode(errors="ignore")
+            cost = len(message.encode()) + 26
+            if len(batches[-1]) >= self.MAX_BATCH_EVENTS or size + cost > self.MAX_BATCH_BYTES:
+                batches.append([])
+                size = 0
+            batches[-1].append({"timestamp": event["timestamp"], "message": message})
+            size += cost
+        return [b for b in batches if b]
+
+
+def _chronological(lines: list[tuple[float, str]]) -> list[dict[str, Any]]:
+    """PutLogEvents refuses a batch out of time order; reader threads may interleave a little."""
+    events, last = [], 0
+    for at, message in lines:
+        last = max(last, int(at * 1000))
+        events.append({"timestamp": last, "message": message})
+    return events
+
+
+# --------------------------------------------------------------------------- async failures
+
+
+def invocation_record(
+    call: Invocation, function_arn: str, condition: Condition, now: float | None = None
+) -> dict[str, Any]:
+    """AWS's invocation record for an on-failure destination (the body of the SQS message)."""
+    record: dict[str, Any] = {
+        "version": "1.0",
+        "timestamp": iso_timestamp(time.time() if now is None else now),
+        "requestContext": {
+            "requestId": call.request_id,
+            "functionArn": f"{function_arn}:$LATEST",
+            "condition": condition,
+            "approximateInvokeCount": len(call.attempts),
+        },
+        "requestPayload": call.event,
+    }
+    if call.attempts:  # an event that never ran (throttled until too old) has no response
+        record["responseContext"] = {
+            "statusCode": 200,
+            "executedVersion": "$LATEST",
+            "functionError": "Unhandled",
+        }
+        record["responsePayload"] = call.attempts[-1].result
+    return record
+
+
+class ThrottleSwitch:
+    """Makes Invoke answer 429 for the next `count` requests (None: until cleared).
+
+    A count counts HTTP requests, so botocore's own retries of a throttled call take from it.
+    """
+
+    def __init__(self) -> None:
+        self._remaining: int | None = 0
+        self._reason = RESERVED_CONCURRENCY_REASON
+        self._function: str | None = None
+        self._lock = threading.Lock()
+
+    def set(self, count: int | None, reason: str, function: str | None) -> None:
+        with self._lock:
+            self._remaining, self._reason, self._function = count, reason, function
+
+    def clear(self) -> None:
+        self.set(0, RESERVED_CONCURRENCY_REASON, None)
+
+    def take(self, function: str) -> str | None:
+        """The throttle reason if this request is throttled (using up one of the count)."""
+        with self._lock:
+            if self._remaining == 0 or self._function not in (None, function):
+                return None
+            if self._remaining is not None:
+                self._remaining -= 1
+            return self._reason
+
+
+def _client(client_or_url: Any, service: str, region: str) -> Any:
+    """A boto3 client as given, or one for an endpoint URL (a moto server on loopback)."""
+    if client_or_url is None or not isinstance(client_or_url, str):
+        return client_or_url
+    import boto3
+
+    return boto3.client(
+        service,
+        endpoint_url=client_or_url,
+        region_name=region,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+
+
+# --------------------------------------------------------------------------- the emulator
 
 
 class LambdaEmulator:
-    """Context manager: `with LambdaEmulator() as lam: lam.add_function("f", env={...})`."""
+    """Context manager: `with LambdaEmulator() as lam: lam.add_function("f", env={...})`.
+
+    `sqs` and `cloudwatch_logs` are boto3 clients or endpoint URLs (moto); `retry_delays` are the
+    waits before the first and second retry of a failed async event (Lambda: ~1 and ~2 minutes),
+    `throttle_retry_seconds` how often a throttled async event is tried again from the queue.
+    """
 
     def __init__(
         self,
         code_paths: tuple[str, ...] = ("flows",),
         extra_files: dict[str, str] | None = None,
         region: str = "us-east-1",
+        *,
+        sqs: Any = None,
+        cloudwatch_logs: Any = None,
+        retry_delays: tuple[float, ...] = LAMBDA_RETRY_DELAYS,
+        throttle_retry_seconds: float = 0.5,
     ):
         self.code_paths = code_paths
         self.extra_files = dict(extra_files or {})
@@ -115,8 +525,18 @@ class LambdaEmulator:
         self.code_read_only = "modes"  # or "mount" once the namespace probe succeeds
         self.functions: dict[str, Function] = {}
         self.invocations: list[Invocation] = []
+        self.sqs = _client(sqs, "sqs", region)
+        logs_client = _client(cloudwatch_logs, "logs", region)
+        self.cloudwatch = CloudWatchLogs(logs_client) if logs_client is not None else None
+        self.retry_delays = retry_delays
+        self.throttle_retry_seconds = throttle_retry_seconds
+        self._throttle = ThrottleSwitch()
+        self._duplicates: list[bool] = []  # one entry per pending duplicate: back to back or not
         self._lock = threading.Condition()
         self._in_flight = 0
+        self._active: dict[str, int] = {}  # running attempts per function (concurrency)
+        self._sandboxes: dict[str, list[Sandbox]] = {}  # running attempts per request id
+        self._closing = threading.Event()
         self._server: ThreadingHTTPServer | None = None
         self._workdir: Path | None = None
 
@@ -145,7 +565,12 @@ class LambdaEmulator:
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
+        self._closing.set()  # queued and to-be-retried events are dropped; running ones finish
         self.wait_idle(timeout=30, raise_on_timeout=False)
+        with self._lock:
+            leftovers = [s for group in self._sandboxes.values() for s in group]
+        for sandbox in leftovers:
+            sandbox.signal_group(signal.SIGKILL)
         if self._workdir is not None:
             _make_writable(self._workdir)
             shutil.rmtree(self._workdir, ignore_errors=True)
@@ -160,16 +585,36 @@ class LambdaEmulator:
         return f"arn:aws:lambda:{self.region}:{ACCOUNT}:function:{name}"
 
     def add_function(self, name: str, env: dict[str, str] | None = None, **options: Any) -> str:
-        """Register a function (its configured environment, like the Pulumi runner's); returns its ARN."""
+        """Register a function (its configured environment, like the Pulumi runner's); returns its ARN.
+
+        `options` are `Function` fields: handler, timeout_seconds, memory_mb, reserved_concurrency,
+        maximum_retry_attempts, maximum_event_age_seconds, on_failure_queue_url.
+        """
         fn = Function(name=name, env=dict(env or {}), **options)
+        self._check_destination(fn)
         tmp = self._workdir / "tmp" / name  # type: ignore[operator]
         (tmp / "prefect").mkdir(parents=True, exist_ok=True)
         fn.env.setdefault("PREFECT_HOME", str(tmp / "prefect"))
         self.functions[name] = fn
         return self.function_arn(name)
 
+    def update_function(self, name: str, **options: Any) -> Function:
+        """Change a function's settings (e.g. `reserved_concurrency`) for the invokes that follow."""
+        fn = self.functions[name]
+        unknown = set(options) - {f.name for f in fields(Function)} | {"name"} & set(options)
+        if unknown:
+            raise TypeError(f"no function setting(s) {sorted(unknown)}")
+        self._check_destination(replace(fn, **options))  # validates before anything changes
+        for key, value in options.items():
+            setattr(fn, key, value)  # the same object: queued and retried events see the change
+        return fn
+
+    def _check_destination(self, fn: Function) -> None:
+        if fn.on_failure_queue_url and self.sqs is None:
+            raise ValueError("an on-failure destination needs the emulator's `sqs` (client or endpoint URL)")
+
     def wait_idle(self, timeout: float = 60.0, raise_on_timeout: bool = True) -> None:
-        """Block until no invocation (including async `Event` ones) is running."""
+        """Block until no invocation (including async `Event` ones, their retries and queue) is pending."""
         deadline = time.monotonic() + timeout
         with self._lock:
             while self._in_flight:
@@ -178,6 +623,56 @@ class LambdaEmulator:
                     if raise_on_timeout:
                         raise TimeoutError(f"{self._in_flight} invocation(s) still running after {timeout}s")
                     return
+                self._lock.wait(left)
+
+    # ------------------------------------------------------------------ test controls
+
+    def throttle(
+        self,
+        count: int | None = None,
+        *,
+        reason: str = RESERVED_CONCURRENCY_REASON,
+        function: str | None = None,
+    ) -> None:
+        """Answer 429 `TooManyRequestsException` to the next `count` Invoke requests (None: until cleared)."""
+        self._throttle.set(count, reason, function)
+
+    def clear_throttle(self) -> None:
+        self._throttle.clear()
+
+    def duplicate_next_events(self, count: int = 1, *, back_to_back: bool = False) -> None:
+        """Deliver each of the next `count` accepted `Event` invokes twice, with one request id.
+
+        Lambda's async delivery is at-least-once; the deliveries run at the same time, or the
+        second after the first has ended (`back_to_back`).
+        """
+        with self._lock:
+            self._duplicates.extend([back_to_back] * count)
+
+    def kill(self, request_id: str, sig: int = signal.SIGKILL) -> int:
+        """Send `sig` to the process group of each running attempt of `request_id`; how many there were."""
+        with self._lock:
+            sandboxes = list(self._sandboxes.get(request_id, ()))
+        for sandbox in sandboxes:
+            sandbox.signal_group(sig)
+        return len(sandboxes)
+
+    def calls(self, request_id: str) -> list[Invocation]:
+        """The records of a request id (two for a duplicated event)."""
+        with self._lock:
+            return [c for c in self.invocations if c.request_id == request_id]
+
+    def wait_running(self, request_id: str | None = None, timeout: float = 30.0) -> Invocation:
+        """Block until an attempt (of `request_id`, or any) has a running process; its record."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while True:
+                for call in self.invocations:
+                    if request_id in (None, call.request_id) and call.request_id in self._sandboxes:
+                        return call
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"no running invocation {request_id or ''} after {timeout}s")
                 self._lock.wait(left)
 
     # ------------------------------------------------------------------ the API
@@ -204,34 +699,197 @@ class LambdaEmulator:
         if kind == "DryRun":
             return _send(http, 204, b"", request_id)
         call = Invocation(request_id=request_id, function=name, invocation_type=kind, event=event)
-        with self._lock:
-            self.invocations.append(call)
-            self._in_flight += 1
+        reason = self._throttle.take(name)
+        if reason is not None:
+            return self._answer_throttled(http, call, reason)
         if kind == "Event":
-            threading.Thread(target=self._run, args=(fn, call, body), daemon=True).start()
+            self._accept_event(fn, call, body)
             return _send(http, 202, b"", request_id)
-        self._run(fn, call, body)
+        if not self._acquire(fn):
+            return self._answer_throttled(http, call, RESERVED_CONCURRENCY_REASON)
+        self._register(call, status=200)
+        try:
+            self._attempt(fn, call, body)
+        finally:
+            self._finish(call)
         extra = {"X-Amz-Function-Error": call.function_error} if call.function_error else {}
         _send(http, 200, json.dumps(call.result).encode(), request_id, extra)
 
-    def _run(self, fn: Function, call: Invocation, payload: bytes) -> None:
-        started = time.monotonic()
+    def _answer_throttled(self, http: BaseHTTPRequestHandler, call: Invocation, reason: str) -> None:
+        call.status, call.outcome = 429, "throttled"
+        call.ended_at = time.time()
+        call.done.set()
+        with self._lock:
+            self.invocations.append(call)
+        body = {"Type": "User", "message": "Rate Exceeded.", "Reason": reason}
+        _send(
+            http,
+            429,
+            json.dumps(body).encode(),
+            call.request_id,
+            {"x-amzn-ErrorType": "TooManyRequestsException"},
+        )
+
+    def _register(self, call: Invocation, status: int) -> None:
+        call.status = status
+        with self._lock:
+            self.invocations.append(call)
+            self._in_flight += 1
+
+    def _finish(self, call: Invocation) -> None:
+        call.ended_at = time.time()
+        call.seconds = call.ended_at - call.accepted_at
+        call.logs = "".join(a.logs for a in call.attempts)
+        call.done.set()
+        with self._lock:
+            self._in_flight -= 1
+            self._lock.notify_all()
+
+    # ------------------------------------------------------------------ async events
+
+    def _accept_event(self, fn: Function, call: Invocation, payload: bytes) -> None:
+        """Queue an `Event` invoke (twice when a duplicate is pending) and deliver it in the background."""
+        self._register(call, status=202)
+        with self._lock:
+            back_to_back = self._duplicates.pop(0) if self._duplicates else None
+        if back_to_back is None:
+            _thread(self._deliver, fn, call, payload)
+            return
+        twin = Invocation(
+            request_id=call.request_id,
+            function=call.function,
+            invocation_type="Event",
+            event=call.event,
+            accepted_at=call.accepted_at,
+            duplicate=True,
+        )
+        self._register(twin, status=202)
+        if back_to_back:
+            _thread(self._deliver_in_turn, fn, [call, twin], payload)
+        else:
+            _thread(self._deliver, fn, call, payload)
+            _thread(self._deliver, fn, twin, payload)
+
+    def _deliver_in_turn(self, fn: Function, calls: list[Invocation], payload: bytes) -> None:
+        for call in calls:
+            self._deliver(fn, call, payload)
+
+    def _deliver(self, fn: Function, call: Invocation, payload: bytes) -> None:
+        """Lambda's async loop for one event: wait for concurrency, run, retry, then the destination."""
         try:
-            ok, result, logs = self._execute(fn, call.request_id, payload)
-            call.status = 200
-            call.result = result
-            call.logs = logs
-            call.function_error = None if ok else "Unhandled"
+            condition = self._run_with_retries(fn, call, payload)
+            if condition is not None and fn.on_failure_queue_url:
+                self._send_to_destination(fn, call, condition)
         finally:
-            call.seconds = time.monotonic() - started
-            call.done.set()
+            self._finish(call)
+
+    def _run_with_retries(self, fn: Function, call: Invocation, payload: bytes) -> Condition | None:
+        """Run until success (None) or a failure condition; None too when the emulator closes."""
+        while True:
+            started = self._wait_for_slot(fn, call)
+            if started != "started":
+                return started
+            self._attempt(fn, call, payload)
+            if call.outcome == "ok":
+                return None
+            if call.retries >= fn.maximum_retry_attempts:
+                return "RetriesExhausted"
+            delay = self.retry_delays[min(call.retries, len(self.retry_delays) - 1)]
+            if self._closing.wait(min(delay, max(0.0, self._age_left(fn, call)))):
+                return None
+            if self._age_left(fn, call) <= 0:
+                return "EventAgeExceeded"
+
+    def _wait_for_slot(self, fn: Function, call: Invocation) -> Literal["started", "EventAgeExceeded"] | None:
+        """Retry a throttled event from the queue until it gets a concurrency slot or is too old."""
+        while True:
+            if self._age_left(fn, call) <= 0:
+                return "EventAgeExceeded"
+            if self._acquire(fn):
+                return "started"
+            call.throttles += 1
+            if call.outcome is None:
+                call.outcome = "throttled"
+            if self._closing.wait(min(self.throttle_retry_seconds, self._age_left(fn, call))):
+                return None
+
+    @staticmethod
+    def _age_left(fn: Function, call: Invocation) -> float:
+        return call.accepted_at + fn.maximum_event_age_seconds - time.time()
+
+    def _send_to_destination(self, fn: Function, call: Invocation, condition: Condition) -> None:
+        record = invocation_record(call, self.function_arn(fn.name), condition)
+        self.sqs.send_message(QueueUrl=fn.on_failure_queue_url, MessageBody=json.dumps(record))
+        call.destination_record = record
+        call.destination_condition = condition
+        call.destination_sent = True
+
+    # ------------------------------------------------------------------ one attempt
+
+    def _acquire(self, fn: Function) -> bool:
+        """Take a concurrency slot, unless the function's reserved concurrency is in use."""
+        with self._lock:
+            running = self._active.get(fn.name, 0)
+            if fn.reserved_concurrency is not None and running >= fn.reserved_concurrency:
+                return False
+            self._active[fn.name] = running + 1
+            return True
+
+    def _release(self, fn: Function) -> None:
+        with self._lock:
+            self._active[fn.name] -= 1
+
+    def _attempt(self, fn: Function, call: Invocation, payload: bytes) -> Attempt:
+        """Run the handler once in a fresh sandbox and record the attempt on `call`.
+
+        The caller holds a concurrency slot (`_acquire`); the attempt gives it back when it ends.
+        """
+        attempt = Attempt(number=len(call.attempts) + 1, log_stream=log_stream_name(), started_at=time.time())
+        call.attempts.append(attempt)
+        call.started_at = call.started_at or attempt.started_at
+        limits = _Limits(fn.timeout_seconds, fn.memory_mb)
+        sandbox = Sandbox(
+            self._command(fn, call.request_id), self._environment(fn, attempt), self.task_root, limits
+        )
+
+        def started(pid: int) -> None:
+            attempt.pid = pid
             with self._lock:
-                self._in_flight -= 1
+                self._sandboxes.setdefault(call.request_id, []).append(sandbox)
                 self._lock.notify_all()
 
-    def _execute(self, fn: Function, request_id: str, payload: bytes) -> tuple[bool, Any, str]:
+        try:
+            sandbox.run(payload, started)
+        finally:
+            with self._lock:
+                running = self._sandboxes.get(call.request_id, [])
+                if sandbox in running:
+                    running.remove(sandbox)
+                if not running:
+                    self._sandboxes.pop(call.request_id, None)
+            self._release(fn)
+        attempt.ended_at = time.time()
+        attempt.max_memory_mb = sandbox.max_rss_mb
+        attempt.outcome, attempt.result = classify(sandbox, call.request_id, fn.timeout_seconds)
+        attempt.logs = "".join(f"{line}\n" for _, line in sandbox.lines)
+        call.outcome, call.result = attempt.outcome, attempt.result
+        call.function_error = None if attempt.outcome == "ok" else "Unhandled"
+        if self.cloudwatch is not None:
+            lines = framed_log_lines(
+                call.request_id, attempt, sandbox.lines, fn.memory_mb, fn.timeout_seconds
+            )
+            self.cloudwatch.write(fn.name, attempt.log_stream, lines)
+        return attempt
+
+    def _command(self, fn: Function, request_id: str) -> list[str]:
+        cmd = [sys.executable, "-c", BOOTSTRAP, fn.handler, self.function_arn(fn.name), request_id]
+        if self.code_read_only == "mount":
+            cmd = [*_READ_ONLY_MOUNT, str(self.task_root), *cmd]
+        return cmd
+
+    def _environment(self, fn: Function, attempt: Attempt) -> dict[str, str]:
         tmp = self._workdir / "tmp" / fn.name  # type: ignore[operator]
-        env = {
+        return {
             "PATH": "/usr/local/bin:/usr/bin:/bin",
             "LANG": "en_US.UTF-8",
             "TZ": ":UTC",
@@ -242,6 +900,8 @@ class LambdaEmulator:
             "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
             "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(fn.memory_mb),
             "AWS_LAMBDA_FUNCTION_TIMEOUT": str(fn.timeout_seconds),
+            "AWS_LAMBDA_LOG_GROUP_NAME": CloudWatchLogs.group_name(fn.name),
+            "AWS_LAMBDA_LOG_STREAM_NAME": attempt.log_stream,
             "AWS_EXECUTION_ENV": "AWS_Lambda_python3.12",
             "AWS_REGION": self.region,
             "AWS_DEFAULT_REGION": self.region,
@@ -250,34 +910,6 @@ class LambdaEmulator:
             "_HANDLER": fn.handler,
             **fn.env,
         }
-        cmd = [sys.executable, "-c", BOOTSTRAP, fn.handler, self.function_arn(fn.name), request_id]
-        if self.code_read_only == "mount":
-            cmd = [*_READ_ONLY_MOUNT, str(self.task_root), *cmd]
-        try:
-            proc = subprocess.run(
-                cmd,
-                input=payload,
-                capture_output=True,
-                cwd=self.task_root,
-                env=env,
-                timeout=fn.timeout_seconds,
-                check=False,
-            )
-        except subprocess.TimeoutExpired as exc:
-            logs = (exc.stderr or b"").decode(errors="replace")
-            message = f"Task timed out after {fn.timeout_seconds:.2f} seconds"
-            return False, {"errorMessage": message, "errorType": "Sandbox.Timedout"}, logs
-        logs = proc.stderr.decode(errors="replace")
-        try:
-            outcome = json.loads(proc.stdout)
-        except ValueError:
-            message = (
-                f"RequestId: {request_id} Error: Runtime exited with error: exit status {proc.returncode}"
-            )
-            return False, {"errorMessage": message, "errorType": "Runtime.ExitError"}, logs
-        if outcome["ok"]:
-            return True, outcome["result"], logs
-        return False, outcome["error"], logs
 
     # ------------------------------------------------------------------ the code directory
 
