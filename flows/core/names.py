@@ -71,6 +71,10 @@ CANCEL_CHECK_SECONDS = 5
 # a run whose heartbeats stopped (a killed invocation): silence for three beats and a half.
 HEARTBEAT_FREQUENCY_SECONDS = 30
 ZOMBIE_AFTER_SECONDS = 105
+# The tag on every flow run the function executes (and its subflows): the zombie automation
+# watches only runs with it, so runs elsewhere (Prefect's default heartbeat is 180 s) are never
+# crashed by it.
+LAMBDA_RUN_TAG = "quest-in-lambda"
 
 
 def timestamp(now: datetime | None = None) -> str:
