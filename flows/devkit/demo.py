@@ -72,6 +72,16 @@ def _prefect_api() -> str:
     return "Prefect's ephemeral API (for the UI: `prefect server start`, then set PREFECT_API_URL)"
 
 
+def _wait_for_prefect_api() -> None:
+    """Start (ephemeral) or reach the Prefect API now: on a busy machine that takes tens of seconds."""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        problem = client.api_healthcheck()
+    if problem is not None:
+        raise QuestError(f"the Prefect API is not reachable: {type(problem).__name__}: {problem}")
+
+
 def _epoch(iso: str) -> float | None:
     try:
         return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
@@ -121,6 +131,7 @@ def run_demo(
         stack.enter_context(patched_environ(env, unset=_UNSET))
         settings = Settings()
         say(f"Prefect API: {prefect_api}")
+        _wait_for_prefect_api()  # the consumer's deadline must not be spent starting Prefect
 
         done_at: dict[str, float] = {}  # "put" (the snapshot's event time) and "reports" (when done)
         failure: list[BaseException] = []
