@@ -8,15 +8,25 @@ a run CRASHED when, after a heartbeat, neither another heartbeat nor a terminal 
 within `ZOMBIE_AFTER_SECONDS`.
 
 Scope. Prefect 3.8.8's heartbeat event (`flow_engine._build_heartbeat_event_template`) relates the
-flow run only to its flow (id, role `flow`, name), its deployment (id only) and its tags — not to
-its work pool or work queue, which only the server's state-change events carry. A trigger's
-`match_related` must hold for every event it counts, heartbeats included, so a work-pool filter
-would never see a heartbeat and never fire. The automation is therefore scoped to the flows this
-pool runs, by the related flow's name (a flow name is unique in a Prefect workspace): the two
-deployed flows and their subflows (`LAMBDA_FLOW_NAMES`). Unscoped it would crash every run in the
-workspace that heartbeats more slowly than every 105 s — and Prefect's default frequency is 180 s.
-Runs of these flows outside Lambda against the same workspace need a heartbeat frequency under
-`ZOMBIE_AFTER_SECONDS` too (the README says so).
+flow run only to its flow (id, role `flow`, name), its deployment (id only) and its tags (role
+`tag`, id `prefect.tag.<tag>`, `events.related.tags_as_related_resources`) — not to its work pool
+or work queue, which only the server's state-change events carry. A trigger's `match_related` must
+hold for every event it counts, heartbeats included, so a work-pool filter would never see a
+heartbeat and never fire. The automation is therefore scoped by a tag: the function puts
+`LAMBDA_RUN_TAG` on every flow run it executes and on their subflows, and the server's
+state-change events (`prefect.flow-run.Completed`, ...) relate the run's tags the same way
+(`server.models.events._resource_data_as_related_resources`), so the heartbeat that arms the
+trigger and the end that disarms it match the same `match_related`. Only runs the function
+executes carry the tag, so nothing outside Lambda is ever crashed: the same flows run anywhere else
+against the same workspace (`quest run` with Prefect's default 180 s heartbeat) are not watched.
+Unscoped, the automation would crash every run in the workspace that heartbeats more slowly than
+every `ZOMBIE_AFTER_SECONDS`.
+
+A tag added to a run only after the server has already emitted a state-change event for it may be
+missing from its state-change events for a while (the server caches a run's related resources
+for `PREFECT_API_EVENTS_RELATED_RESOURCE_CACHE_TTL`, 5 min): its end then does not disarm the trigger,
+which fires after the window — and Prefect refuses to move a run already in a terminal state to
+CRASHED, so the action fails harmlessly. Runs tagged when they are created avoid even that.
 
 Like the work pool, an existing automation of the same name is adopted (Prefect does not make
 names unique; more than one of the name is refused), the provider is stateless and the API key
@@ -25,7 +35,6 @@ arrives as a secret input (see `work_pool.py`). The REST client is `prefect_api.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -42,13 +51,9 @@ from pulumi.dynamic import (
 )
 from pulumi.dynamic import Resource as DynamicResource
 
-from flows.core.names import HEARTBEAT_FREQUENCY_SECONDS, ZOMBIE_AFTER_SECONDS
+from flows.core.names import HEARTBEAT_FREQUENCY_SECONDS, LAMBDA_RUN_TAG, ZOMBIE_AFTER_SECONDS
 from flows.run_env import api_url_problem
 from infra_pulumi.prefect_api import PrefectApi, PrefectApiError
-
-# The flows the Lambda work pool runs (prefect.yaml's deployments) and the subflows they call:
-# each heartbeats in the function. tests/infra/test_automation.py checks this against the flows.
-LAMBDA_FLOW_NAMES: tuple[str, ...] = ("ingest", "mirror-survey", "population-snapshot", "reports")
 
 HEARTBEAT_EVENT = "prefect.flow-run.heartbeat"
 # A heartbeat, or any terminal state, within the window means the run is alive or done.
@@ -88,12 +93,19 @@ class AutomationApiError(PrefectApiError):
     """Prefect's API refused an automation call; the message has the status and the API's detail."""
 
 
-def zombie_trigger(flow_names: Sequence[str], within_seconds: int = ZOMBIE_AFTER_SECONDS) -> dict[str, Any]:
-    """Per flow run of these flows: after a heartbeat, expect a heartbeat or an end within the window."""
+def tag_resource_id(tag: str) -> str:
+    """A tag as a related resource of Prefect's events (`prefect.events.related`)."""
+    return f"prefect.tag.{tag}"
+
+
+def zombie_trigger(
+    run_tag: str = LAMBDA_RUN_TAG, within_seconds: int = ZOMBIE_AFTER_SECONDS
+) -> dict[str, Any]:
+    """Per flow run with this tag: after a heartbeat, expect a heartbeat or an end within the window."""
     return {
         "type": "event",
         "match": {"prefect.resource.id": ["prefect.flow-run.*"]},
-        "match_related": {"prefect.resource.role": "flow", "prefect.resource.name": sorted(flow_names)},
+        "match_related": {"prefect.resource.role": "tag", "prefect.resource.id": [tag_resource_id(run_tag)]},
         "after": [HEARTBEAT_EVENT],
         "expect": sorted(EXPECTED_EVENTS),
         "for_each": ["prefect.resource.id"],
@@ -264,18 +276,18 @@ class _AutomationResource(DynamicResource, module="quest", name="PrefectAutomati
 
 @dataclass(frozen=True, kw_only=True)
 class ZombieRunAutomationArgs:
-    """The automation's name, the flows it watches, and the Prefect API that holds it."""
+    """The automation's name, the tag of the runs it watches, and the Prefect API that holds it."""
 
     automation_name: str  # named after the stack, so two stacks on one workspace keep their own
     api_url: str
     api_key: pulumi.Output[str] | None  # a secret: stored encrypted in the state, never exported
-    flow_names: Sequence[str] = LAMBDA_FLOW_NAMES
+    run_tag: str = LAMBDA_RUN_TAG  # on every flow run the function executes (and its subflows)
     within_seconds: int = ZOMBIE_AFTER_SECONDS
     pool_name: pulumi.Input[str] | None = None  # named in the description only (see the module doc)
 
 
 class ZombieRunAutomation(pulumi.ComponentResource):
-    """The automation crashing this pool's flow runs whose heartbeats stop. Output: `automation_id`."""
+    """The automation crashing the function's flow runs whose heartbeats stop. Output: `automation_id`."""
 
     automation_id: pulumi.Output[str]
     automation_name: pulumi.Output[str]
@@ -289,8 +301,9 @@ class ZombieRunAutomation(pulumi.ComponentResource):
         )
         description = pulumi.Output.from_input(args.pool_name or "the Lambda work pool").apply(
             lambda pool: (
-                f"Marks a flow run of {pool} ({', '.join(sorted(args.flow_names))}) Crashed when its "
-                f"heartbeats stop for {args.within_seconds} s (created by Pulumi)."
+                f"Marks a flow run tagged {args.run_tag!r} (every run the function of {pool} "
+                f"executes, and its subflows) Crashed when its heartbeats stop for "
+                f"{args.within_seconds} s (created by Pulumi)."
             )
         )
         automation = _AutomationResource(
@@ -301,7 +314,7 @@ class ZombieRunAutomation(pulumi.ComponentResource):
                 "api_key": api_key,
                 "description": description,
                 "enabled": True,
-                "trigger": zombie_trigger(args.flow_names, args.within_seconds),
+                "trigger": zombie_trigger(args.run_tag, args.within_seconds),
                 "actions": zombie_actions(args.within_seconds),
             },
             opts=pulumi.ResourceOptions(parent=self, additional_secret_outputs=["api_key"]),

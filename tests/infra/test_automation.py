@@ -1,7 +1,8 @@
 """The zombie-run automation's dynamic provider against a real Prefect API (session harness).
 
-Create, read back, update, adopt, delete; and that Prefect itself evaluates it: a run of a watched
-flow whose heartbeats stop is marked Crashed, a run of another flow is left alone.
+Create, read back, update, adopt, delete; and that Prefect itself evaluates it: a run tagged as the
+function tags its runs whose heartbeats stop is marked Crashed, an untagged run is left alone, and
+the server's own state-change events for a tagged run match the same trigger (so an end disarms it).
 """
 
 from __future__ import annotations
@@ -10,16 +11,12 @@ import base64
 import time
 import uuid
 from datetime import UTC, datetime
-from pathlib import Path
 
 import httpx
 import pytest
-import yaml
-from pulumi_mocks import ROOT
 
-from flows.core.names import HEARTBEAT_FREQUENCY_SECONDS, ZOMBIE_AFTER_SECONDS
+from flows.core.names import HEARTBEAT_FREQUENCY_SECONDS, LAMBDA_RUN_TAG, ZOMBIE_AFTER_SECONDS
 from infra_pulumi.automation import (
-    LAMBDA_FLOW_NAMES,
     MIN_WITHIN_SECONDS,
     AutomationApiError,
     AutomationProvider,
@@ -38,16 +35,14 @@ def api_url(prefect_harness):
     return PREFECT_API_URL.value()
 
 
-def _props(
-    api_url: str, name: str | None = None, within: int = ZOMBIE_AFTER_SECONDS, flows=LAMBDA_FLOW_NAMES
-):
+def _props(api_url: str, name: str | None = None, within: int = ZOMBIE_AFTER_SECONDS, tag=LAMBDA_RUN_TAG):
     return {
         "name": name or f"zombies-{uuid.uuid4().hex[:8]}",
         "api_url": api_url,
         "api_key": "pnu_test_key",
         "description": "test automation",
         "enabled": True,
-        "trigger": zombie_trigger(flows, within),
+        "trigger": zombie_trigger(tag, within),
         "actions": zombie_actions(within),
     }
 
@@ -63,13 +58,13 @@ def _named(api_url: str, name: str) -> list[dict]:
 
 
 def test_the_body_is_prefects_documented_zombie_automation():
-    trigger = zombie_trigger(LAMBDA_FLOW_NAMES)
+    trigger = zombie_trigger()
     assert trigger == {
         "type": "event",
         "match": {"prefect.resource.id": ["prefect.flow-run.*"]},
         "match_related": {
-            "prefect.resource.role": "flow",
-            "prefect.resource.name": sorted(LAMBDA_FLOW_NAMES),
+            "prefect.resource.role": "tag",
+            "prefect.resource.id": ["prefect.tag.quest-in-lambda"],
         },
         "after": ["prefect.flow-run.heartbeat"],
         "expect": sorted(
@@ -100,21 +95,14 @@ def test_the_body_is_prefects_documented_zombie_automation():
     assert core.trigger.within.total_seconds() == ZOMBIE_AFTER_SECONDS
 
 
-def test_watched_flows_are_the_flows_the_pool_runs():
-    """LAMBDA_FLOW_NAMES: every flow (and subflow) in the deployed modules, every deployment's flow."""
-    import importlib
+def test_the_tag_is_related_as_prefect_relates_a_runs_tags():
+    """The heartbeat and state-change events relate a run's tags with this id and role."""
+    from prefect.events.related import tags_as_related_resources
 
-    from prefect.flows import Flow
-
-    deployments = yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"]
-    entrypoints = [d["entrypoint"] for d in deployments]
-    names = set()
-    for entrypoint in entrypoints:
-        path, attr = entrypoint.split(":")
-        module = importlib.import_module(Path(path).with_suffix("").as_posix().replace("/", "."))
-        assert getattr(module, attr).name in LAMBDA_FLOW_NAMES, entrypoint
-        names |= {obj.name for obj in vars(module).values() if isinstance(obj, Flow)}
-    assert names == set(LAMBDA_FLOW_NAMES)
+    (related,) = tags_as_related_resources([LAMBDA_RUN_TAG])
+    match_related = zombie_trigger()["match_related"]
+    assert related.id in match_related["prefect.resource.id"]
+    assert related.role == match_related["prefect.resource.role"]
 
 
 def test_create_read_update_delete(api_url):
@@ -234,16 +222,20 @@ def test_the_pickled_provider_carries_no_key():
 # --------------------------------------------------------------------------- Prefect evaluates it
 
 
-def _running_run(api_url: str, flow_name: str) -> tuple[str, str]:
+def _running_run(api_url: str, flow_name: str, tags: list[str]) -> tuple[str, str, list[str]]:
+    """A RUNNING flow run with these tags from its creation (as the function tags its runs)."""
     flow = httpx.post(f"{api_url}/flows/", json={"name": flow_name}).raise_for_status().json()
     run = httpx.post(
-        f"{api_url}/flow_runs/", json={"flow_id": flow["id"], "state": {"type": "RUNNING", "name": "Running"}}
+        f"{api_url}/flow_runs/",
+        json={"flow_id": flow["id"], "tags": tags, "state": {"type": "RUNNING", "name": "Running"}},
     )
-    return flow["id"], run.raise_for_status().json()["id"]
+    return flow["id"], run.raise_for_status().json()["id"], tags
 
 
-def _heartbeat(api_url: str, flow_id: str, run_id: str, *, flow_name: str) -> None:
+def _heartbeat(api_url: str, flow_id: str, run_id: str, tags: list[str], *, flow_name: str) -> None:
     """The event Prefect's flow engine sends (`_build_heartbeat_event_template`)."""
+    from prefect.events.related import tags_as_related_resources
+
     event = {
         "id": str(uuid.uuid4()),
         "occurred": datetime.now(UTC).isoformat(),
@@ -254,7 +246,8 @@ def _heartbeat(api_url: str, flow_id: str, run_id: str, *, flow_name: str) -> No
                 "prefect.resource.id": f"prefect.flow.{flow_id}",
                 "prefect.resource.role": "flow",
                 "prefect.resource.name": flow_name,
-            }
+            },
+            *(dict(r) for r in tags_as_related_resources(set(tags))),
         ],
     }
     httpx.post(f"{api_url}/events", json=[event]).raise_for_status()
@@ -264,23 +257,52 @@ def _state(api_url: str, run_id: str) -> str:
     return httpx.get(f"{api_url}/flow_runs/{run_id}").raise_for_status().json()["state"]["type"]
 
 
-def test_prefect_crashes_a_watched_run_whose_heartbeats_stop(api_url):
+def _events(api_url: str, run_id: str) -> dict[str, dict]:
+    """The events Prefect stored about this run, by name."""
+    body = {
+        "filter": {
+            "resource": {"id": [f"prefect.flow-run.{run_id}"]},
+            "occurred": {"since": "2000-01-01T00:00:00Z"},
+        },
+        "limit": 50,
+    }
+    found = httpx.post(f"{api_url}/events/filter", json=body).raise_for_status().json()["events"]
+    return {e["event"]: e for e in found}
+
+
+def test_prefect_crashes_a_tagged_run_whose_heartbeats_stop(api_url):
     """Same trigger with Prefect's shortest window, so the test waits seconds, not minutes."""
-    watched = f"watched-{uuid.uuid4().hex[:6]}"
-    props = _props(api_url, within=MIN_WITHIN_SECONDS, flows=[watched])
+    from prefect.server.events.schemas.automations import EventTrigger
+    from prefect.server.events.schemas.events import ReceivedEvent
+
+    props = _props(api_url, within=MIN_WITHIN_SECONDS)
     created = AutomationProvider().create(props)
     try:
         time.sleep(2)  # the triggers service loads automations on change
-        unwatched = f"unwatched-{uuid.uuid4().hex[:6]}"
-        zombie, other = _running_run(api_url, watched), _running_run(api_url, unwatched)
-        _heartbeat(api_url, *zombie, flow_name=watched)
-        _heartbeat(api_url, *other, flow_name=unwatched)
+        flow = f"ingest-{uuid.uuid4().hex[:6]}"  # one flow: only the tag tells the runs apart
+        zombie = _running_run(api_url, flow, [LAMBDA_RUN_TAG, "other"])
+        local = _running_run(api_url, flow, [])  # e.g. `quest run` against the same workspace
+        ended = _running_run(api_url, flow, [LAMBDA_RUN_TAG])
+        for run in (zombie, local, ended):
+            _heartbeat(api_url, *run, flow_name=flow)
+        # The server's own state-change event for a tagged run relates the tag too: an end
+        # matches the trigger and disarms it, like another heartbeat.
+        completed = {"state": {"type": "COMPLETED", "name": "Completed"}}
+        httpx.post(f"{api_url}/flow_runs/{ended[1]}/set_state", json=completed).raise_for_status()
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline and _state(api_url, zombie[1]) != "CRASHED":
             time.sleep(2)
         run = httpx.get(f"{api_url}/flow_runs/{zombie[1]}").json()
         assert run["state"]["type"] == "CRASHED", run["state"]
         assert "No heartbeat" in run["state"]["message"]
-        assert _state(api_url, other[1]) == "RUNNING"  # not this pool's flow: untouched
+        assert _state(api_url, local[1]) == "RUNNING"  # not tagged: never watched
+        assert _state(api_url, ended[1]) == "COMPLETED"
+        trigger = EventTrigger.model_validate(props["trigger"])
+        events = _events(api_url, ended[1])
+        for name in ("prefect.flow-run.heartbeat", "prefect.flow-run.Completed"):
+            assert trigger.covers(ReceivedEvent.model_validate(events[name])), name
+        assert not trigger.covers(
+            ReceivedEvent.model_validate(_events(api_url, local[1])["prefect.flow-run.heartbeat"])
+        )
     finally:
         AutomationProvider().delete(created.id, created.outs)

@@ -15,9 +15,10 @@ from flows.core.names import (
     HEARTBEAT_FREQUENCY_SECONDS,
     INVOKE_MAX_EVENT_AGE_SECONDS,
     INVOKE_MAX_RETRY_ATTEMPTS,
+    LAMBDA_RUN_TAG,
     ZOMBIE_AFTER_SECONDS,
 )
-from infra_pulumi.automation import LAMBDA_FLOW_NAMES, zombie_actions, zombie_trigger
+from infra_pulumi.automation import zombie_actions, zombie_trigger
 from infra_pulumi.config import REPORTS_MAX_CONCURRENCY, StackConfigError
 from infra_pulumi.policies import check
 
@@ -232,9 +233,14 @@ def test_prefect_stack_creates_the_zombie_run_automation_named_after_the_stack(p
     assert inputs["api_url"] == "https://prefect.example/api"
     assert is_secret_value(inputs["api_key"]) and inputs["api_key"]["value"] == API_KEY
     assert inputs["enabled"] is True
-    assert inputs["trigger"] == zombie_trigger(LAMBDA_FLOW_NAMES, ZOMBIE_AFTER_SECONDS)
+    assert inputs["trigger"] == zombie_trigger(LAMBDA_RUN_TAG, ZOMBIE_AFTER_SECONDS)
+    # Scoped to the runs the function tags, never to flow names (the same flows run elsewhere).
+    assert inputs["trigger"]["match_related"] == {
+        "prefect.resource.role": "tag",
+        "prefect.resource.id": ["prefect.tag.quest-in-lambda"],
+    }
     assert inputs["actions"] == zombie_actions(ZOMBIE_AFTER_SECONDS)
-    assert "quest-lambda" in inputs["description"]
+    assert "quest-lambda" in inputs["description"] and "'quest-in-lambda'" in inputs["description"]
     assert outputs["zombieAutomationId"] == automation.id
     # Another stack on the same workspace keeps its own automation.
     mocks, _ = _program(
