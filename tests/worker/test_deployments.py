@@ -24,7 +24,7 @@ import yaml
 from aio import run_async
 from lambda_emulator import REPO, LambdaEmulator
 
-from flows.core.names import population_key
+from flows.core.names import LAMBDA_RUN_TAG, population_key
 from flows.devkit.samples import population_body, sample_bls_survey
 from flows.devkit.upstream_server import UpstreamServer
 from flows.worker import LambdaWorker
@@ -151,6 +151,7 @@ def test_prefect_yaml_deploys_both_deployments_on_the_lambda_pool(stack):
         ingest = client.read_deployment_by_name("ingest/ingest")
         reports = client.read_deployment_by_name("reports/reports")
     assert ingest.work_pool_name == reports.work_pool_name == POOL
+    assert ingest.tags == reports.tags == [LAMBDA_RUN_TAG]  # the zombie automation's scope
     assert ingest.entrypoint == "flows/ingest.py:ingest"
     (schedule,) = ingest.schedules
     assert schedule.schedule.cron == "0 6 * * *" and schedule.schedule.timezone == "UTC"
@@ -207,8 +208,13 @@ def test_local_prefect_file_mirrors_the_lambda_one():
     local_file = yaml.safe_load((REPO / "prefect.local.yaml").read_text())
     assert [d["work_pool"]["name"] for d in lam_file["deployments"]] == [POOL, POOL]
     assert [d["work_pool"]["name"] for d in local_file["deployments"]] == ["local", "local"]
+    # Only runs in the function carry the tag the zombie automation watches (they heartbeat every
+    # 30 s); local runs keep Prefect's 180 s heartbeat and must never be crashed by it.
+    assert [d.get("tags") for d in lam_file["deployments"]] == [[LAMBDA_RUN_TAG]] * 2
+    assert [d.get("tags") for d in local_file["deployments"]] == [None, None]
     for deployment in (*lam_file["deployments"], *local_file["deployments"]):
         deployment.pop("work_pool")
+        deployment.pop("tags", None)
     assert lam_file["deployments"] == local_file["deployments"]
     # The pool name in prefect.yaml is the stack's default `workPoolName`.
     assert StackConfig.model_fields["work_pool_name"].default == POOL
