@@ -107,7 +107,7 @@ def main() -> None:
                 concurrency_limit=cfg.max_concurrent_runs,
             ),
         )
-        # Crashes a run of the pool's flows whose heartbeats stop (a killed invocation).
+        # Crashes a run the function executes (tagged quest-in-lambda) whose heartbeats stop.
         zombies = ZombieRunAutomation(
             f"{prefix}-zombie-runs",
             ZombieRunAutomationArgs(
