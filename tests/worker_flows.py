@@ -19,3 +19,41 @@ def echo(names: list[str] | None = None) -> dict[str, str | None]:
 @flow
 def fail(message: str = "failing on purpose") -> None:
     raise ValueError(message)
+
+
+# --------------------------------------------------------------------------- fault probes
+# For tests/e2e/test_lambda_faults.py: a run that outlives its time limit, is killed or cancelled,
+# and one that counts how often its body executes.
+
+
+@flow
+def sleeper(seconds: float = 60.0, marker: str = "") -> str:
+    """Sleep in the function; each second print `marker` on stdout: Lambda's log stream only (the
+    run's page gets it only if something forwards the function's CloudWatch lines)."""
+    import time
+
+    end = time.monotonic() + seconds
+    tick = 0
+    while (left := end - time.monotonic()) > 0:
+        if marker:
+            print(f"{marker} tick {tick}", flush=True)
+        tick += 1
+        time.sleep(min(1.0, left))
+    return "slept"
+
+
+@flow
+def count_execution(bucket: str, seconds: float = 3.0) -> str:
+    """Record one execution of the body as its own S3 object `executions/<flow run id>/<uuid>`
+    (the function's AWS_ENDPOINT_URL points at moto), then stay running for `seconds`."""
+    import time
+    import uuid
+
+    import boto3
+    from prefect.runtime import flow_run
+
+    key = f"executions/{flow_run.id}/{uuid.uuid4().hex}"
+    stream = os.environ.get("AWS_LAMBDA_LOG_STREAM_NAME", "")
+    boto3.client("s3").put_object(Bucket=bucket, Key=key, Body=stream.encode())
+    time.sleep(seconds)
+    return key
