@@ -1,9 +1,13 @@
 """Prefect flow runs inside the Lambda function: the other half of the `aws-lambda` work pool.
 
-- `run_flow_run(id, env)`: load the run, import its flow from the deployment's entrypoint (the code
-  ships in the package, so no pull step runs), execute it in-process, return the final state name.
-  A failed flow is a normal return, never an exception: Lambda retries a failed async invocation
-  and would run the flow twice.
+- `run_flow_run(id, env, context)`: load the run, import its flow from the deployment's entrypoint
+  (the code ships in the package, so no pull step runs), execute it in-process, return the final
+  state name. A failed flow is a normal return, never an exception: Lambda retries a failed async
+  invocation and would run the flow twice. With Lambda's `context` (issue 11): the run's page
+  names the request and links its CloudWatch logs; only the invocation the worker invoked starts
+  a SCHEDULED/PENDING run, once (`_claim`; a second delivery returns without running); the flow's
+  timeout ends DEADLINE_MARGIN_SECONDS before Lambda's deadline and such a run ends CRASHED naming
+  the limit; a cancel from the UI stops it mid-run as CANCELLED (flows/runtime/watch.py).
 - `poll_work_pool(name)`: one polling round of the `aws-lambda` worker (serverless schedules: the
   function polls its pool every minute instead of an always-on worker).
 - `load_prefect_api_key(environ)`: the function's Prefect API key from Secrets Manager, read before
@@ -20,17 +24,30 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from collections.abc import Mapping, MutableMapping
 from typing import TYPE_CHECKING, Any
-from uuid import UUID
+from uuid import NAMESPACE_URL, UUID, uuid5
 
 from flows.core.errors import FlowRunEntryError
-from flows.core.names import ENV_PREFECT_API_KEY_SECRET_ARN
+from flows.core.invocation import (
+    cancelled_before_start_message,
+    cancelled_message,
+    limit_message,
+    run_timeout,
+    start_refusal,
+    too_late_message,
+    where_the_logs_are,
+)
+from flows.core.names import CANCEL_CHECK_SECONDS, DEADLINE_MARGIN_SECONDS, ENV_PREFECT_API_KEY_SECRET_ARN
 from flows.io.environ import patched_environ
 from flows.run_env import Refusal, RunEnv, api_url_problem, filter_run_env
 
 if TYPE_CHECKING:
-    from prefect.client.schemas.objects import State
+    from prefect.client.schemas.objects import FlowRun, State
+    from prefect.flows import Flow
+
+    from flows.runtime.watch import CancelWatch, Invocation
 
 log = logging.getLogger(__name__)
 
@@ -125,8 +142,23 @@ def load_prefect_api_key(environ: MutableMapping[str, str] | None = None, client
     return True
 
 
-def run_flow_run(flow_run_id: str, env: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Execute one flow run in this process; return its final state (never raise for a failed flow)."""
+def run_flow_run(
+    flow_run_id: str,
+    env: dict[str, Any] | None = None,
+    context: Any = None,
+    *,
+    margin_seconds: float = DEADLINE_MARGIN_SECONDS,
+    check_seconds: float = CANCEL_CHECK_SECONDS,
+) -> dict[str, Any]:
+    """Execute one flow run in this process; return its final state (never raise for a failed flow).
+
+    `context` is Lambda's (None for a local caller: no deadline, no request id). The flow's
+    timeout ends `margin_seconds` before Lambda's deadline, and the run is checked for a cancel
+    every `check_seconds` (flows/runtime/watch.py).
+    """
+    from flows.runtime.watch import Invocation
+
+    invocation = Invocation.from_context(context)  # first: the deadline counts from here
     try:
         run_id = UUID(str(flow_run_id))
     except ValueError as exc:
@@ -135,7 +167,7 @@ def run_flow_run(flow_run_id: str, env: dict[str, Any] | None = None) -> dict[st
     for refusal in requested.refused:
         log.warning(refusal.message())
     with patched_environ(requested.accepted):  # restored: a warm Lambda process serves later runs
-        return _run_flow_run(run_id, requested.refused)
+        return _run_flow_run(run_id, requested.refused, invocation, margin_seconds, check_seconds)
 
 
 def check_prefect_api_target() -> None:
@@ -154,19 +186,42 @@ def check_prefect_api_target() -> None:
         raise FlowRunEntryError(problem)
 
 
-def _run_flow_run(run_id: UUID, refused: tuple[Refusal, ...] = ()) -> dict[str, Any]:
+def _run_flow_run(
+    run_id: UUID,
+    refused: tuple[Refusal, ...] = (),
+    invocation: Invocation | None = None,
+    margin_seconds: float = DEADLINE_MARGIN_SECONDS,
+    check_seconds: float = CANCEL_CHECK_SECONDS,
+) -> dict[str, Any]:
     from prefect.client.orchestration import get_client
-    from prefect.exceptions import Abort
-    from prefect.flow_engine import run_flow
-    from prefect.flows import Flow, load_flow_from_entrypoint
+    from prefect.flows import load_flow_from_entrypoint
     from prefect.logging.loggers import flow_run_logger
-    from prefect.states import Crashed
+    from prefect.states import Cancelled, Crashed
 
+    from flows.runtime.watch import Invocation
+
+    invocation = invocation or Invocation()
+    request_id = invocation.request_id
     with get_client(sync_client=True) as client:
         flow_run = client.read_flow_run(run_id)
         logger = flow_run_logger(flow_run=flow_run)
-        for refusal in refused:  # shown on the run's page, next to what it did run with
-            logger.warning(refusal.message())
+        state_type = flow_run.state.type.value if flow_run.state else None
+        state_name = flow_run.state.name if flow_run.state else None
+        # At least once: a second delivery, or an invocation that is not the run's, runs nothing.
+        mine = start_refusal("PENDING", flow_run.infrastructure_pid, request_id) is None
+        if state_type == "CANCELLING" and mine:
+            # Cancelled before it started: no one else will finish the cancel.
+            message = cancelled_before_start_message(request_id)
+            logger.info(message)
+            client.set_flow_run_state(run_id, Cancelled(message=message), force=True)
+            return _result(run_id, "Cancelled", "CANCELLED", message)
+        refusal = start_refusal(state_type, flow_run.infrastructure_pid, request_id)
+        if refusal:
+            by = f"Lambda request {request_id}" if request_id else "this call"
+            message = f"flow run {run_id} not started by {by}: {refusal} (a repeated delivery runs nothing)"
+            logger.warning(message)
+            log.warning(message)
+            return {**_result(run_id, state_name, state_type or "", message), "started": False}
         if flow_run.deployment_id is None:
             raise FlowRunEntryError(f"flow run {run_id} has no deployment: nothing says which flow to run")
         deployment = client.read_deployment(flow_run.deployment_id)
@@ -180,16 +235,159 @@ def _run_flow_run(run_id: UUID, refused: tuple[Refusal, ...] = ()) -> dict[str, 
             logger.error(message)
             client.set_flow_run_state(run_id, Crashed(message=message), force=True)
             return _result(run_id, "Crashed", "CRASHED", message)
+        timeout: float | None = None
+        remaining = invocation.remaining()
+        if remaining is not None:
+            timeout = run_timeout(remaining, margin_seconds, flow.timeout_seconds)
+            if timeout is None:
+                message = too_late_message(
+                    invocation.limit or 0, request_id or "?", remaining, margin_seconds
+                )
+                logger.error(message)
+                client.set_flow_run_state(run_id, Crashed(message=message), force=True)
+                return _result(run_id, "Crashed", "CRASHED", message)
+        if request_id:
+            refusal = _claim(client, run_id, request_id)
+            if refusal:
+                message = f"flow run {run_id} not started by Lambda request {request_id}: {refusal}"
+                logger.warning(message)
+                log.warning(message)
+                return {**_result(run_id, "Aborted", "ABORTED", message), "started": False}
+            flow_run = client.read_flow_run(run_id)
+            logger.info(
+                where_the_logs_are(
+                    request_id,
+                    invocation.log_group or "",
+                    invocation.log_stream or "",
+                    os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION"),
+                )
+            )
+        for refusal_ in refused:  # shown on the run's page, next to what it did run with
+            logger.warning(refusal_.message())
+    return execute_flow_run(flow, flow_run, logger, invocation, timeout, margin_seconds, check_seconds)
 
+
+CLAIMED_STATE_NAME = "Claimed"
+
+
+def claim_transition_id(request_id: str) -> UUID:
+    """The same for every delivery of one invocation: Prefect accepts the claim only once."""
+    return uuid5(NAMESPACE_URL, f"lambda-request:{request_id}")
+
+
+def _claim(client: Any, run_id: UUID, request_id: str) -> str | None:
+    """Take the run for this invocation, atomically; why not (None when taken).
+
+    Two deliveries of one invocation can both read the run PENDING. Each proposes the named
+    PENDING sub-state "Claimed" (Prefect allows PENDING → PENDING only to a new, non-default name)
+    with a transition id derived from the request id: the server aborts the second claim
+    (`PreventPendingTransitions`: "Claimed" → "Claimed", or PENDING once the run is RUNNING or
+    CANCELLING) or rejects it as a repeated transition (`PreventDuplicateTransitions`). Prefect
+    would not stop the duplicate later: it accepts RUNNING → RUNNING (a test pins this).
+    """
+    from prefect.client.schemas.responses import SetStateStatus
+    from prefect.states import Pending
+
+    claim: State[Any] = Pending(
+        name=CLAIMED_STATE_NAME, message=f"Lambda request {request_id} starts the run"
+    )
+    claim.state_details.transition_id = claim_transition_id(request_id)
+    result = client.set_flow_run_state(run_id, claim)
+    if result.status == SetStateStatus.ACCEPT:
+        return None
+    reason = getattr(result.details, "reason", None) or "no reason given"
+    return f"Prefect refused the claim ({result.status.value}: {reason}); a repeated delivery runs nothing"
+
+
+def execute_flow_run(
+    flow: Flow[..., Any],
+    flow_run: FlowRun,
+    logger: Any,
+    invocation: Invocation,
+    timeout: float | None,
+    margin_seconds: float = DEADLINE_MARGIN_SECONDS,
+    check_seconds: float = CANCEL_CHECK_SECONDS,
+) -> dict[str, Any]:
+    """Run the flow in this process under the deadline and the cancel watch; its true final state.
+
+    The deadline is the flow's own timeout (`timeout`, when shorter than one the flow has): in the
+    main thread Prefect enforces it with SIGALRM, which interrupts blocking waits; the engine then
+    ends the run Failed ("TimedOut"), and this turns that into Crashed naming Lambda's limit.
+    A cancel is the engine's own (Cancelled); should it end otherwise, it is forced Cancelled.
+    """
+    from prefect.exceptions import Abort, TerminationSignal
+    from prefect.flow_engine import run_flow
+
+    from flows.runtime.watch import CancelWatch, sigalrm_timeout_available
+
+    run_id = flow_run.id
+    ours = timeout is not None and (flow.timeout_seconds is None or timeout < flow.timeout_seconds)
+    runnable = flow.with_options(timeout_seconds=timeout) if ours else flow
+    if ours and not sigalrm_timeout_available():
+        logger.warning("Lambda's time limit is enforced here without SIGALRM: a blocking wait may outlast it")
+    watch = CancelWatch(run_id, check_seconds, logger)
+    state: State[Any] | None = None
+    started = time.monotonic()
     try:
-        # Prefect's own engine passes its flow-run logger adapter as `error_logger` too (typed a
-        # Logger; only its .error() is called): errors reach the run's page.
-        outcome = run_flow(flow, flow_run=flow_run, return_type="state", error_logger=logger)  # type: ignore[arg-type]
-        state = _final_state(outcome)
+        watch.start()
+        try:
+            # Prefect's own engine passes its flow-run logger adapter as `error_logger` too (typed
+            # a Logger; only its .error() is called): errors reach the run's page.
+            outcome = run_flow(runnable, flow_run=flow_run, return_type="state", error_logger=logger)
+            state = _final_state(outcome)
+        finally:
+            watch.close()
     except Abort as exc:
         # The server refused to start it (already running or finished: a duplicate invocation).
         logger.warning("flow run %s not started: %s", run_id, exc)
         return _result(run_id, "Aborted", "ABORTED", str(exc))
+    except TerminationSignal:
+        if not watch.cancel_sent:
+            raise  # a real SIGTERM: Prefect has re-raised it to the previous handler already
+        # Our own cancel: the engine has ended the run (Cancelled); read what it recorded below.
+    elapsed = time.monotonic() - started
+    return _conclude(
+        run_id, state, invocation, timeout if ours else None, elapsed, margin_seconds, watch, logger
+    )
+
+
+def _conclude(
+    run_id: UUID,
+    state: State[Any] | None,
+    invocation: Invocation,
+    our_timeout: float | None,
+    elapsed: float,
+    margin_seconds: float,
+    watch: CancelWatch,
+    logger: Any,
+) -> dict[str, Any]:
+    """The run's true final state: forced only when the engine's does not say what happened."""
+    from prefect.client.orchestration import get_client
+    from prefect.states import Cancelled, Crashed
+
+    with get_client(sync_client=True) as client:
+        if watch.cancel_sent:
+            current = client.read_flow_run(run_id).state
+            if current is not None and current.type.value in ("CANCELLED", "COMPLETED"):
+                return _result(run_id, current.name, current.type.value, current.message)
+            message = cancelled_message(invocation.request_id)
+            logger.warning(
+                "%s (the run had ended %s)", message, current.type.value if current else "stateless"
+            )
+            client.set_flow_run_state(run_id, Cancelled(message=message), force=True)
+            return _result(run_id, "Cancelled", "CANCELLED", message)
+        if state is None:  # pragma: no cover - run_flow returns a state or raises
+            raise FlowRunEntryError(f"flow run {run_id} ended without a state")
+        if (
+            our_timeout is not None
+            and state.is_failed()
+            and state.name == "TimedOut"
+            and elapsed >= our_timeout - 0.5
+        ):
+            message = limit_message(invocation.limit or 0, invocation.request_id or "?", margin_seconds)
+            logger.error(message)
+            client.set_flow_run_state(run_id, Crashed(message=message), force=True)
+            return _result(run_id, "Crashed", "CRASHED", message)
     return _result(run_id, state.name, state.type.value, state.message)
 
 

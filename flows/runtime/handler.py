@@ -57,7 +57,24 @@ def prepare_runtime(environ: dict[str, str] | None = None) -> None:
     load_prefect_api_key(env)
 
 
-def flush_prefect() -> None:
+# Each of Prefect's two workers (logs, events) gets at most this long to flush.
+FLUSH_SECONDS = 10.0
+
+
+def flush_seconds(context: Any = None) -> float:
+    """How long each flush may take: `FLUSH_SECONDS`, less when Lambda's deadline is nearer.
+
+    A run stopped by the deadline ends DEADLINE_MARGIN_SECONDS before it; both flushes fit in what
+    is left, with a second to spare for returning.
+    """
+    remaining_ms = getattr(context, "get_remaining_time_in_millis", None)
+    if not callable(remaining_ms):
+        return FLUSH_SECONDS
+    left = float(remaining_ms()) / 1000.0 - 1.0
+    return max(0.5, min(FLUSH_SECONDS, left / 2))
+
+
+def flush_prefect(timeout: float = FLUSH_SECONDS) -> None:
     """Send buffered logs and events now: Lambda freezes the process once the handler returns."""
     try:
         from prefect.events.worker import EventsWorker
@@ -66,7 +83,7 @@ def flush_prefect() -> None:
         return
     for service in (APILogWorker, EventsWorker):
         try:
-            service.drain_all(timeout=10)
+            service.drain_all(timeout=timeout)
         except Exception:  # a flush failure must not turn a good run into a failed invocation
             log.exception("flushing %s failed", service.__name__)
 
@@ -89,7 +106,7 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
         if kind == "flow_run":
             from flows.runtime.flow_run import run_flow_run
 
-            return run_flow_run(str(event["flow_run_id"]), env=event.get("env"))
+            return run_flow_run(str(event["flow_run_id"]), env=event.get("env"), context=context)
         if kind == "poll":
             from flows.runtime.flow_run import poll_work_pool
 
@@ -98,4 +115,4 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
 
         return run_ingest(event.get("ingest") or {}, settings)
     finally:
-        flush_prefect()
+        flush_prefect(flush_seconds(context))
