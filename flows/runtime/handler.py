@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flows.core.errors import UnknownEvent
-from flows.core.names import LAMBDA_PREFECT_HOME  # the code directory is read-only
+from flows.core.names import LAMBDA_PREFECT_HOME, LAMBDA_RUN_TAG  # the code directory is read-only
+
+if TYPE_CHECKING:
+    from flows.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -98,21 +101,31 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
 
     kind = event_kind(event)
     settings = Settings()
+    # Every flow run created in here (subflows, the SQS reports, the scheduled ingest) carries the
+    # tag the stack's zombie automation watches: these runs heartbeat every 30 s. Deployment runs
+    # have it from prefect.yaml, since they are created before the function sees them.
+    from prefect import tags
+
     try:
-        if kind == "sqs":
-            from flows.runtime.sqs import handle_sqs_batch
-
-            return handle_sqs_batch(event, settings)
-        if kind == "flow_run":
-            from flows.runtime.flow_run import run_flow_run
-
-            return run_flow_run(str(event["flow_run_id"]), env=event.get("env"), context=context)
-        if kind == "poll":
-            from flows.runtime.flow_run import poll_work_pool
-
-            return poll_work_pool(str(event["poll_work_pool"]))
-        from flows.runtime.plain import run_ingest
-
-        return run_ingest(event.get("ingest") or {}, settings)
+        with tags(LAMBDA_RUN_TAG):
+            return _dispatch(kind, event, context, settings)
     finally:
         flush_prefect(flush_seconds(context))
+
+
+def _dispatch(kind: str, event: dict[str, Any], context: Any, settings: Settings) -> dict[str, Any]:
+    if kind == "sqs":
+        from flows.runtime.sqs import handle_sqs_batch
+
+        return handle_sqs_batch(event, settings)
+    if kind == "flow_run":
+        from flows.runtime.flow_run import run_flow_run
+
+        return run_flow_run(str(event["flow_run_id"]), env=event.get("env"), context=context)
+    if kind == "poll":
+        from flows.runtime.flow_run import poll_work_pool
+
+        return poll_work_pool(str(event["poll_work_pool"]))
+    from flows.runtime.plain import run_ingest
+
+    return run_ingest(event.get("ingest") or {}, settings)

@@ -9,6 +9,7 @@ import boto3
 import pytest
 from reports_data import artifacts_of, expected, receive_all, reports_runs_for, seed_store
 
+from flows.core.names import LAMBDA_RUN_TAG
 from flows.devkit.emulator import wire
 from flows.io.store import S3Store
 from flows.runtime.handler import event_kind, handler
@@ -49,6 +50,7 @@ def test_batch_with_poison_fails_only_the_poison(prefect_harness, wired):
     assert set(response) == {"batchItemFailures"}
     [run] = asyncio.run(reports_runs_for(key))
     assert run.state.is_completed()
+    assert LAMBDA_RUN_TAG in run.tags  # from its creation: the zombie automation's scope
     assert {a.key for a in asyncio.run(artifacts_of(run.id))} >= {"reports-summary", "population-stats"}
     [stats_key] = [k for k in store.list_keys("reports/") if k.endswith("/population_stats.json")]
     assert json.loads(store.read_bytes(stats_key)) == expected(bls, body, key)["population_stats"]

@@ -23,6 +23,7 @@ import pytest
 import yaml
 from aio import run_async
 from lambda_emulator import REPO, LambdaEmulator
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
 
 from flows.core.names import LAMBDA_RUN_TAG, population_key
 from flows.devkit.samples import population_body, sample_bls_survey
@@ -195,8 +196,14 @@ def test_ingest_deployment_runs_on_lambda_and_fills_s3(stack):
     lam.wait_idle(180)
     with _client(stack["api_url"]) as client:
         done = client.read_flow_run(run.id)
+        subflows = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[run.id]))
+        )
     call = [c for c in lam.invocations if c.event.get("flow_run_id") == str(run.id)][-1]
     assert done.state.is_completed(), f"{done.state}\n{call.logs[-4000:]}"
+    # The zombie automation watches runs with the tag: the deployment run and its subflows have it.
+    assert LAMBDA_RUN_TAG in done.tags
+    assert {r.name for r in subflows} and all(LAMBDA_RUN_TAG in r.tags for r in subflows), subflows
     keys = {o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix="data/").get("Contents", [])}
     assert {f"data/bls/pr/{name}" for name in stack["survey"]} <= keys
     assert any(k.startswith("data/population/") and k.endswith(".json") for k in keys), keys
