@@ -268,6 +268,7 @@ def test_throttled_invoke_goes_back_to_scheduled_and_runs_later(faults: LambdaPo
     assert "TooManyRequestsException" in (run.state.message or ""), run.state.message
     delay = run.state.state_details.scheduled_time.timestamp() - _epoch(run.state)
     assert delay > 0, "rescheduled with no delay"
+    rescheduled = _epoch(run.state) - fault
 
     def submitted() -> bool:
         if any(c.status == 202 for c in faults.invocations(run_id)):
@@ -283,8 +284,8 @@ def test_throttled_invoke_goes_back_to_scheduled_and_runs_later(faults: LambdaPo
     assert "CRASHED" not in kinds and "FAILED" not in kinds, kinds
     _record(
         "throttled",
-        f"{final - fault:.1f} s (throttle → COMPLETED; {len(throttled)} throttled attempt(s), "
-        f"retry delay {delay:.1f} s)",
+        f"{final - fault:.1f} s (throttle → COMPLETED; AwaitingRetry after {rescheduled:.1f} s, "
+        f"{len(throttled)} throttled request(s), retry delay {delay:.1f} s)",
     )
 
 
@@ -317,6 +318,8 @@ def test_duplicate_delivery_executes_the_flow_once(faults: LambdaPool, back_to_b
     # Neither delivery failed (a failure would reach the destination and be reconciled as a crash).
     assert [c.outcome for c in calls] == ["ok", "ok"], faults.invocation_logs(run_id)
     assert not any(c.destination_sent for c in calls)
+    # One of the two says it started nothing.
+    assert [c.result.get("started", True) for c in calls].count(False) == 1, [c.result for c in calls]
     faults.worker_round(pool)
     assert faults.run(run_id).state.type.value == "COMPLETED"
     final = max(_epoch(run.state), settled)
