@@ -188,6 +188,10 @@ class LambdaWorkPoolArgs:
     # function's reserved concurrency is sized from the same setting (config.py).
     concurrency_limit: int | None = None
     invocation_type: InvocationType = "Event"
+    # The function's on-failure destination queue and log group (Runner outputs): the template's
+    # defaults, so a worker outside the function reconciles hard deaths and links the logs too.
+    invoke_failure_queue_url: pulumi.Input[str] | None = None
+    log_group_name: pulumi.Input[str] | None = None
 
 
 class LambdaWorkPool(pulumi.ComponentResource):
@@ -201,8 +205,16 @@ class LambdaWorkPool(pulumi.ComponentResource):
         super().__init__("quest:prefect:LambdaWorkPool", name, None, opts)
         from flows.worker import base_job_template_for
 
-        template = pulumi.Output.from_input(args.function_arn).apply(
-            lambda arn: base_job_template_for(arn, region=args.region, invocation_type=args.invocation_type)
+        template = pulumi.Output.all(
+            args.function_arn, args.invoke_failure_queue_url, args.log_group_name
+        ).apply(
+            lambda a: base_job_template_for(
+                a[0],
+                region=args.region,
+                invocation_type=args.invocation_type,
+                invoke_failure_queue_url=a[1],
+                log_group_name=a[2],
+            )
         )
         api_key: pulumi.Output[str] | None = (
             None if args.api_key is None else pulumi.Output.secret(args.api_key)

@@ -41,7 +41,7 @@ from infra_pulumi.package import (
 
 # Development, test and deploy-time distributions: never in the function's zip.
 DEV_DISTRIBUTIONS = frozenset(
-    {"pytest", "moto", "hypothesis", "ruff", "mypy", "pulumi", "pulumi-aws", "prefect-aws", "prefect"}
+    {"pytest", "moto", "hypothesis", "ruff", "mypy", "pulumi", "pulumi-aws", "prefect"}
 )
 
 RUNTIME_IMPORTS = """
@@ -55,14 +55,18 @@ kinds = [
     entry.event_kind({"source": "aws.events", "detail-type": "Scheduled Event"}),
 ]
 import flows.settings, flows.io.store, flows.ingest, flows.reports, flows.runtime.sqs, flows.worker
-import flows.runtime.flow_run
+import flows.runtime.flow_run, flows.reconcile, flows.io.lambda_logs, flows.core.invoke_failures
 from prefect.workers.base import BaseWorker
-import pandas, httpx, boto3, prefect
+from prefect_aws import AwsCredentials  # installed --no-deps over prefect-client (issue 11)
+session = flows.worker.aws_session(AwsCredentials())  # an empty block: boto3's default chain
+import pandas, httpx, boto3, prefect, prefect_aws
 collections = sorted(e.value for e in importlib.metadata.entry_points(group="prefect.collections"))
 print(json.dumps({
     "kinds": kinds,
     "worker_is_base_worker": issubclass(flows.worker.LambdaWorker, BaseWorker),
-    "files": {m.__name__: m.__file__ for m in (flows, pandas, prefect, httpx, boto3)},
+    "files": {m.__name__: m.__file__ for m in (flows, pandas, prefect, httpx, boto3, prefect_aws)},
+    "template_variables": sorted(flows.worker.default_base_job_template()["variables"]["properties"]),
+    "session": type(session).__module__,
     "collections": collections,
 }))
 """
@@ -152,7 +156,9 @@ def test_package_builds_lean_and_under_the_limit(built):
     assert not {
         t for t in top if t.split("-")[0].lower() in ("moto", "pytest", "hypothesis", "ruff", "pulumi")
     }
-    assert not top & {"devkit", "tests", "prefect_aws", "moto", "pytest", "hypothesis", "ruff", "mypy"}
+    assert not top & {"devkit", "tests", "moto", "pytest", "hypothesis", "ruff", "mypy"}
+    # prefect-aws for the worker's AwsCredentials block (issue 11), without the aiobotocore stack.
+    assert "prefect_aws" in top and not top & {"aiobotocore", "aiohttp"}
     assert not top & {"pulumi", "pulumi_aws", "infra_pulumi", "_pytest"}
     assert "flows/core/names.py" in names and "flows/io/store/s3.py" in names
 
@@ -200,6 +206,10 @@ def test_flows_import_from_the_zip_alone(built, tmp_path):
     assert report["worker_is_base_worker"] is True
     assert all(path.startswith(str(tmp_path / "task")) for path in report["files"].values()), report
     assert "flows.worker" in report["collections"]  # the worker type registers from the zip too
+    assert {"aws_credentials", "invoke_failure_queue_url", "log_group_name"} <= set(
+        report["template_variables"]
+    )
+    assert report["session"].startswith("boto3")
 
 
 @pytest.mark.slow
@@ -263,13 +273,17 @@ def test_over_the_limit_fails_and_caches_nothing(tmp_path):
 
 def test_pip_targets_the_lambda_platform_binary_only(tmp_path):
     spec = PackageSpec()
-    (full,) = pip_commands(spec, tmp_path / "site", python="python", constraints_file=tmp_path / "c.txt")
+    full, no_deps = pip_commands(
+        spec, tmp_path / "site", python="python", constraints_file=tmp_path / "c.txt"
+    )
     assert full[full.index("--python-version") + 1] == "3.12"
     assert "--only-binary=:all:" in full and "manylinux2014_x86_64" in full
     assert full[full.index("--constraint") + 1] == str(tmp_path / "c.txt")
     assert full[-len(spec.requirements or ()) :] == list(spec.requirements or ())
     assert any(r.startswith("prefect-client==") for r in full)
     assert not any(r.startswith(("prefect==", "prefect-aws")) for r in full)
+    # prefect-aws (issue 11) in a call of its own, without its dependencies (it declares full prefect).
+    assert no_deps[-2:] == ["--no-deps", "prefect-aws==0.5.13"] and "--only-binary=:all:" in no_deps
 
 
 def test_no_deps_pins_get_their_own_pip_call(tmp_path):

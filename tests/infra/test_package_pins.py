@@ -60,6 +60,36 @@ def _pins() -> list[Requirement]:
     return [Requirement(r) for r in (*requirements, *no_deps)]
 
 
+def _no_deps_pins() -> list[Requirement]:
+    return [Requirement(r) for r in lambda_pins(PROJECT_ROOT)[1]]
+
+
+def _no_deps_requirements() -> dict[str, Requirement]:
+    """What the no-deps pins themselves require (their Requires-Dist, as installed here).
+
+    The zip installs them without their dependencies; the ones they import at run time are pinned
+    beside them and answer for these requirements instead of a range in [project].dependencies.
+    """
+    found: dict[str, Requirement] = {}
+    for pin in _no_deps_pins():
+        for line in importlib.metadata.requires(pin.name) or []:
+            requirement = Requirement(line)
+            if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
+                found[canonicalize_name(requirement.name)] = requirement
+    return found
+
+
+def _no_deps_python_files() -> list[Path]:
+    """The installed sources of the no-deps pins (what the zip ships of them)."""
+    files: list[Path] = []
+    for pin in _no_deps_pins():
+        distribution = importlib.metadata.distribution(pin.name)
+        files += [
+            Path(str(distribution.locate_file(f))) for f in distribution.files or () if f.suffix == ".py"
+        ]
+    return files
+
+
 def _ranges() -> dict[str, Requirement]:
     return {canonicalize_name(r.name): r for r in map(Requirement, project_ranges(PROJECT_ROOT))}
 
@@ -81,10 +111,12 @@ def test_every_pin_is_exact_and_named_once():
 
 def test_every_pin_satisfies_its_declared_range():
     ranges = _ranges()
+    of_no_deps = _no_deps_requirements()
     for pin in _pins():
-        declared = ranges.get(declared_name(pin))
+        declared = ranges.get(declared_name(pin)) or of_no_deps.get(canonicalize_name(pin.name))
         assert declared is not None, (
-            f"{pin} is shipped but {declared_name(pin)} is not in [project].dependencies"
+            f"{pin} is shipped but {declared_name(pin)} is neither in [project].dependencies nor "
+            "required by a no-deps pin"
         )
         (version,) = (s.version for s in pin.specifier)
         assert declared.specifier.contains(version, prereleases=True), f"{pin} is outside {declared}"
@@ -100,8 +132,9 @@ def test_every_declared_dependency_the_shipped_code_imports_is_pinned():
 
 
 def test_nothing_is_pinned_or_declared_that_the_code_never_imports():
-    # Pins: only what the shipped code imports (an unused distribution is weight and attack surface).
-    shipped = distributions_of(imported_modules(_shipped_python_files()))
+    # Pins: only what the shipped code imports (an unused distribution is weight and attack surface),
+    # the project's own or a no-deps pin's (its dependencies are not installed for it).
+    shipped = distributions_of(imported_modules([*_shipped_python_files(), *_no_deps_python_files()]))
     unused_pins = {declared_name(pin) for pin in _pins()} - shipped
     assert not unused_pins, f"pinned for the zip but never imported by it: {sorted(unused_pins)}"
     # Declared: imported somewhere in the project (flows, dev kit, Pulumi program), or a stated bound.
@@ -119,10 +152,20 @@ def test_ranges_can_be_pip_constraints():
     assert not [r for r in _ranges().values() if r.extras]
 
 
-def test_prefect_aws_is_not_shipped_until_something_imports_it():
-    """Issue 10: prefect-aws was bundled and declared but unused (issue 11 brings its credentials block)."""
-    names = {canonicalize_name(p.name) for p in _pins()} | set(_ranges())
-    assert not names & {"prefect-aws", "mypy-boto3-s3", "mypy-boto3-secretsmanager", "tenacity"}
+def test_prefect_aws_is_shipped_without_its_dependencies_because_the_worker_imports_it():
+    """Issue 11: the worker's AwsCredentials block. prefect-aws declares full prefect (prefect-client
+    stands in), so it is a no-deps pin; the stubs and tenacity it imports are pinned beside it."""
+    assert "prefect-aws" in distributions_of(imported_modules(_shipped_python_files()))
+    (prefect_aws,) = _no_deps_pins()
+    assert canonicalize_name(prefect_aws.name) == "prefect-aws"
+    # The development install runs the version the zip ships (the tests exercise that one).
+    assert prefect_aws.specifier.contains(importlib.metadata.version("prefect-aws"))
+    required = _no_deps_requirements()
+    assert "prefect" in required, "prefect-aws no longer declares prefect: it may not need --no-deps"
+    pinned = {canonicalize_name(p.name) for p in _pins()}
+    assert {"mypy-boto3-s3", "mypy-boto3-secretsmanager", "tenacity"} <= pinned
+    # Never the packages an aiobotocore-based prefect-aws (0.5.14 on) would bring.
+    assert not pinned & {"aiobotocore", "aiohttp", "prefect"}
 
 
 # --------------------------------------------------------------------------- the build reads them
