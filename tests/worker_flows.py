@@ -57,3 +57,22 @@ def count_execution(bucket: str, seconds: float = 3.0) -> str:
     boto3.client("s3").put_object(Bucket=bucket, Key=key, Body=stream.encode())
     time.sleep(seconds)
     return key
+
+
+@flow
+def busy_then_mark(bucket: str, n: int, seconds: float = 8.0) -> str:
+    """Mark `before`, hold the GIL in one C call (`sum(range(n))`: no other thread of the process,
+    the cancel watcher included, runs meanwhile), mark `after`, sleep `seconds`, mark `end`; the
+    marks are S3 objects `marks/<flow run id>/<mark>`."""
+    import time
+
+    import boto3
+    from prefect.runtime import flow_run
+
+    s3 = boto3.client("s3")
+    s3.put_object(Bucket=bucket, Key=f"marks/{flow_run.id}/before", Body=b"")
+    sum(range(n))
+    s3.put_object(Bucket=bucket, Key=f"marks/{flow_run.id}/after", Body=b"")
+    time.sleep(seconds)
+    s3.put_object(Bucket=bucket, Key=f"marks/{flow_run.id}/end", Body=b"")
+    return "done"
