@@ -136,7 +136,7 @@ def parse_listing(page: str, directory_url: str) -> Listing:
             continue
         href = html.unescape(anchor["href"])
         row = _ROW_HEAD.search(head)
-        if row is not None and not row["size"].isdigit():
+        if row is not None and not (row["size"].isascii() and row["size"].isdigit()):
             folders.append(text)
             continue
         if href.endswith("/") and row is None:

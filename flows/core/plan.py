@@ -43,7 +43,7 @@ class StoredFile:
         return cls(
             name=name,
             size=obj.size,
-            upstream_size=int(raw_size) if raw_size and raw_size.isdigit() else None,
+            upstream_size=int(raw_size) if raw_size and raw_size.isascii() and raw_size.isdigit() else None,
             upstream_last_modified=obj.metadata.get(META_UPSTREAM_LAST_MODIFIED),
             sha256=trusted_sha256(obj),
         )

@@ -88,10 +88,6 @@ class Invocation:
 # --------------------------------------------------------------------------- Prefect's bridge
 
 
-class _Closed(Exception):
-    """The watch was closed: the run is over, nothing may be signalled any more."""
-
-
 def request_cancel(still_wanted: Callable[[], bool] = lambda: True) -> bool:
     """Stop this process's running flow run as cancelled; False when Prefect's SIGTERM bridge is
     not installed (the engine has not started the run yet, or has finished it).
@@ -103,20 +99,26 @@ def request_cancel(still_wanted: Callable[[], bool] = lambda: True) -> bool:
     the signal to the default handler (which would kill the process).
     """
 
-    def commit() -> None:
-        if not still_wanted():
-            raise _Closed
-        control_listener._set_intent("cancel")
+    # Decided under Prefect's lock, with the bridge check: once the watch is closed (the run is
+    # over), no intent is committed and no signal is sent.
+    wanted: list[bool] = []
 
-    try:
-        return prefect_engine.commit_control_intent_and_ack(
-            commit_intent=commit,
-            clear_intent=control_listener.clear_intent,
-            send_ack=lambda: None,  # no supervising runner to acknowledge to
-            trigger_cancel=lambda: os.kill(os.getpid(), signal.SIGTERM),
-        )
-    except _Closed:
-        return False
+    def commit() -> None:
+        wanted.append(still_wanted())
+        if wanted[0]:
+            control_listener._set_intent("cancel")
+
+    def trigger() -> None:
+        if wanted and wanted[0]:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    committed = prefect_engine.commit_control_intent_and_ack(
+        commit_intent=commit,
+        clear_intent=control_listener.clear_intent,
+        send_ack=lambda: None,  # no supervising runner to acknowledge to
+        trigger_cancel=trigger,
+    )
+    return committed and bool(wanted) and wanted[0]
 
 
 def sigalrm_timeout_available() -> bool:

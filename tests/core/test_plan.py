@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from flows.core.errors import MassDeleteError
 from flows.core.listing import ListingEntry
-from flows.core.objects import StoredObject
+from flows.core.objects import META_UPSTREAM_SIZE, StoredObject
 from flows.core.plan import Action, StoredFile, check_delete_guard, plan_sync
 
 SHA = "ab" * 32
@@ -160,3 +160,10 @@ def test_plan_properties(listing, have, held):
         if item.action == Action.KEEP and item.name in listed:
             have_one = stored_by_name[item.name]
             assert have_one.sha256 is not None and have_one.size == item.size
+
+
+@pytest.mark.parametrize("raw", ["¹", "٣", "12a", "-1", " 7", ""])
+def test_a_stored_upstream_size_that_is_not_ascii_digits_is_unknown(raw):
+    """Hypothesis found `int('¹')` raising: str.isdigit() accepts superscripts. Metadata is not trusted."""
+    stored = StoredFile.from_object("a", StoredObject("bls/pr/a", 3, {META_UPSTREAM_SIZE: raw}))
+    assert stored.upstream_size is None
