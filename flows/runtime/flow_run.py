@@ -209,8 +209,9 @@ def _run_flow_run(
         state_name = flow_run.state.name if flow_run.state else None
         # At least once: a second delivery, or an invocation that is not the run's, runs nothing.
         mine = start_refusal("PENDING", flow_run.infrastructure_pid, request_id) is None
-        if state_type == "CANCELLING" and mine:
-            # Cancelled before it started: no one else will finish the cancel.
+        if state_type == "CANCELLING" and mine and not _taken(client, flow_run):
+            # Cancelled before any delivery took it: no one else will finish the cancel. (Once a
+            # delivery has claimed or started it, that delivery's watcher ends the cancel.)
             message = cancelled_before_start_message(request_id)
             logger.info(message)
             client.set_flow_run_state(run_id, Cancelled(message=message), force=True)
@@ -273,6 +274,13 @@ CLAIMED_STATE_NAME = "Claimed"
 def claim_transition_id(request_id: str) -> UUID:
     """The same for every delivery of one invocation: Prefect accepts the claim only once."""
     return uuid5(NAMESPACE_URL, f"lambda-request:{request_id}")
+
+
+def _taken(client: Any, flow_run: FlowRun) -> bool:
+    """Whether a delivery already claimed or started the run (its history holds our claim)."""
+    if flow_run.start_time is not None:
+        return True
+    return any(state.name == CLAIMED_STATE_NAME for state in client.read_flow_run_states(flow_run.id))
 
 
 def _claim(client: Any, run_id: UUID, request_id: str) -> str | None:

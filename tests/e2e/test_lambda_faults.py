@@ -341,13 +341,6 @@ def _gil_loop_size(seconds: float) -> int:
     return int(2_000_000 * seconds / max(time.perf_counter() - started, 1e-6))
 
 
-@pytest.mark.xfail(
-    reason="waiting for the function to leave a started run to its own invocation: a second delivery "
-    "that reads the run CANCELLING forces CANCELLED ('cancelled before Lambda request ... started it', "
-    "flow_run.py `mine` check) while the first delivery's body runs on; its watcher then never sees "
-    "CANCELLING and the run ends COMPLETED",
-    strict=False,
-)
 def test_duplicate_delivery_during_a_cancel_leaves_the_run_to_its_invocation(faults: LambdaPool):
     from prefect.client.schemas.objects import State, StateType
 
