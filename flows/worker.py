@@ -374,7 +374,7 @@ def queue_region(queue_url: str) -> str | None:
 # A throttled or temporarily failing Invoke is tried again later, not crashed (issue 11):
 # - Lambda's own answers that mean "not now": 429 TooManyRequestsException (reserved or account
 #   concurrency, request rate) and its 5xx service errors; botocore has already retried them a few
-#   times within seconds (standard mode, 4 attempts).
+#   times within seconds (standard mode: 4 retries after the first attempt).
 # - The run goes back to Scheduled ("AwaitingRetry") `retry_delay_seconds(n)` later, n being the
 #   number of such retries the run already had: 30 s, 60 s, 120 s, 240 s, then every 300 s, with up
 #   to +20 % jitter so a burst of throttled runs does not come back in one wave. 30 s is half the
@@ -462,7 +462,7 @@ def _invoke(configuration: LambdaJobConfiguration, payload: bytes) -> tuple[dict
     client = lambda_client(
         configuration,
         # A retried synchronous invoke would run the flow run twice; an async one is idempotent
-        # enough (the flow engine refuses to start a run that is already running).
+        # enough: the function claims the run once per request id (a repeated delivery runs nothing).
         retries={"total_max_attempts": 1} if sync else {"max_attempts": 4, "mode": "standard"},
         read_timeout=SYNC_READ_TIMEOUT_SECONDS if sync else 60,
         connect_timeout=10,
@@ -529,7 +529,7 @@ class LambdaWorker(BaseWorker[LambdaJobConfiguration, LambdaVariables, LambdaWor
         except Exception as exc:
             self._logger.warning("on-failure queue not read: the pool's job template: %s", exc)
             return None
-        queue_url = os.environ.get(ENV_INVOKE_FAILURE_QUEUE_URL) or configuration.invoke_failure_queue_url
+        queue_url = configuration.invoke_failure_queue_url or os.environ.get(ENV_INVOKE_FAILURE_QUEUE_URL)
         if not queue_url:
             return None
         try:
@@ -655,14 +655,18 @@ class LambdaWorker(BaseWorker[LambdaJobConfiguration, LambdaVariables, LambdaWor
             return False
         if result.status.value != "ACCEPT":
             current = result.state.type.value if result.state is not None else "unknown"
+            # Refused because the run moved on (cancelled, or ended elsewhere): leave it. Refused
+            # while it is still waiting to start: crash it with the reason rather than strand it.
+            moved_on = current in ("CANCELLING", "CANCELLED", "COMPLETED", "FAILED", "CRASHED")
             logger.warning(
                 "Lambda did not accept the invocation (%s) and Prefect refused to reschedule the run "
-                "(%s, state %s): leaving it as it is",
+                "(%s, state %s): %s",
                 failure.reason,
                 result.status.value,
                 current,
+                "leaving it as it is" if moved_on else "crashing it instead",
             )
-            return True
+            return moved_on
         logger.warning(message)
         return True
 

@@ -105,6 +105,10 @@ def main() -> None:
                 api_url=str(cfg.prefect_api_url),
                 api_key=stack.prefect_api_key,
                 concurrency_limit=cfg.max_concurrent_runs,
+                # Where the worker (in the poll or anywhere else) reads the invocations that died,
+                # and the log lines it forwards to their runs.
+                invoke_failure_queue_url=runner.invoke_failure_queue_url,
+                log_group_name=runner.log_group_name,
             ),
         )
         # Crashes a run the function executes (tagged quest-in-lambda) whose heartbeats stop.

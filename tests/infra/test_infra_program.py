@@ -201,6 +201,12 @@ def test_prefect_stack_has_a_failure_destination_and_exports_it(package_zip):
     assert config["destinationConfig"]["onFailure"]["destination"] == failures.arn
     assert config["maximumRetryAttempts"] == INVOKE_MAX_RETRY_ATTEMPTS
     assert config["maximumEventAgeInSeconds"] == INVOKE_MAX_EVENT_AGE_SECONDS
+    # The pool tells a worker anywhere where the dead invocations are and whose logs to forward.
+    variables = mocks.one("pulumi-python:dynamic/quest:PrefectWorkPool").inputs["base_job_template"]["variables"]
+    props = variables["properties"]
+    assert props["invoke_failure_queue_url"]["default"] == failures.id
+    log_group = mocks.one("aws:cloudwatch/logGroup:LogGroup")
+    assert props["log_group_name"]["default"] == log_group.outputs["name"]
 
 
 @pytest.mark.parametrize("runs", [None, 1, 25])
