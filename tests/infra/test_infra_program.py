@@ -202,8 +202,8 @@ def test_prefect_stack_has_a_failure_destination_and_exports_it(package_zip):
     assert config["maximumRetryAttempts"] == INVOKE_MAX_RETRY_ATTEMPTS
     assert config["maximumEventAgeInSeconds"] == INVOKE_MAX_EVENT_AGE_SECONDS
     # The pool tells a worker anywhere where the dead invocations are and whose logs to forward.
-    variables = mocks.one("pulumi-python:dynamic/quest:PrefectWorkPool").inputs["base_job_template"]["variables"]
-    props = variables["properties"]
+    pool = mocks.one("pulumi-python:dynamic/quest:PrefectWorkPool")
+    props = pool.inputs["base_job_template"]["variables"]["properties"]
     assert props["invoke_failure_queue_url"]["default"] == failures.id
     log_group = mocks.one("aws:cloudwatch/logGroup:LogGroup")
     assert props["log_group_name"]["default"] == log_group.outputs["name"]
