@@ -26,6 +26,7 @@ import logging
 import os
 import time
 from collections.abc import Mapping, MutableMapping
+from contextlib import nullcontext
 from typing import TYPE_CHECKING, Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
@@ -318,33 +319,41 @@ def execute_flow_run(
 ) -> dict[str, Any]:
     """Run the flow in this process under the deadline and the cancel watch; its true final state.
 
-    The deadline is the flow's own timeout (`timeout`, when shorter than one the flow has): in the
-    main thread Prefect enforces it with SIGALRM, which interrupts blocking waits; the engine then
-    ends the run Failed ("TimedOut"), and this turns that into Crashed naming Lambda's limit.
+    The deadline (`timeout`, when shorter than a timeout the flow has) is our own SIGALRM in the
+    main thread: it interrupts blocking waits and raises `LambdaTimeLimit`, which the engine
+    records as one CRASHED transition whose message names Lambda's limit. Where SIGALRM is not
+    ours, Prefect's flow timeout is used instead (Failed "TimedOut", then forced Crashed).
     A cancel is the engine's own (Cancelled); should it end otherwise, it is forced Cancelled.
     """
     from prefect.exceptions import Abort, TerminationSignal
     from prefect.flow_engine import run_flow
 
-    from flows.runtime.watch import CancelWatch, sigalrm_timeout_available
+    from flows.runtime.watch import CancelWatch, LambdaTimeLimit, deadline_alarm
 
     run_id = flow_run.id
     ours = timeout is not None and (flow.timeout_seconds is None or timeout < flow.timeout_seconds)
-    runnable = flow.with_options(timeout_seconds=timeout) if ours else flow
-    if ours and not sigalrm_timeout_available():
-        logger.warning("Lambda's time limit is enforced here without SIGALRM: a blocking wait may outlast it")
+    message = limit_message(invocation.limit or 0, invocation.request_id or "?", margin_seconds)
     watch = CancelWatch(run_id, check_seconds, logger)
     state: State[Any] | None = None
     started = time.monotonic()
     try:
         watch.start()
         try:
-            # Prefect's own engine passes its flow-run logger adapter as `error_logger` too (typed
-            # a Logger; only its .error() is called): errors reach the run's page.
-            outcome = run_flow(runnable, flow_run=flow_run, return_type="state", error_logger=logger)
-            state = _final_state(outcome)
+            armed = deadline_alarm(timeout, message) if ours and timeout is not None else nullcontext(False)
+            with armed as alarm:
+                if ours and not alarm:
+                    logger.warning("Lambda's time limit is enforced by Prefect's flow timeout here")
+                runnable = flow.with_options(timeout_seconds=timeout) if ours and not alarm else flow
+                # Prefect's own engine passes its flow-run logger adapter as `error_logger` too
+                # (typed a Logger; only its .error() is called): errors reach the run's page.
+                outcome = run_flow(runnable, flow_run=flow_run, return_type="state", error_logger=logger)
+                state = _final_state(outcome)
         finally:
             watch.close()
+    except LambdaTimeLimit:
+        # The engine has recorded CRASHED with our message (or the run had just ended): read it.
+        logger.error(message)
+        return _current_result(run_id)
     except Abort as exc:
         # The server refused to start it (already running or finished: a duplicate invocation).
         logger.warning("flow run %s not started: %s", run_id, exc)
@@ -357,6 +366,16 @@ def execute_flow_run(
     return _conclude(
         run_id, state, invocation, timeout if ours else None, elapsed, margin_seconds, watch, logger
     )
+
+
+def _current_result(run_id: UUID) -> dict[str, Any]:
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        current = client.read_flow_run(run_id).state
+    if current is None:  # pragma: no cover - a run that ran has a state
+        raise FlowRunEntryError(f"flow run {run_id} ended without a state")
+    return _result(run_id, current.name, current.type.value, current.message)
 
 
 def _conclude(

@@ -24,7 +24,8 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any
@@ -131,6 +132,39 @@ def sigalrm_timeout_available() -> bool:
     if threading.current_thread() is not threading.main_thread():
         return False
     return signal.getsignal(signal.SIGALRM) in (signal.SIG_DFL, None)
+
+
+# --------------------------------------------------------------------------- the deadline
+
+
+class LambdaTimeLimit(BaseException):
+    """Lambda's deadline is near: the run stops now, as a crash, with a message naming the limit.
+
+    A BaseException (like KeyboardInterrupt), not an Exception: no `except Exception` in a flow
+    or in Prefect swallows it, Prefect's flow retries do not retry it, and the engine's crash
+    handling ends the run CRASHED in one transition, its message carrying this one (Prefect's own
+    flow timeout would first record Failed "TimedOut", which automations on Failed would see).
+    """
+
+
+@contextmanager
+def deadline_alarm(seconds: float, message: str) -> Iterator[bool]:
+    """Raise `LambdaTimeLimit(message)` in this (main) thread after `seconds`; yields False when
+    SIGALRM is not ours to use here (not the main thread, or another handler is installed)."""
+    if not sigalrm_timeout_available():
+        yield False
+        return
+
+    def fire(signum: int, frame: object) -> None:
+        raise LambdaTimeLimit(message)
+
+    previous = signal.signal(signal.SIGALRM, fire)
+    signal.setitimer(signal.ITIMER_REAL, max(seconds, 0.001))
+    try:
+        yield True
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 # --------------------------------------------------------------------------- the watcher
