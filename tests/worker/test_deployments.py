@@ -11,9 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
-import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,6 +21,7 @@ import pytest
 import yaml
 from aio import run_async
 from lambda_emulator import REPO, LambdaEmulator
+from lambda_pool import PREFECT, free_port, quiet_env
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
 
 from flows.core.names import LAMBDA_RUN_TAG, population_key
@@ -34,33 +33,14 @@ from infra_pulumi.work_pool import WorkPoolProvider
 
 BUCKET = "quest-e2e"
 POOL = "quest-lambda"
-PREFECT = str(Path(sys.executable).with_name("prefect"))
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _quiet_env(home: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "QUEST_"))}
-    env.update(
-        PREFECT_HOME=str(home),
-        PREFECT_SERVER_ANALYTICS_ENABLED="false",
-        DO_NOT_TRACK="1",
-        PREFECT_UI_ENABLED="false",
-        **extra,
-    )
-    return env
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """`prefect server start` on loopback with its scheduler, stopped by PID afterwards."""
     home = tmp_path_factory.mktemp("prefect-server")
-    port = _free_port()
-    env = _quiet_env(
+    port = free_port()
+    env = quiet_env(
         home,
         PREFECT_SERVER_DATABASE_CONNECTION_URL=f"sqlite+aiosqlite:///{home}/server.db",
         PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS="2",
@@ -131,7 +111,7 @@ def stack(server, moto_server, tmp_path_factory):
         deploy = subprocess.run(
             [PREFECT, "--no-prompt", "deploy", "--all"],
             cwd=REPO,
-            env=_quiet_env(home, PREFECT_API_URL=server),
+            env=quiet_env(home, PREFECT_API_URL=server),
             capture_output=True,
             text=True,
             timeout=180,
