@@ -47,11 +47,30 @@ def quiet_env(home: Path, **extra: str) -> dict[str, str]:
     return env
 
 
+def release_prefect_services(timeout: float = 30) -> None:
+    """Send what this process buffered for Prefect now, and let its senders go.
+
+    Prefect's events and log workers are process-wide singletons bound to the API that was current
+    when first used (the events one is keyed without the URL): once a test pointed this process at
+    its own server, every later event of the session went there. After that server stopped,
+    Prefect retried each buffered item at interpreter exit, one reconnect at a time: a full run
+    hung for hours after "passed". Draining stops them while the server is up; the next use builds
+    new ones for the API current then.
+    """
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    for service in (EventsWorker, APILogWorker):
+        service.drain_all(timeout=timeout)
+
+
 @contextlib.contextmanager
-def prefect_server(home: Path, startup_seconds: float = 120) -> Iterator[str]:
+def prefect_server(home: Path, startup_seconds: float = 120, **extra_env: str) -> Iterator[str]:
     """`prefect server start` on loopback (its own home and SQLite database); yields the API URL."""
     port = free_port()
-    env = quiet_env(home, PREFECT_SERVER_DATABASE_CONNECTION_URL=f"sqlite+aiosqlite:///{home}/server.db")
+    env = quiet_env(
+        home, PREFECT_SERVER_DATABASE_CONNECTION_URL=f"sqlite+aiosqlite:///{home}/server.db", **extra_env
+    )
     log_path = home / "server.log"
     with open(log_path, "wb") as server_log:
         proc = subprocess.Popen(
@@ -73,8 +92,10 @@ def prefect_server(home: Path, startup_seconds: float = 120) -> Iterator[str]:
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"prefect server did not start: {log_path.read_text()[-2000:]}")
             time.sleep(0.5)
+        release_prefect_services()  # this process starts clean, not bound to an earlier API
         yield url
     finally:
+        release_prefect_services()  # while the server still answers
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)
         try:

@@ -8,20 +8,17 @@ the mirror and the population snapshot in moto S3 (a `ThreadedMotoServer` the su
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
 import subprocess
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-import httpx
 import pytest
 import yaml
 from aio import run_async
 from lambda_emulator import REPO, LambdaEmulator
-from lambda_pool import PREFECT, free_port, quiet_env
+from lambda_pool import PREFECT, prefect_server, quiet_env
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
 
 from flows.core.names import LAMBDA_RUN_TAG, population_key
@@ -37,43 +34,10 @@ POOL = "quest-lambda"
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    """`prefect server start` on loopback with its scheduler, stopped by PID afterwards."""
+    """`prefect server start` on loopback with its scheduler (every 2 s), stopped afterwards."""
     home = tmp_path_factory.mktemp("prefect-server")
-    port = free_port()
-    env = quiet_env(
-        home,
-        PREFECT_SERVER_DATABASE_CONNECTION_URL=f"sqlite+aiosqlite:///{home}/server.db",
-        PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS="2",
-    )
-    proc = subprocess.Popen(
-        [PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=open(home / "server.log", "wb"),  # noqa: SIM115 - closed with the process
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}/api"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"prefect server did not start: {(home / 'server.log').read_text()[-2000:]}"
-                )
-            time.sleep(0.5)
+    with prefect_server(home, PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS="2") as url:
         yield url
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 @pytest.fixture(scope="module")
