@@ -48,9 +48,9 @@ from prefect_aws.credentials import AwsCredentials  # type: ignore[import-untype
 from pydantic import Field
 
 from flows.core.errors import LambdaInvokeError, RuntimeFailure
+from flows.core.invocation import console_url
 from flows.core.names import ENV_INVOKE_FAILURE_QUEUE_URL, INVOKE_MAX_EVENT_AGE_SECONDS, WORKER_TYPE
 from flows.io.lambda_logs import (
-    console_url,
     function_name_of,
     invocation_ended,
     log_group_for,

@@ -32,19 +32,29 @@ def console_escape(name: str) -> str:
     return quote(quote(name, safe=""), safe="").replace("%", "$")
 
 
-def console_log_url(region: str, group: str, stream: str) -> str:
-    """The CloudWatch console page of one log stream."""
-    return (
+def console_url(
+    region: str, log_group: str, log_stream: str | None = None, request_id: str | None = None
+) -> str:
+    """The CloudWatch console page of a log group, or of one stream; with `request_id`, its events
+    filtered to that request (in the stream, or searched across the group's streams)."""
+    url = (
         f"https://{region}.console.aws.amazon.com/cloudwatch/home?region={region}"
-        f"#logsV2:log-groups/log-group/{console_escape(group)}/log-events/{console_escape(stream)}"
+        f"#logsV2:log-groups/log-group/{console_escape(log_group)}"
     )
+    if log_stream:
+        url += f"/log-events/{console_escape(log_stream)}"
+    elif request_id:
+        url += "/log-events"  # "search all log streams"
+    if request_id:
+        url += "$3FfilterPattern$3D" + console_escape(f'"{request_id}"')
+    return url
 
 
 def where_the_logs_are(request_id: str, group: str, stream: str, region: str | None) -> str:
     """The line a run's page shows at start: which invocation runs it and where its logs are."""
     line = f"running in Lambda request {request_id}; function logs: log group {group}, stream {stream}"
     if region and group and stream:
-        line += f" ({console_log_url(region, group, stream)})"
+        line += f" ({console_url(region, group, stream)})"
     return line
 
 

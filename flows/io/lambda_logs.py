@@ -4,7 +4,7 @@ A Lambda function writes each request between `START RequestId: <id>` and `END R
 (then `REPORT RequestId: <id> ...`), in the log stream of the execution environment that served it.
 The worker uses this to:
 
-- show on a run where its function logs (`log_group_for`, `console_url`),
+- show on a run where its function logs (`log_group_for`; the link: `flows.core.invocation.console_url`),
 - forward the last lines of a request that died without reporting (timeout, out of memory,
   killed) to the run's logs (`request_lines`), and
 - tell whether an invocation has ended (`invocation_ended`) when a run is cancelled.
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
 
 from flows.core.errors import RuntimeFailure
 
@@ -64,29 +63,6 @@ def region_of(function: str) -> str | None:
 def log_group_for(function: str) -> str:
     """Lambda's default log group of a function: `/aws/lambda/<function name>`."""
     return f"/aws/lambda/{function_name_of(function)}"
-
-
-def console_url(
-    region: str, log_group: str, log_stream: str | None = None, request_id: str | None = None
-) -> str:
-    """The CloudWatch console page of a log group, or of one stream; with `request_id`, its events
-    filtered to that request (in the stream, or searched across the group's streams)."""
-    url = (
-        f"https://{region}.console.aws.amazon.com/cloudwatch/home?region={region}"
-        f"#logsV2:log-groups/log-group/{_console_escape(log_group)}"
-    )
-    if log_stream:
-        url += f"/log-events/{_console_escape(log_stream)}"
-    elif request_id:
-        url += "/log-events"  # "search all log streams"
-    if request_id:
-        url += "$3FfilterPattern$3D" + _console_escape(f'"{request_id}"')
-    return url
-
-
-def _console_escape(text: str) -> str:
-    # The console's fragment is URL-encoded twice with `$` for `%`: `/` -> `$252F`, `[` -> `$255B`.
-    return quote(quote(text, safe=""), safe="").replace("%", "$")
 
 
 START_PREFIX = "START RequestId: "

@@ -8,7 +8,7 @@ from flows.core.invocation import (
     MIN_RUN_SECONDS,
     cancelled_message,
     console_escape,
-    console_log_url,
+    console_url,
     limit_message,
     limit_seconds,
     run_timeout,
@@ -25,7 +25,7 @@ def test_console_escaping_is_the_consoles():
 
 
 def test_console_url():
-    url = console_log_url("eu-west-1", "/aws/lambda/f", "2025/01/02/[$LATEST]ab")
+    url = console_url("eu-west-1", "/aws/lambda/f", "2025/01/02/[$LATEST]ab")
     assert url == (
         "https://eu-west-1.console.aws.amazon.com/cloudwatch/home?region=eu-west-1"
         "#logsV2:log-groups/log-group/$252Faws$252Flambda$252Ff/log-events/"

@@ -8,9 +8,9 @@ import uuid
 import pytest
 
 from flows.core.errors import RuntimeFailure
+from flows.core.invocation import console_url
 from flows.io.aws import aws_client
 from flows.io.lambda_logs import (
-    console_url,
     function_name_of,
     invocation_ended,
     log_group_for,
