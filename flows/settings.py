@@ -28,7 +28,14 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, Settin
 
 from flows import __version__
 from flows.core.errors import ConfigError, one_line
-from flows.core.names import ENV_PREFIX, PROJECT
+from flows.core.names import (
+    ALL_SURVEYS,
+    BLS_MAX_CONCURRENT_REQUESTS_DEFAULT,
+    BLS_REQUESTS_PER_SECOND_DEFAULT,
+    CONTINUATION_MARGIN_SECONDS,
+    ENV_PREFIX,
+    PROJECT,
+)
 
 __all__ = ["ConfigError", "Settings", "current_settings", "use_settings"]
 
@@ -85,6 +92,13 @@ class Settings(BaseSettings):
     stale_upload_grace_seconds: float = Field(6 * 3600.0, ge=0, le=365 * 86400)
     # The real DataUSA body is about 1.3 KB; anything far larger is not a population response.
     population_max_bytes: int = Field(1024 * 1024, ge=1024, le=256 * 1024 * 1024)
+    # Politeness to BLS across every invocation at once (Prefect global concurrency limits when
+    # the API has them, the same numbers in-process otherwise): requests in flight, requests/s.
+    bls_max_concurrent_requests: int = Field(BLS_MAX_CONCURRENT_REQUESTS_DEFAULT, ge=1, le=64)
+    bls_requests_per_second: float = Field(BLS_REQUESTS_PER_SECOND_DEFAULT, gt=0, le=1000)
+    # A survey mirror in Lambda stops starting transfers this long before its time is up and
+    # continues in a follow-up flow run (covers the transfers in flight and the final flush).
+    continuation_margin_seconds: float = Field(CONTINUATION_MARGIN_SECONDS, ge=1, le=3600)
 
     def __init__(self, **values: Any) -> None:
         """Like BaseSettings, but a bad value raises one ConfigError line instead of a ValidationError.
@@ -124,6 +138,11 @@ class Settings(BaseSettings):
     @classmethod
     def _contact(cls, value: object) -> object:
         return parse_contact(value) if isinstance(value, str) else value
+
+    @property
+    def discover_surveys(self) -> bool:
+        """`QUEST_BLS_SURVEYS=all`: the surveys are the folders of the `time.series/` root listing."""
+        return self.bls_surveys == [ALL_SURVEYS]
 
     def survey_url(self, survey: str) -> str:
         return f"{self.bls_base_url}{survey}/"
@@ -421,6 +440,8 @@ def parse_surveys(value: str | list[Any] | tuple[Any, ...], source: str | None =
         raise ConfigError(f"{prefix}at least one survey is required, e.g. pr")
     if len(surveys) > MAX_SURVEYS:
         raise ConfigError(f"{prefix}{len(surveys)} surveys; at most {MAX_SURVEYS}")
+    if ALL_SURVEYS in surveys and len(surveys) > 1:
+        raise ConfigError(f"{prefix}`{ALL_SURVEYS}` means every survey: use it alone, not with other names")
     for survey in surveys:
         if not (_SURVEY.fullmatch(survey) and len(survey) <= MAX_SURVEY_CHARS):
             raise ConfigError(

@@ -76,6 +76,20 @@ ZOMBIE_AFTER_SECONDS = 105
 # crashed by it.
 LAMBDA_RUN_TAG = "quest-in-lambda"
 
+# `QUEST_BLS_SURVEYS=all`: every survey folder the `time.series/` root listing shows (issue 12).
+ALL_SURVEYS = "all"
+# Prefect global concurrency limits keeping every invocation together polite to BLS: at most N
+# requests in flight, at most R started per second (a limit whose slots decay at R per second).
+BLS_CONCURRENCY_LIMIT = "quest-bls-requests"
+BLS_RATE_LIMIT = "quest-bls-rate"
+BLS_MAX_CONCURRENT_REQUESTS_DEFAULT = 4
+BLS_REQUESTS_PER_SECOND_DEFAULT = 2.0
+# The deployment each survey's mirror runs as on the work pool (prefect.yaml: flow/deployment).
+MIRROR_DEPLOYMENT = "mirror-survey/mirror-survey"
+# A survey mirror in Lambda stops starting transfers when less than this is left of its time
+# (Lambda's limit less DEADLINE_MARGIN_SECONDS), and continues in a follow-up run.
+CONTINUATION_MARGIN_SECONDS = 30
+
 
 def timestamp(now: datetime | None = None) -> str:
     """UTC timestamp as used in `population/<ts>.json` and `reports/<ts>/`."""

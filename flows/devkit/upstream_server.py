@@ -96,6 +96,10 @@ class LoggedRequest:
     status: int
     bytes_sent: int
     user_agent: str
+    # time.monotonic() when the request line was read and when the response was done: what the
+    # politeness tests and the scale benchmark read peak concurrency and requests/s from.
+    started: float = 0.0
+    ended: float = 0.0
 
 
 @dataclass
@@ -377,6 +381,29 @@ class UpstreamServer:
             and (survey is None or r.path == f"{BLS_ROOT}{survey}/")
         ]
 
+    def peak_concurrency(self, prefix: str = BLS_ROOT) -> int:
+        """Most requests under `prefix` in flight at one instant (from the logged start/end times)."""
+        edges = sorted(
+            [(r.started, 1) for r in self.requests if r.path.startswith(prefix)]
+            + [(r.ended, -1) for r in self.requests if r.path.startswith(prefix)],
+            key=lambda e: (e[0], e[1]),  # an end before a start at the same instant
+        )
+        peak = current = 0
+        for _, step in edges:
+            current += step
+            peak = max(peak, current)
+        return peak
+
+    def peak_rate(self, window: float = 1.0, prefix: str = BLS_ROOT) -> int:
+        """Most requests under `prefix` started within any `window` seconds."""
+        starts = sorted(r.started for r in self.requests if r.path.startswith(prefix))
+        peak = first = 0
+        for last, when in enumerate(starts):
+            while when - starts[first] >= window:
+                first += 1
+            peak = max(peak, last - first + 1)
+        return peak
+
     # ------------------------------------------------------------------ rendering
 
     def _listing_html(self, survey: str) -> bytes | None:
@@ -448,6 +475,7 @@ class _Handler(BaseHTTPRequestHandler):
         up = self.upstream
         path = urlsplit(self.path).path
         ua = self.headers.get("User-Agent", "")
+        started = time.monotonic()
         sent = 0
         status = 500
         try:
@@ -498,7 +526,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
         finally:
             sent = sent or self.__dict__.pop("_simple_sent", 0)
-            up._record(LoggedRequest(self.command, path, status, sent, ua))
+            up._record(LoggedRequest(self.command, path, status, sent, ua, started, time.monotonic()))
 
     def _body(
         self,
