@@ -9,6 +9,7 @@ is defined. Each retry is still logged to the run logger by the caller's `on_ret
 from __future__ import annotations
 
 import contextlib
+import math
 import random
 import socket
 import threading
@@ -31,6 +32,7 @@ from flows.core.errors import (
     SizeMismatch,
     TransfersCancelled,
 )
+from flows.io.limits import Limiter, Release, is_bls_url, limiter_for
 
 T = TypeVar("T")
 
@@ -163,11 +165,26 @@ def same_site(allowed: tuple[str, str, int], url: str | httpx.URL) -> bool:
 DEADLINE_EXTENSION = "quest.deadline"  # request extension: seconds this request may take in all
 
 
-class _GuardedStream(httpx.SyncByteStream):
-    """A response body that stops at the request's deadline, or at once when the transport aborts."""
+def _nothing() -> None:
+    return None
 
-    def __init__(self, inner: httpx.SyncByteStream, url: str, ends_at: float, guard: GuardedTransport):
+
+class _GuardedStream(httpx.SyncByteStream):
+    """A response body that stops at the request's deadline, or at once when the transport aborts.
+
+    Closing it also gives back the request's politeness slot (`release`).
+    """
+
+    def __init__(
+        self,
+        inner: httpx.SyncByteStream,
+        url: str,
+        ends_at: float,
+        guard: GuardedTransport,
+        release: Release = _nothing,
+    ):
         self._inner, self._url, self._ends_at, self._guard = inner, url, ends_at, guard
+        self._release = release
 
     def __iter__(self) -> Iterator[bytes]:
         chunks = iter(self._inner)
@@ -183,7 +200,10 @@ class _GuardedStream(httpx.SyncByteStream):
             yield chunk
 
     def close(self) -> None:
-        self._inner.close()
+        try:
+            self._inner.close()
+        finally:
+            self._release()
 
 
 class GuardedTransport(httpx.BaseTransport):
@@ -195,11 +215,22 @@ class GuardedTransport(httpx.BaseTransport):
       the socket read timeout is cut to what is left of it.
     - `abort()` (a signal, a cancelled run, a failed sibling) shuts down every open socket, so
       transfers blocked in a read end now instead of after their read timeout.
+    - With a `limiter` (requests to BLS), every request (each retry, each redirect hop) first takes
+      a rate token and a concurrency slot, held until its body is closed. The deadline starts once
+      the slot is held, so waiting in line does not eat the request's own budget; an abort ends
+      the wait at once.
     """
 
-    def __init__(self, site_url: str, default_deadline: float, inner: httpx.BaseTransport | None = None):
+    def __init__(
+        self,
+        site_url: str,
+        default_deadline: float,
+        inner: httpx.BaseTransport | None = None,
+        limiter: Limiter | None = None,
+    ):
         self.allowed = origin(site_url)
         self.default_deadline = default_deadline
+        self.limiter = limiter
         self._inner = inner or httpx.HTTPTransport()
         self._aborted: str | None = None
         self._sockets: weakref.WeakSet[socket.socket] = weakref.WeakSet()
@@ -244,6 +275,28 @@ class GuardedTransport(httpx.BaseTransport):
                 f"refusing to request {url}: only {self.allowed[0]}://{self.allowed[1]} is read "
                 "(a redirect to another host, or from https to http?)"
             )
+        self.check(url, math.inf)  # an aborted transport does not queue for a slot
+        release = self._take_slot(url)
+        try:
+            response, ends_at = self._send(request, url)
+        except BaseException:
+            release()
+            raise
+        assert isinstance(response.stream, httpx.SyncByteStream)
+        response.stream = _GuardedStream(response.stream, url, ends_at, self, release)
+        return response
+
+    def _take_slot(self, url: str) -> Release:
+        """The limiter's slot (nothing to take without one); TransfersCancelled on an abort meanwhile."""
+        if self.limiter is None:
+            return _nothing
+        release = self.limiter.acquire(lambda: self._aborted is not None)
+        if release is None:
+            self.check(url, math.inf)
+            raise TransfersCancelled(f"GET {url} aborted while waiting for a request slot")
+        return release
+
+    def _send(self, request: httpx.Request, url: str) -> tuple[httpx.Response, float]:
         budget = float(request.extensions.get(DEADLINE_EXTENSION) or self.default_deadline)
         ends_at = time.monotonic() + budget
         self.check(url, ends_at)
@@ -253,13 +306,10 @@ class GuardedTransport(httpx.BaseTransport):
             timeout[phase] = budget if limit is None else min(float(limit), budget)
         request.extensions = {**request.extensions, "timeout": timeout, "trace": self._trace}
         try:
-            response = self._inner.handle_request(request)
+            return self._inner.handle_request(request), ends_at
         except httpx.TransportError as exc:
             self.check(url, ends_at, exc)  # an aborted or overdue request says so, not "connection reset"
             raise
-        assert isinstance(response.stream, httpx.SyncByteStream)
-        response.stream = _GuardedStream(response.stream, url, ends_at, self)
-        return response
 
     def close(self) -> None:
         self._inner.close()
@@ -282,6 +332,7 @@ def make_client(settings: Any, url: str) -> httpx.Client:
 
     Bodies are requested uncompressed so the bytes counted are the bytes the listing sizes.
     Redirects are followed only on the same site; `response.url` is the URL actually read.
+    Requests to BLS go through the process's politeness limiter (`flows.io.limits.limiter_for`).
     """
     headers = {"User-Agent": settings.user_agent(url), "Accept-Encoding": "identity"}
     timeout = httpx.Timeout(settings.http_timeout_seconds, connect=min(10.0, settings.http_timeout_seconds))
@@ -290,6 +341,7 @@ def make_client(settings: Any, url: str) -> httpx.Client:
         url,
         default_deadline=settings.http_deadline_floor_seconds,
         inner=httpx.HTTPTransport(limits=limits),
+        limiter=limiter_for(settings) if is_bls_url(settings, url) else None,
     )
 
     return httpx.Client(
