@@ -110,6 +110,54 @@ def _row_block(page: str, directory_url: str) -> str:
     return page[opened.end() : closed.start()]
 
 
+@dataclass(frozen=True)
+class ListingRow:
+    """One anchor of a listing's `<pre>` block and the text before it (where IIS puts date and size)."""
+
+    href: str  # HTML-unescaped, as written (not yet checked: see `safe_name` / `folder_name`)
+    text: str  # the link text, unescaped and stripped
+    head: str  # the text between the previous anchor and this one, `<br>`s as spaces
+    row: re.Match[str] | None  # the date/time/size read from `head`, or None when it cannot be read
+
+    @property
+    def parent(self) -> bool:
+        return bool(_PARENT.search(self.text))
+
+    @property
+    def dated_folder(self) -> bool:
+        """A readable row whose size column is `<dir>`."""
+        return self.row is not None and not (self.row["size"].isascii() and self.row["size"].isdigit())
+
+
+def listing_block(page: str, directory_url: str) -> str:
+    """The rows of a complete IIS listing; ListingError / IncompleteListing as `parse_listing`."""
+    return _row_block(page, directory_url if directory_url.endswith("/") else directory_url + "/")
+
+
+def listing_rows(block: str) -> list[ListingRow]:
+    """Every anchor of a `<pre>` block, with its row read strictly (a malformed row is seen)."""
+    rows = []
+    previous_end = 0
+    for anchor in _ANCHOR.finditer(block):
+        head = block[previous_end : anchor.start()]
+        previous_end = anchor.end()
+        head = re.sub(r"<br\s*/?>", " ", head, flags=re.IGNORECASE).strip()
+        text = html.unescape(anchor["text"]).strip()
+        rows.append(ListingRow(html.unescape(anchor["href"]), text, head, _ROW_HEAD.search(head)))
+    return rows
+
+
+def has_parent_link(block: str) -> bool:
+    return bool(_PARENT.search(block))
+
+
+def folder_name(directory_url: str, href: str) -> str | None:
+    """The sub-folder an href (`/pub/time.series/ap/`) names directly under `directory_url`, or None."""
+    if not href.endswith("/") or href.endswith("//"):
+        return None
+    return _safe_name(directory_url, href[:-1])
+
+
 def parse_listing(page: str, directory_url: str) -> Listing:
     """Files (name, URL, size, listed time) of a complete IIS listing of `directory_url`.
 
@@ -126,17 +174,11 @@ def parse_listing(page: str, directory_url: str) -> Listing:
     unreadable: dict[str, str] = {}
     folders: list[str] = []
     skipped: list[str] = []
-    previous_end = 0
-    for anchor in _ANCHOR.finditer(block):
-        head = block[previous_end : anchor.start()]
-        previous_end = anchor.end()
-        head = re.sub(r"<br\s*/?>", " ", head, flags=re.IGNORECASE).strip()
-        text = html.unescape(anchor["text"]).strip()
-        if _PARENT.search(text):
+    for anchor in listing_rows(block):
+        if anchor.parent:
             continue
-        href = html.unescape(anchor["href"])
-        row = _ROW_HEAD.search(head)
-        if row is not None and not (row["size"].isascii() and row["size"].isdigit()):
+        text, href, row, head = anchor.text, anchor.href, anchor.row, anchor.head
+        if anchor.dated_folder:
             folders.append(text)
             continue
         if href.endswith("/") and row is None:
@@ -161,7 +203,7 @@ def parse_listing(page: str, directory_url: str) -> Listing:
     for name in unreadable:
         entries.pop(name, None)
     if not entries and not unreadable:
-        if not folders and not skipped and not _PARENT.search(block):
+        if not folders and not skipped and not has_parent_link(block):
             raise ListingError(f"{directory_url}: the response is not a directory listing (no rows)")
         raise ListingError(
             f"{directory_url}: the listing names no files; refusing to treat that as 'all deleted'"

@@ -1,6 +1,7 @@
 """A real HTTP server on 127.0.0.1 playing BLS and DataUSA, for tests, the demo and benchmarks.
 
-BLS side: an IIS-style directory listing at `/pub/time.series/<survey>/` (uppercase tags,
+BLS side: the `time.series/` root listing (one `<dir>` row per survey, dated by its newest file)
+and an IIS-style directory listing at `/pub/time.series/<survey>/` (uppercase tags,
 absolute hrefs, `[To Parent Directory]`, `6/6/2024  8:30 AM` dates, right-aligned sizes, all rows
 on one line as download.bls.gov serves them) and the files with Content-Length and Last-Modified.
 DataUSA side: the population body at the tesseract path.
@@ -174,8 +175,14 @@ class UpstreamServer:
         port: int = 0,
     ):
         self._lock = threading.Lock()
+        # Responses whose last bytes are on their way but not yet logged: reading the log waits for
+        # them, so a client that has its answer always finds its request in the log.
+        self._logged = threading.Condition(self._lock)
+        self._finishing = 0
         self._clock = CLOCK_START
         self._surveys: dict[str, _Survey] = {}
+        self._root_extra: dict[str, tuple[int | None, datetime]] = {}  # name -> (size or None: folder, date)
+        self._root_mode = "ok"  # one of LISTING_MODES
         self._faults: list[_Fault] = []
         self._cuts: list[_Cut] = []
         self._redirects: list[_Redirect] = []
@@ -272,6 +279,28 @@ class UpstreamServer:
         with self._lock:
             self._surveys.setdefault(survey, _Survey()).folders[name] = self._tick()
 
+    def add_survey(self, survey: str, files: Mapping[str, Body]) -> None:
+        """A new survey folder at the root holding `files` (dated now); replaces one of that name."""
+        with self._lock:
+            when = self._tick()
+            self._surveys[survey] = _Survey({n: _File(b, when) for n, b in sorted(files.items())})
+
+    def remove_survey(self, survey: str) -> None:
+        """The survey's folder disappears: the root no longer lists it, its listing answers 404."""
+        with self._lock:
+            del self._surveys[survey]
+
+    def add_root_entry(
+        self, name: str, size: int | None = None, last_modified: datetime | None = None
+    ) -> None:
+        """A root-level row that is no survey: a folder (size None) or a file (listed only)."""
+        with self._lock:
+            self._root_extra[name] = (size, last_modified or self._tick())
+
+    def surveys(self) -> list[str]:
+        with self._lock:
+            return sorted(self._surveys)
+
     def files(self, survey: str) -> dict[str, Body]:
         with self._lock:
             return {n: f.body for n, f in self._surveys[survey].files.items()}
@@ -294,6 +323,13 @@ class UpstreamServer:
             raise ValueError(f"listing mode must be one of {LISTING_MODES}")
         with self._lock:
             self._surveys.setdefault(survey, _Survey()).listing_mode = mode
+
+    def set_root_listing_mode(self, mode: str) -> None:
+        """The root listing: `ok`, `html_error` (200 with an HTML page that is no listing) or `empty`."""
+        if mode not in LISTING_MODES:
+            raise ValueError(f"listing mode must be one of {LISTING_MODES}")
+        with self._lock:
+            self._root_mode = mode
 
     def fail(
         self,
@@ -338,6 +374,7 @@ class UpstreamServer:
             self._trickles.clear()
             for survey in self._surveys.values():
                 survey.listing_mode = "ok"
+            self._root_mode = "ok"
 
     def _take(self, items: list[_RuleT], path: str) -> _RuleT | None:
         for item in items:
@@ -349,13 +386,17 @@ class UpstreamServer:
 
     # ------------------------------------------------------------------ request log
 
-    def _record(self, entry: LoggedRequest) -> None:
-        with self._lock:
+    def _record(self, entry: LoggedRequest, finishing: bool = False) -> None:
+        with self._logged:
             self._log.append(entry)
+            if finishing:
+                self._finishing -= 1
+                self._logged.notify_all()
 
     @property
     def requests(self) -> list[LoggedRequest]:
-        with self._lock:
+        with self._logged:
+            self._logged.wait_for(lambda: self._finishing == 0, timeout=5.0)
             return list(self._log)
 
     def clear_log(self) -> None:
@@ -372,14 +413,20 @@ class UpstreamServer:
         ]
 
     def listing_gets(self, survey: str | None = None) -> list[LoggedRequest]:
+        """GETs of survey listings (of `survey`, or of any); the root's are `root_gets`."""
         return [
             r
             for r in self.requests
             if r.method == "GET"
             and r.path.startswith(BLS_ROOT)
             and r.path.endswith("/")
+            and r.path != BLS_ROOT
             and (survey is None or r.path == f"{BLS_ROOT}{survey}/")
         ]
+
+    def root_gets(self) -> list[LoggedRequest]:
+        """GETs of the `time.series/` root listing (what survey discovery reads)."""
+        return [r for r in self.requests if r.method == "GET" and r.path == BLS_ROOT]
 
     def peak_concurrency(self, prefix: str = BLS_ROOT) -> int:
         """Most requests under `prefix` in flight at one instant (from the logged start/end times)."""
@@ -405,6 +452,22 @@ class UpstreamServer:
         return peak
 
     # ------------------------------------------------------------------ rendering
+
+    def _root_html(self) -> bytes:
+        """One folder row per survey, dated by its newest file (the clock for an empty one), and
+        the root-level entries a test added."""
+        with self._lock:
+            mode = self._root_mode
+            rows: list[tuple[str, int | None, datetime]] = [
+                (name, None, max((f.last_modified for f in state.files.values()), default=self._clock))
+                for name, state in self._surveys.items()
+            ]
+            rows += [(name, size, when) for name, (size, when) in self._root_extra.items()]
+        if mode == "html_error":
+            return ERROR_PAGE
+        if mode == "empty":
+            rows = []
+        return render_iis_listing(BLS_ROOT, rows, one_line=self.one_line_listing)
 
     def _listing_html(self, survey: str) -> bytes | None:
         with self._lock:
@@ -478,6 +541,7 @@ class _Handler(BaseHTTPRequestHandler):
         started = time.monotonic()
         sent = 0
         status = 500
+        self._marked_last = False
         try:
             if up.require_contact and not _CONTACT.search(ua):
                 status = self._simple(403, ERROR_PAGE, head=head)
@@ -505,6 +569,11 @@ class _Handler(BaseHTTPRequestHandler):
                 status = self._simple(404, b"<html><body>Not Found</body></html>", head=head)
                 return
             rest = path[len(BLS_ROOT) :]
+            if rest == "":
+                root = up._root_html()
+                status = 200
+                sent = self._body(path, [root], len(root), "text/html", None, head)
+                return
             if rest.endswith("/") and rest.count("/") == 1:
                 listing = up._listing_html(rest[:-1])
                 if listing is None:
@@ -526,7 +595,15 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
         finally:
             sent = sent or self.__dict__.pop("_simple_sent", 0)
-            up._record(LoggedRequest(self.command, path, status, sent, ua, started, time.monotonic()))
+            entry = LoggedRequest(self.command, path, status, sent, ua, started, time.monotonic())
+            up._record(entry, finishing=self._marked_last)
+
+    def _last_bytes(self) -> None:
+        """Called just before a response's last bytes go out: the log is read only once it is logged."""
+        if not self._marked_last:
+            with self.upstream._logged:
+                self.upstream._finishing += 1
+            self._marked_last = True
 
     def _body(
         self,
@@ -550,17 +627,23 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Connection", "close")
         if last_modified is not None:
             self.send_header("Last-Modified", _http_date(last_modified))
+        limit = cut.after_bytes if cut is not None else None
+        end = size if limit is None else min(limit, size)
+        if head or end == 0:
+            self._last_bytes()
         self.end_headers()
         if head:
             return 0
         sent = 0
-        limit = cut.after_bytes if cut is not None else None
         for chunk in chunks:
             if limit is not None and sent + len(chunk) >= limit:
                 chunk = chunk[: limit - sent]
+            last = sent + len(chunk) >= end
             if slow is not None:
-                sent += self._trickle(chunk, slow.bytes_per_second)
+                sent += self._trickle(chunk, slow.bytes_per_second, last)
             else:
+                if last:
+                    self._last_bytes()
                 self.wfile.write(chunk)
                 sent += len(chunk)
             if limit is not None and sent >= limit:
@@ -571,11 +654,13 @@ class _Handler(BaseHTTPRequestHandler):
             self.connection.shutdown(2)
         return sent
 
-    def _trickle(self, chunk: bytes, rate: int) -> int:
+    def _trickle(self, chunk: bytes, rate: int, last: bool = False) -> int:
         sent = 0
         for start in range(0, len(chunk), rate):
             if self.upstream._stopping.is_set():
                 raise BrokenPipeError("server stopping")
+            if last and start + rate >= len(chunk):
+                self._last_bytes()
             self.wfile.write(chunk[start : start + rate])
             self.wfile.flush()
             sent += len(chunk[start : start + rate])
@@ -597,6 +682,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         for name, value in (headers or {}).items():
             self.send_header(name, value)
+        self._last_bytes()
         self.end_headers()
         if not head:
             self.wfile.write(body)

@@ -117,6 +117,21 @@ class LocalStore:
                     keys.append(key)
         return sorted(keys)
 
+    def list_prefixes(self, prefix: str = "") -> list[str]:
+        """The folders directly under `prefix` ('' or ending in '/') holding at least one file, as
+        `prefix + name + '/'`, sorted; the store's own folders are left out. Like S3's delimiter
+        listing, a folder counts whatever files it holds (a lease record too)."""
+        directory = self.root / _check_prefix(prefix) if prefix else self.root
+        if not directory.is_dir():
+            return []
+        found = []
+        for child in directory.iterdir():
+            if child.name.startswith(INTERNAL_MARK) or not child.is_dir() or child.is_symlink():
+                continue
+            if any(files for _, _, files in os.walk(child)):
+                found.append(f"{prefix}{child.name}/")
+        return sorted(found)
+
     def head(self, key: str) -> StoredObject | None:
         path = self._path(key)
         try:

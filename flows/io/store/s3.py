@@ -139,6 +139,21 @@ class S3Store:
                     keys.append(key)
         return sorted(keys)
 
+    def list_prefixes(self, prefix: str = "") -> list[str]:
+        """The folders directly under `prefix` ('' or ending in '/'), as `prefix + name + '/'`, sorted:
+        one delimiter listing (CommonPrefixes), not a listing of every key below; the store's own
+        folders are left out."""
+        full = self.prefix + _check_prefix(prefix)
+        found = []
+        for page in self._pages(
+            "list", f"s3://{self.bucket}/{full}", "list_objects_v2", Prefix=full, Delimiter="/"
+        ):
+            for common in page.get("CommonPrefixes", []):
+                folder = common["Prefix"][len(self.prefix) :]
+                if not is_internal_key(folder.rstrip("/")):
+                    found.append(folder)
+        return sorted(found)
+
     def head(self, key: str) -> StoredObject | None:
         from botocore.exceptions import BotoCoreError, ClientError
 
