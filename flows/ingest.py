@@ -8,22 +8,30 @@ and the Prefect UI can run them) and get the settings the edge built (`current_s
 
 from __future__ import annotations
 
-from typing import Any
+from concurrent.futures import FIRST_COMPLETED, Future
+from concurrent.futures import wait as wait_any
+from typing import Any, cast
+from uuid import UUID
 
 import httpx
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
-from prefect.futures import PrefectFuture
+from prefect.context import FlowRunContext
+from prefect.futures import PrefectFuture, PrefectWrappedFuture
+from prefect.states import Cancelled, Completed
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel
 
 from flows import mirror, snapshot
-from flows.core.errors import QuestError
+from flows.budget import Budget, TransferMeter, current_budget
+from flows.core import continuation as rules
+from flows.core.errors import QuestError, TransferFailed
 from flows.core.listing import Listing
 from flows.core.names import population_key, timestamp
 from flows.core.plan import PlanItem, StoredFile
 from flows.core.population import normalise_population
+from flows.io.http import guarded_transport
 from flows.io.store import ObjectStore, store_from_settings
 from flows.mirror import MirrorSummary, SurveySync, artifact_key
 from flows.settings import Settings, current_settings, parse_surveys, use_settings
@@ -61,7 +69,15 @@ def read_mirror_state(store: ObjectStore, survey: str, workers: int = 8) -> dict
 def transfer_file(
     client: httpx.Client, store: ObjectStore, survey: str, item: PlanItem, settings: Settings
 ) -> int:
-    return mirror.transfer_file(client, store, survey, item, settings, get_run_logger())
+    """One file; aborted at the run's hard stop, it ends Cancelled ("not done yet"), not Failed."""
+    try:
+        return mirror.transfer_file(client, store, survey, item, settings, get_run_logger())
+    except Exception:
+        guard = guarded_transport(client)
+        if guard is None or guard.aborted != mirror.CONTINUATION_REASON:
+            raise
+    # A returned state is the task run's final state (Prefect's return_value_to_state).
+    return cast(int, Cancelled(message=f"{item.name}: not done yet ({mirror.CONTINUATION_REASON})"))
 
 
 @task(name="delete-files", cache_policy=NO_CACHE)
@@ -83,20 +99,33 @@ def store_population(store: ObjectStore, key: str, body: bytes, url: str) -> str
 
 
 @flow(name="mirror-survey", log_prints=False)
-def mirror_survey(survey: str, dry_run: bool = False, allow_mass_delete: bool = False) -> MirrorSummary:
-    """Mirror one BLS survey directory into `bls/<survey>/`: add, update, delete, keep."""
+def mirror_survey(
+    survey: str, dry_run: bool = False, allow_mass_delete: bool = False, snapshot_population: bool = False
+) -> MirrorSummary:
+    """Mirror one BLS survey directory into `bls/<survey>/`: add, update, delete, keep.
+
+    In Lambda (a run with a budget and a deployment) the transfers stop starting before the time
+    is up and the survey continues in a follow-up run of the same deployment: this run ends
+    COMPLETED "partial: ...". `snapshot_population`: take the day's population snapshot once the
+    plan is complete (carried to the follow-ups; the daily ingest sets it for `pr`).
+    """
     settings = current_settings()
     logger = get_run_logger()
+    deployment_id = _own_deployment()
+    budget = current_budget() if deployment_id is not None else None
     with SurveySync.open(settings, survey, dry_run, logger) as sync:
         listing = list_survey(sync.url, sync.client, settings)
         stored = read_mirror_state(sync.store, sync.survey, settings.concurrency * 2)
         plan, summary = sync.plan(listing, stored, allow_mass_delete)
         if not dry_run:
-            with ThreadPoolTaskRunner[int](max_workers=settings.concurrency) as runner, sync.abort_on_exit():
-                futures = [
-                    (item, runner.submit(transfer_file, sync.transfer_args(item))) for item in plan.transfers
-                ]
-                deletes = sync.deletions(plan, summary, (_outcome(item, future) for item, future in futures))
+            meter = TransferMeter.around_current()
+            with (
+                ThreadPoolTaskRunner[int](max_workers=settings.concurrency) as runner,
+                sync.abort_on_exit(),
+                meter.installed(),
+            ):
+                outcomes, not_done = _transfer_gated(sync, plan.transfers, runner, budget, meter)
+            deletes = sync.deletions(plan, summary, outcomes, not_done)
             if deletes:
                 summary.deleted = delete_files(sync.store, sync.survey, deletes)
     create_markdown_artifact(
@@ -104,20 +133,139 @@ def mirror_survey(survey: str, dry_run: bool = False, allow_mass_delete: bool = 
         key=artifact_key("mirror", summary.survey),
         description=f"BLS {summary.survey} mirror",
     )
+    if summary.partial and deployment_id is not None:
+        done = len(summary.added) + len(summary.updated)
+        if done == 0:  # a follow-up would do no better: never a chain of empty runs
+            sizes = {i.name: i.size for i in plan.transfers}
+            left = ", ".join(f"{name} ({sizes[name]} bytes)" for name in summary.not_done[:5])
+            raise TransferFailed(
+                f"{summary.survey}: no file could be moved within one invocation: {left}"
+                f"{' ...' if len(summary.not_done) > 5 else ''} (raise the function's timeout, at most "
+                "900 s, or its memory; QUEST_CONTINUATION_MARGIN_SECONDS sets the margin kept at the end)"
+            )
+        parameters = {
+            "survey": summary.survey,
+            "dry_run": dry_run,
+            "allow_mass_delete": allow_mass_delete,
+            "snapshot_population": snapshot_population,
+        }
+        follow_up = _start_follow_up(deployment_id, parameters)
+        summary.continues_in = str(follow_up.id)
+        message = rules.partial_message(done, len(plan.transfers), f"{follow_up.name} ({follow_up.id})")
+        logger.info("mirror %s %s (%s)", summary.survey, message, summary.counts_text())
+        # A returned state is the run's final state; callers of the flow get its data.
+        return cast(MirrorSummary, Completed(message=message, data=summary))
     logger.info("mirror %s done: %s", summary.survey, summary.counts_text())
+    if snapshot_population and not dry_run:
+        population_snapshot()
     return summary
 
 
-def _outcome(item: PlanItem, future: PrefectFuture[int]) -> tuple[PlanItem, int, str | None]:
-    """(item, bytes, None) for a transfer that succeeded, (item, 0, why) for one that did not."""
+Outcome = tuple[PlanItem, int, str | None]
+
+
+def _transfer_gated(
+    sync: SurveySync,
+    items: list[PlanItem],
+    runner: ThreadPoolTaskRunner[int],
+    budget: Budget | None,
+    meter: TransferMeter,
+) -> tuple[list[Outcome], list[PlanItem]]:
+    """Start the transfers one by one as the rules allow (flows/core/continuation.py): at most
+    `concurrency` in flight, none once the margin is reached, the ones in flight aborted at the hard
+    stop. Returns the outcomes and the items not done yet (never started, or aborted)."""
+    settings = sync.settings
+    margin = settings.continuation_margin_seconds
+    pending = list(items)
+    flying: dict[Future[Any], tuple[PlanItem, PrefectFuture[int]]] = {}
+    outcomes: list[Outcome] = []
+    not_done: list[PlanItem] = []
+
+    def collect(item: PlanItem, future: PrefectFuture[int]) -> None:
+        outcome = _outcome(item, future)
+        if outcome is not None:
+            outcomes.append(outcome)
+            return
+        rate = meter.file_rate(item.name).per_second()
+        if budget is not None and not rules.fits_in_a_run(item.size, rate, budget.seconds, margin):
+            assert rate is not None
+            outcomes.append(
+                (item, 0, rules.too_big_message(item.name, item.size, rate, budget.seconds, margin))
+            )
+        else:
+            not_done.append(item)
+
+    while pending or flying:
+        remaining = budget.remaining() if budget is not None else None
+        if flying and rules.must_abort(remaining, margin):
+            sync.stop_for_continuation()
+            for item, future in flying.values():
+                collect(item, future)
+            flying.clear()
+            break
+        rate = meter.rate().per_second()
+        while pending and len(flying) < settings.concurrency:
+            pick = next(
+                (i for i in pending if rules.may_start(remaining, margin, i.size, rate, len(flying))), None
+            )
+            if pick is None:
+                break
+            pending.remove(pick)
+            future = runner.submit(transfer_file, sync.transfer_args(pick))
+            assert isinstance(future, PrefectWrappedFuture)
+            flying[future.wrapped_future] = (pick, future)
+        if not flying:
+            break  # nothing may start: what is left waits for the follow-up run
+        wait = None if remaining is None else max(0.05, min(1.0, remaining - rules.hard_stop_seconds(margin)))
+        done, _ = wait_any(list(flying), timeout=wait, return_when=FIRST_COMPLETED)
+        for key in done:
+            collect(*flying.pop(key))
+    rate = meter.rate().per_second()
+    for item in pending:
+        if budget is not None and not rules.fits_in_a_run(item.size, rate, budget.seconds, margin):
+            assert rate is not None
+            outcomes.append(
+                (item, 0, rules.too_big_message(item.name, item.size, rate, budget.seconds, margin))
+            )
+        else:
+            not_done.append(item)
+    return outcomes, not_done
+
+
+def _outcome(item: PlanItem, future: PrefectFuture[int]) -> Outcome | None:
+    """(item, bytes, None) for a transfer that succeeded, (item, 0, why) for one that did not, None
+    for one aborted at the hard stop (not done yet)."""
     future.wait()
     if future.state.is_completed():
         return item, future.result(), None
+    if future.state.is_cancelled():
+        return None
     try:
         future.result(raise_on_failure=True)
     except Exception as exc:
         return item, 0, str(exc)
     return item, 0, str(future.state.message)
+
+
+def _own_deployment() -> UUID | None:
+    """The deployment of the running flow run (None for a local run or an in-process subflow)."""
+    context = FlowRunContext.get()
+    run = context.flow_run if context is not None else None
+    return run.deployment_id if run is not None else None
+
+
+def _start_follow_up(deployment_id: UUID, parameters: dict[str, Any]) -> Any:
+    """A new run of the same deployment, scheduled now, linked as a child of this one in the UI.
+
+    Not waited for (timeout=0): the pool's worker picks it up like any run. The idempotency key
+    makes a repeated call (a retried flow run) start it once."""
+    from prefect.deployments import run_deployment
+
+    context = FlowRunContext.get()
+    key = f"continuation-of-{context.flow_run.id}" if context is not None and context.flow_run else None
+    return run_deployment(
+        deployment_id, parameters=parameters, timeout=0, as_subflow=True, idempotency_key=key
+    )
 
 
 @flow(name="population-snapshot")

@@ -44,6 +44,8 @@ from flows.settings import Settings
 
 CHUNK_BYTES = 1024 * 1024
 T = TypeVar("T")
+# Why a run aborts its transfers in flight at its hard stop: they are "not done yet", not failed.
+CONTINUATION_REASON = "the run's time is nearly up; the file is left for the follow-up run"
 # Prefect's run logger is a LoggerAdapter; the plain entry passes a module logger.
 Logger = logging.Logger | logging.LoggerAdapter[Any]
 
@@ -61,6 +63,13 @@ class MirrorSummary(BaseModel):
     kept: list[str] = Field(default_factory=list)
     bytes_transferred: int = 0
     skipped_hrefs: list[str] = Field(default_factory=list)
+    # A run that stopped before its time was up (issue 12): what it left for its follow-up run.
+    not_done: list[str] = Field(default_factory=list)
+    continues_in: str | None = None
+
+    @property
+    def partial(self) -> bool:
+        return bool(self.not_done)
 
     def counts(self) -> dict[str, int]:
         return {
@@ -73,10 +82,11 @@ class MirrorSummary(BaseModel):
     def counts_text(self) -> str:
         """`3 added, 0 updated, 1 deleted, 8 kept, 4096 bytes`: the one wording of the counts."""
         c = self.counts()
-        return (
+        text = (
             f"{c['added']} added, {c['updated']} updated, {c['deleted']} deleted, {c['kept']} kept, "
             f"{self.bytes_transferred} bytes"
         )
+        return text + (f", {len(self.not_done)} not done yet" if self.not_done else "")
 
     def describe(self) -> str:
         """A few lines for the terminal; a dry run lists every planned change."""
@@ -308,13 +318,29 @@ class SurveySync:
                 guard.abort(f"the run is stopping ({type(exc).__name__})")
             raise
 
+    def stop_for_continuation(self) -> None:
+        """The hard stop: abort the transfers in flight (the store keeps the old objects)."""
+        guard = guarded_transport(self.client)
+        if guard is not None:
+            guard.abort(CONTINUATION_REASON)
+
+    def stopped_for_continuation(self) -> bool:
+        guard = guarded_transport(self.client)
+        return guard is not None and guard.aborted == CONTINUATION_REASON
+
     def deletions(
-        self, plan: SyncPlan, summary: MirrorSummary, outcomes: Iterable[tuple[PlanItem, int, str | None]]
+        self,
+        plan: SyncPlan,
+        summary: MirrorSummary,
+        outcomes: Iterable[tuple[PlanItem, int, str | None]],
+        not_done: Iterable[PlanItem] = (),
     ) -> list[str]:
         """Tally the transfers (item, bytes, error or None) into the summary; what may be deleted now.
 
         Nothing is deleted after a failed transfer, and only while this sync still holds the survey's
-        lease (another sync may have taken over otherwise): deleting is irreversible.
+        lease (another sync may have taken over otherwise): deleting is irreversible. A partial run
+        (`not_done`: transfers left for a follow-up run) deletes nothing either: the run that
+        completes the plan does.
         """
         failures: list[str] = []
         for item, size, error in outcomes:
@@ -328,6 +354,9 @@ class SurveySync:
                 f"{self.survey}: {len(failures)} of {len(plan.transfers)} transfers failed, nothing deleted: "
                 + "; ".join(failures)
             )
+        summary.not_done = [item.name for item in not_done]
+        if summary.not_done:
+            return []
         deletes = [i.name for i in plan.of(Action.DELETE)]
         if deletes:
             self.lease.check()

@@ -324,10 +324,13 @@ def execute_flow_run(
     records as one CRASHED transition whose message names Lambda's limit. Where SIGALRM is not
     ours, Prefect's flow timeout is used instead (Failed "TimedOut", then forced Crashed).
     A cancel is the engine's own (Cancelled); should it end otherwise, it is forced Cancelled.
+    The same deadline is the run's budget (flows/budget.py), which a survey mirror reads to stop
+    in time and continue in a follow-up run.
     """
     from prefect.exceptions import Abort, TerminationSignal
     from prefect.flow_engine import run_flow
 
+    from flows.budget import run_budget
     from flows.runtime.watch import CancelWatch, LambdaTimeLimit, deadline_alarm
 
     run_id = flow_run.id
@@ -340,7 +343,9 @@ def execute_flow_run(
         watch.start()
         try:
             armed = deadline_alarm(timeout, message) if ours and timeout is not None else nullcontext(False)
-            with armed as alarm:
+            # The budget (flows/budget.py) lets a mirror stop starting transfers in time and
+            # continue in a follow-up run instead of meeting the alarm (issue 12).
+            with run_budget(timeout), armed as alarm:
                 if ours and not alarm:
                     logger.warning("Lambda's time limit is enforced by Prefect's flow timeout here")
                 runnable = flow.with_options(timeout_seconds=timeout) if ours and not alarm else flow
