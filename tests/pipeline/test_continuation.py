@@ -87,7 +87,8 @@ def test_a_survey_too_big_for_one_run_completes_over_follow_up_runs(prefect_harn
             chain.append((run.state.type.value, run.state.message))
             assert run.state.type.value == "COMPLETED", (run.state, result)
             match = re.fullmatch(
-                rf"partial: (\d+) of (\d+) files; continues in run \S+ \(({UUID_RE})\)", run.state.message or ""
+                rf"partial: (\d+) of (\d+) files; continues in run \S+ \(({UUID_RE})\)",
+                run.state.message or "",
             )
             if match is None:
                 break
