@@ -94,6 +94,7 @@ def main() -> None:
     if cfg.uses_work_pool:
         # Prefect schedules the deployments; EventBridge only wakes the worker poll every minute.
         from infra_pulumi.automation import ZombieRunAutomation, ZombieRunAutomationArgs
+        from infra_pulumi.limits import BlsPolitenessLimits, BlsPolitenessLimitsArgs
         from infra_pulumi.work_pool import LambdaWorkPool, LambdaWorkPoolArgs
 
         pool = LambdaWorkPool(
@@ -121,6 +122,16 @@ def main() -> None:
                 pool_name=pool.pool_name,
             ),
         )
+        # At most N requests in flight and R per second to BLS, across every invocation at once.
+        limits = BlsPolitenessLimits(
+            f"{prefix}-bls-limits",
+            BlsPolitenessLimitsArgs(
+                api_url=str(cfg.prefect_api_url),
+                api_key=stack.prefect_api_key,
+                max_concurrent_requests=cfg.bls_max_concurrent_requests,
+                requests_per_second=cfg.bls_requests_per_second,
+            ),
+        )
         RunnerSchedule(
             f"{prefix}-poll-work-pool",
             RunnerScheduleArgs(
@@ -134,6 +145,8 @@ def main() -> None:
         pulumi.export("workPoolName", pool.pool_name)
         pulumi.export("invokeFailureQueueUrl", runner.invoke_failure_queue_url)
         pulumi.export("zombieAutomationId", zombies.automation_id)
+        pulumi.export("blsConcurrencyLimitName", limits.concurrency_limit_name)
+        pulumi.export("blsRateLimitName", limits.rate_limit_name)
     else:
         RunnerSchedule(
             f"{prefix}-daily-ingest",

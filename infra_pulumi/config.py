@@ -18,7 +18,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic.alias_generators import to_camel
 
 from flows.core.errors import QuestError
-from flows.core.names import DLQ_MAX_RECEIVE_COUNT_DEFAULT
+from flows.core.names import (
+    BLS_MAX_CONCURRENT_REQUESTS_DEFAULT,
+    BLS_REQUESTS_PER_SECOND_DEFAULT,
+    DLQ_MAX_RECEIVE_COUNT_DEFAULT,
+)
 from flows.run_env import api_url_problem
 
 # The retention values CloudWatch Logs accepts.
@@ -86,6 +90,11 @@ class StackConfig(BaseModel):
     max_concurrent_runs: int = Field(
         10, ge=1, le=MAX_RESERVED_CONCURRENCY - REPORTS_MAX_CONCURRENCY - POLL_CONCURRENCY
     )
+    # Politeness to BLS across every invocation at once: Prefect global limits created with the
+    # pool (limits.py). BLS blocks robots making several requests per second; the bounds match
+    # the function's own settings (QUEST_BLS_MAX_CONCURRENT_REQUESTS / _REQUESTS_PER_SECOND).
+    bls_max_concurrent_requests: int = Field(BLS_MAX_CONCURRENT_REQUESTS_DEFAULT, ge=1, le=64)
+    bls_requests_per_second: float = Field(BLS_REQUESTS_PER_SECOND_DEFAULT, gt=0, le=1000)
 
     @field_validator("bls_surveys", mode="before")
     @classmethod
