@@ -17,27 +17,30 @@ import httpx
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.client.schemas.objects import FlowRun
 from prefect.context import FlowRunContext
 from prefect.futures import PrefectFuture, PrefectWrappedFuture
 from prefect.states import Cancelled, Completed
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel
 
-from flows import mirror, snapshot
+from flows import discovery, mirror, snapshot
 from flows.budget import Budget, TransferMeter, current_budget
 from flows.core import continuation as rules
 from flows.core.errors import QuestError, TransferFailed
 from flows.core.listing import Listing
-from flows.core.names import population_key, timestamp
-from flows.core.plan import PlanItem, StoredFile
+from flows.core.names import MIRROR_DEPLOYMENT, REPORT_SURVEY, population_key, timestamp
+from flows.core.plan import Action, PlanItem, StoredFile, plan_sync
 from flows.core.population import normalise_population
-from flows.io.http import guarded_transport
+from flows.discovery import SurveySelection
+from flows.io.http import guarded_transport, make_client
 from flows.io.store import ObjectStore, store_from_settings
 from flows.mirror import MirrorSummary, SurveySync, artifact_key
 from flows.settings import Settings, current_settings, parse_surveys, use_settings
 from flows.snapshot import PopulationSummary
 
 __all__ = [
+    "IngestFanOut",
     "IngestSummary",
     "MirrorSummary",
     "PopulationSummary",
@@ -50,6 +53,7 @@ __all__ = [
 class IngestSummary(BaseModel):
     surveys: list[MirrorSummary]
     population: PopulationSummary
+    selection: SurveySelection | None = None
 
 
 # --------------------------------------------------------------------------- tasks (I/O only)
@@ -124,7 +128,7 @@ def mirror_survey(
                 sync.abort_on_exit(),
                 meter.installed(),
             ):
-                outcomes, not_done = _transfer_gated(sync, plan.transfers, runner, budget, meter)
+                outcomes, not_done, started = _transfer_gated(sync, plan.transfers, runner, budget, meter)
             deletes = sync.deletions(plan, summary, outcomes, not_done)
             if deletes:
                 summary.deleted = delete_files(sync.store, sync.survey, deletes)
@@ -135,6 +139,12 @@ def mirror_survey(
     )
     if summary.partial and deployment_id is not None:
         done = len(summary.added) + len(summary.updated)
+        if started == 0:  # the startup ate the run: a follow-up would do no better
+            raise TransferFailed(
+                f"{summary.survey}: no transfer could start: less than QUEST_CONTINUATION_MARGIN_SECONDS "
+                f"({settings.continuation_margin_seconds:g} s) was left once the plan was made (raise the "
+                "function's timeout or lower the margin)"
+            )
         if done == 0:  # a follow-up would do no better: never a chain of empty runs
             sizes = {i.name: i.size for i in plan.transfers}
             left = ", ".join(f"{name} ({sizes[name]} bytes)" for name in summary.not_done[:5])
@@ -170,16 +180,17 @@ def _transfer_gated(
     runner: ThreadPoolTaskRunner[int],
     budget: Budget | None,
     meter: TransferMeter,
-) -> tuple[list[Outcome], list[PlanItem]]:
+) -> tuple[list[Outcome], list[PlanItem], int]:
     """Start the transfers one by one as the rules allow (flows/core/continuation.py): at most
     `concurrency` in flight, none once the margin is reached, the ones in flight aborted at the hard
-    stop. Returns the outcomes and the items not done yet (never started, or aborted)."""
+    stop. Returns the outcomes, the items not done yet (never started, or aborted), how many started."""
     settings = sync.settings
     margin = settings.continuation_margin_seconds
     pending = list(items)
     flying: dict[Future[Any], tuple[PlanItem, PrefectFuture[int]]] = {}
     outcomes: list[Outcome] = []
     not_done: list[PlanItem] = []
+    started = 0
 
     def collect(item: PlanItem, future: PrefectFuture[int]) -> None:
         outcome = _outcome(item, future)
@@ -211,6 +222,7 @@ def _transfer_gated(
             if pick is None:
                 break
             pending.remove(pick)
+            started += 1
             future = runner.submit(transfer_file, sync.transfer_args(pick))
             assert isinstance(future, PrefectWrappedFuture)
             flying[future.wrapped_future] = (pick, future)
@@ -229,7 +241,7 @@ def _transfer_gated(
             )
         else:
             not_done.append(item)
-    return outcomes, not_done
+    return outcomes, not_done, started
 
 
 def _outcome(item: PlanItem, future: PrefectFuture[int]) -> Outcome | None:
@@ -254,18 +266,23 @@ def _own_deployment() -> UUID | None:
     return run.deployment_id if run is not None else None
 
 
-def _start_follow_up(deployment_id: UUID, parameters: dict[str, Any]) -> Any:
-    """A new run of the same deployment, scheduled now, linked as a child of this one in the UI.
+def _start_follow_up(deployment_id: UUID, parameters: dict[str, Any]) -> FlowRun:
+    """A new run of the same deployment, a child of this one in the UI (see `_start_run`).
 
-    Not waited for (timeout=0): the pool's worker picks it up like any run. The idempotency key
-    makes a repeated call (a retried flow run) start it once."""
-    from prefect.deployments import run_deployment
-
+    The idempotency key makes a repeated call (a retried flow run) start it once."""
     context = FlowRunContext.get()
     key = f"continuation-of-{context.flow_run.id}" if context is not None and context.flow_run else None
-    return run_deployment(
-        deployment_id, parameters=parameters, timeout=0, as_subflow=True, idempotency_key=key
-    )
+    return _start_run(deployment_id, parameters, key)
+
+
+def _start_run(deployment: UUID | str, parameters: dict[str, Any], key: str | None = None) -> FlowRun:
+    """Create a run of `deployment` scheduled now, as a child of the current run, and not wait for it
+    (timeout=0): the pool's worker picks it up like any run, in its own invocation."""
+    from prefect.deployments import run_deployment
+
+    run = run_deployment(deployment, parameters=parameters, timeout=0, as_subflow=True, idempotency_key=key)
+    assert isinstance(run, FlowRun)  # the sync call returns the run, not a coroutine
+    return run
 
 
 @flow(name="population-snapshot")
@@ -286,14 +303,130 @@ def population_snapshot() -> PopulationSummary:
     return snapshot.summarise(key, location, url, body, rows, get_run_logger())
 
 
+@task(name="resolve-surveys", cache_policy=NO_CACHE)
+def resolve_surveys(settings: Settings, requested: list[str] | None) -> SurveySelection:
+    """The surveys to mirror: as configured, or discovered at the `time.series/` root (one GET)."""
+    with make_client(settings, settings.bls_base_url) as client:
+        return discovery.resolve_surveys(settings, requested, client, get_run_logger())
+
+
+@task(name="retire-surveys", cache_policy=NO_CACHE)
+def retire_surveys(settings: Settings, gone: list[str], allow_mass_delete: bool) -> list[str]:
+    return discovery.retire_surveys(settings, gone, allow_mass_delete, get_run_logger())
+
+
+class SurveyCheck(BaseModel):
+    """One survey's listing against its stored state: unchanged (its summary), or what changed."""
+
+    survey: str
+    changed: dict[str, int]
+    summary: MirrorSummary | None = None
+
+
+def check_survey(settings: Settings, survey: str) -> SurveyCheck:
+    """List one survey and read its stored state (both tasks), and plan: does it need a mirror run?
+
+    Reads only (no lease, nothing written): one listing GET and one store listing per survey.
+    """
+    logger = get_run_logger()
+    with SurveySync.open(settings, survey, True, logger) as sync:
+        listing = list_survey(sync.url, sync.client, settings)
+        stored = read_mirror_state(sync.store, sync.survey, settings.concurrency * 2)
+        plan = plan_sync(sync.survey, listing.entries, stored, held=listing.unreadable)
+        changed = {k: v for k, v in plan.counts().items() if k != Action.KEEP.value and v}
+        if changed:
+            return SurveyCheck(survey=sync.survey, changed=changed)
+        _, summary = sync.plan(listing, stored, allow_mass_delete=False)  # nothing to delete: no guard
+        summary.dry_run = False
+        return SurveyCheck(survey=sync.survey, changed={}, summary=summary)
+
+
+class IngestFanOut(BaseModel):
+    """What a fanned-out ingest did: surveys unchanged, mirror runs started, the snapshot or who writes it."""
+
+    selection: SurveySelection
+    unchanged: list[MirrorSummary]
+    started: dict[str, str]  # survey -> flow run id of its mirror-survey run
+    population: PopulationSummary | None = None
+    population_by: str | None = None  # the run that writes the snapshot when pr changed
+
+    def message(self) -> str:
+        started = ", ".join(f"{s} ({rid})" for s, rid in self.started.items()) or "none"
+        who = (
+            "written"
+            if self.population is not None
+            else f"written by {REPORT_SURVEY}'s mirror run {self.population_by}"
+        )
+        return (
+            f"{len(self.selection.surveys)} surveys: {len(self.unchanged)} unchanged; mirror runs started: "
+            f"{started}; population snapshot {who}"
+        )
+
+
 @flow(name="ingest")
 def ingest(surveys: list[str] | None = None, allow_mass_delete: bool = False) -> IngestSummary:
-    """Every survey (default: QUEST_BLS_SURVEYS), then the population snapshot."""
+    """Every survey (default: QUEST_BLS_SURVEYS; `all` discovers them), then the population snapshot.
+
+    As a deployment run with the `mirror-survey` deployment present (the work pool), it fans out:
+    every survey is checked (listing + stored state) and each changed one gets its own
+    `mirror-survey` run, started as a child of this run and not waited for; the day's population
+    snapshot is written here when `pr` has no change, else by `pr`'s mirror run once it completes
+    (its `snapshot_population` parameter, carried to its follow-ups). Otherwise the mirrors run
+    in-process as subflows.
+    """
     with use_settings(current_settings()) as settings:  # one Settings for the subflows too
-        mirrors = [
-            mirror_survey(s, allow_mass_delete=allow_mass_delete) for s in (surveys or settings.bls_surveys)
-        ]
-        return IngestSummary(surveys=mirrors, population=population_snapshot())
+        selection = resolve_surveys(settings, surveys)
+        if selection.gone:
+            selection.retired = retire_surveys(settings, selection.gone, allow_mass_delete)
+        if _own_deployment() is not None and _mirror_deployment_exists():
+            fanned = _fan_out(settings, selection, allow_mass_delete)
+            get_run_logger().info("%s", fanned.message())
+            # A returned state is the run's final state (its data the fan-out's summary); only a
+            # deployment run fans out, and its value is read from that state, never by a caller.
+            return cast(IngestSummary, Completed(message=fanned.message(), data=fanned))
+        mirrors = [mirror_survey(s, allow_mass_delete=allow_mass_delete) for s in selection.surveys]
+        return IngestSummary(surveys=mirrors, population=population_snapshot(), selection=selection)
+
+
+def _fan_out(settings: Settings, selection: SurveySelection, allow_mass_delete: bool) -> IngestFanOut:
+    unchanged: list[MirrorSummary] = []
+    started: dict[str, str] = {}
+    for survey in selection.surveys:
+        check = check_survey(settings, survey)
+        if check.summary is not None:
+            unchanged.append(check.summary)
+            continue
+        parameters = {
+            "survey": check.survey,
+            "allow_mass_delete": allow_mass_delete,
+            "snapshot_population": check.survey == REPORT_SURVEY,
+        }
+        context = FlowRunContext.get()
+        key = f"{context.flow_run.id}:mirror:{check.survey}" if context and context.flow_run else None
+        child = _start_run(MIRROR_DEPLOYMENT, parameters, key)  # a retried ingest starts it once
+        get_run_logger().info(
+            "%s changed (%s): started mirror run %s (%s)", check.survey, check.changed, child.name, child.id
+        )
+        started[check.survey] = str(child.id)
+    fanned = IngestFanOut(selection=selection, unchanged=unchanged, started=started)
+    if REPORT_SURVEY in started:
+        fanned.population_by = started[REPORT_SURVEY]
+    else:
+        fanned.population = population_snapshot()
+    return fanned
+
+
+def _mirror_deployment_exists() -> bool:
+    """Whether the `mirror-survey` deployment is on this Prefect API (prefect.yaml deploys it)."""
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_deployment_by_name(MIRROR_DEPLOYMENT)
+        except ObjectNotFound:
+            return False
+    return True
 
 
 def ingest_payload(payload: dict[str, Any], settings: Settings) -> tuple[list[str], bool]:

@@ -21,7 +21,7 @@ from lambda_emulator import REPO, LambdaEmulator
 from lambda_pool import PREFECT, prefect_server, quiet_env
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
 
-from flows.core.names import LAMBDA_RUN_TAG, population_key
+from flows.core.names import LAMBDA_RUN_TAG, MIRROR_DEPLOYMENT, population_key
 from flows.devkit.samples import population_body, sample_bls_survey
 from flows.devkit.upstream_server import UpstreamServer
 from flows.worker import LambdaWorker
@@ -91,13 +91,17 @@ def _client(api_url: str):
     return SyncPrefectClient(api_url)
 
 
-def test_prefect_yaml_deploys_both_deployments_on_the_lambda_pool(stack):
+def test_prefect_yaml_deploys_every_deployment_on_the_lambda_pool(stack):
     with _client(stack["api_url"]) as client:
         ingest = client.read_deployment_by_name("ingest/ingest")
         reports = client.read_deployment_by_name("reports/reports")
-    assert ingest.work_pool_name == reports.work_pool_name == POOL
-    assert ingest.tags == reports.tags == [LAMBDA_RUN_TAG]  # the zombie automation's scope
+        mirror = client.read_deployment_by_name(MIRROR_DEPLOYMENT)
+    assert ingest.work_pool_name == reports.work_pool_name == mirror.work_pool_name == POOL
+    assert ingest.tags == reports.tags == mirror.tags == [LAMBDA_RUN_TAG]  # the zombie automation's scope
     assert ingest.entrypoint == "flows/ingest.py:ingest"
+    # The ingest's fan-out starts one run of it per changed survey; it has no schedule of its own.
+    assert mirror.entrypoint == "flows/ingest.py:mirror_survey" and not mirror.schedules
+    assert set(mirror.parameter_openapi_schema["properties"]) >= {"survey", "snapshot_population"}
     (schedule,) = ingest.schedules
     assert schedule.schedule.cron == "0 6 * * *" and schedule.schedule.timezone == "UTC"
     assert schedule.active
@@ -137,16 +141,29 @@ def test_ingest_deployment_runs_on_lambda_and_fills_s3(stack):
                 return await worker.get_and_submit_flow_runs()
 
         assert run.id in {r.id for r in run_async(poll())}
+        lam.wait_idle(180)
+        # The ingest fanned out: pr changed, so it started pr's mirror run (its child) and did not
+        # wait; the next worker round submits it, and that run writes the population snapshot.
+        with _client(stack["api_url"]) as client:
+            done = client.read_flow_run(run.id)
+            children = client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[run.id]))
+            )
+        call = [c for c in lam.invocations if c.event.get("flow_run_id") == str(run.id)][-1]
+        assert done.state.is_completed(), f"{done.state}\n{call.logs[-4000:]}"
+        (child,) = [r for r in children if r.deployment_id is not None]
+        assert child.parameters["survey"] == "pr" and child.parameters["snapshot_population"] is True
+        assert child.id in {r.id for r in run_async(poll())}
     lam.wait_idle(180)
     with _client(stack["api_url"]) as client:
-        done = client.read_flow_run(run.id)
+        child = client.read_flow_run(child.id)
         subflows = client.read_flow_runs(
-            flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[run.id]))
+            flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[child.id]))
         )
-    call = [c for c in lam.invocations if c.event.get("flow_run_id") == str(run.id)][-1]
-    assert done.state.is_completed(), f"{done.state}\n{call.logs[-4000:]}"
-    # The zombie automation watches runs with the tag: the deployment run and its subflows have it.
-    assert LAMBDA_RUN_TAG in done.tags
+    child_call = [c for c in lam.invocations if c.event.get("flow_run_id") == str(child.id)][-1]
+    assert child.state.is_completed(), f"{child.state}\n{child_call.logs[-4000:]}"
+    # The zombie automation watches runs with the tag: the deployment runs and their subflows have it.
+    assert LAMBDA_RUN_TAG in done.tags and LAMBDA_RUN_TAG in child.tags
     assert {r.name for r in subflows} and all(LAMBDA_RUN_TAG in r.tags for r in subflows), subflows
     keys = {o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix="data/").get("Contents", [])}
     assert {f"data/bls/pr/{name}" for name in stack["survey"]} <= keys
@@ -157,6 +174,8 @@ def test_ingest_deployment_runs_on_lambda_and_fills_s3(stack):
 def test_local_prefect_file_mirrors_the_lambda_one():
     lam_file = yaml.safe_load((REPO / "prefect.yaml").read_text())
     local_file = yaml.safe_load((REPO / "prefect.local.yaml").read_text())
+    # prefect.local.yaml has no mirror-survey deployment yet: locally the ingest mirrors in-process.
+    lam_file["deployments"] = [d for d in lam_file["deployments"] if d["name"] in {"ingest", "reports"}]
     assert [d["work_pool"]["name"] for d in lam_file["deployments"]] == [POOL, POOL]
     assert [d["work_pool"]["name"] for d in local_file["deployments"]] == ["local", "local"]
     # Only runs in the function carry the tag the zombie automation watches (they heartbeat every
