@@ -28,16 +28,30 @@ def cmd_sync(args: argparse.Namespace) -> int:
     settings = Settings(**overrides)
     settings.check_contacts(settings.bls_surveys)
 
+    import logging
+
+    from flows.discovery import resolve_surveys, retire_surveys
     from flows.ingest import mirror_survey
+    from flows.io.http import make_client
     from flows.progress import cli_session
 
+    logger = logging.getLogger("quest.sync")
     with cli_session(), use_settings(settings):
+        # QUEST_BLS_SURVEYS=all / --survey all: one GET of the root listing says which surveys exist.
+        with make_client(settings, settings.bls_base_url) as client:
+            selection = resolve_surveys(settings, settings.bls_surveys, client, logger)
+        if selection.discovered:
+            print(selection.describe(), flush=True)
         summaries = [
             mirror_survey(s, dry_run=args.dry_run, allow_mass_delete=args.allow_mass_delete)
-            for s in settings.bls_surveys
+            for s in selection.surveys
         ]
+        if selection.gone and not args.dry_run:
+            selection.retired = retire_surveys(settings, selection.gone, args.allow_mass_delete, logger)
     for summary in summaries:
         print(summary.describe())
+    if selection.retired:
+        print(selection.describe())
     return 0
 
 

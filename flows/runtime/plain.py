@@ -21,7 +21,9 @@ from flows import mirror, snapshot
 from flows.core.names import population_key, timestamp
 from flows.core.plan import PlanItem
 from flows.core.population import normalise_population
+from flows.discovery import resolve_surveys, retire_surveys
 from flows.ingest import IngestSummary, ingest, ingest_payload
+from flows.io.http import make_client
 from flows.io.store import ObjectStore, store_from_settings
 from flows.mirror import MirrorSummary, SurveySync
 from flows.reports import (
@@ -90,7 +92,14 @@ def run_reports(settings: Settings, population_key: str, reports_ts: str) -> Rep
 
 
 def plain_ingest(settings: Settings, surveys: list[str], allow_mass_delete: bool = False) -> IngestSummary:
-    mirrors = [plain_mirror_survey(settings, s, allow_mass_delete) for s in surveys]
+    """`surveys` as given, or `["all"]`: those the root listing names (gone ones reported, and
+    removed only with `allow_mass_delete`)."""
+    with make_client(settings, settings.bls_base_url) as client:
+        selection = resolve_surveys(settings, surveys, client, log)
+    mirrors = [plain_mirror_survey(settings, s, allow_mass_delete) for s in selection.surveys]
+    if selection.gone:
+        selection.retired = retire_surveys(settings, selection.gone, allow_mass_delete, log)
+        log.warning("%s", selection.describe())
     return IngestSummary(surveys=mirrors, population=plain_population_snapshot(settings))
 
 

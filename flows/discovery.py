@@ -1,0 +1,174 @@
+"""Which surveys a run mirrors, as plain steps: `QUEST_BLS_SURVEYS=all` reads the `time.series/` root.
+
+An explicit list is used as given (no request). Discovery makes one GET of the root listing
+(retried like every listing), parses it strictly (`flows.core.discovery`: a cut, junk or empty
+root is an error, never "every survey is gone") and compares it with the survey folders in the
+store, read by one delimiter listing of `bls/`. A survey gone upstream is reported and kept; its
+mirror is removed only with `--allow-mass-delete`, under that survey's lease, by `retire_surveys`.
+
+The `ingest` flow runs these as tasks; the CLI and the plain entry (`flows/runtime/plain.py`) call
+them directly.
+"""
+
+from __future__ import annotations
+
+import httpx
+from pydantic import BaseModel, Field
+
+from flows.core.discovery import (
+    RootListing,
+    compare_surveys,
+    describe_discovery,
+    is_survey_name,
+    parse_root_listing,
+)
+from flows.core.errors import IncompleteListing, ListingError, MirrorError
+from flows.core.names import ALL_SURVEYS, BLS_PREFIX, bls_survey_prefix
+from flows.io.http import check_status
+from flows.io.store import ObjectStore, store_from_settings
+from flows.mirror import Logger, retried
+from flows.settings import Settings, parse_surveys
+
+KEEP_GONE = "kept: pass --allow-mass-delete to remove"
+
+
+class SurveySelection(BaseModel):
+    """The surveys a run mirrors and how they were chosen (JSON-able: flows return it, logs print it)."""
+
+    surveys: list[str]
+    discovered: bool = False
+    root_url: str | None = None
+    new: list[str] = Field(default_factory=list)
+    gone: list[str] = Field(default_factory=list)  # stored, no longer listed: not mirrored, kept
+    skipped: list[str] = Field(default_factory=list)  # root folders that are not survey names
+    problems: list[str] = Field(default_factory=list)
+    retired: list[str] = Field(default_factory=list)  # gone surveys whose mirror was removed
+
+    def describe(self) -> str:
+        """One line: `discovered 62 surveys at <url>: 1 new (xx), 1 gone (yy; kept: ...)`."""
+        if not self.discovered:
+            return f"{len(self.surveys)} surveys (as configured): {', '.join(self.surveys)}"
+        if self.retired:
+            kept = [s for s in self.gone if s not in self.retired]
+            removal = "removed (--allow-mass-delete)" + (f"; kept: {', '.join(kept)}" if kept else "")
+        else:
+            removal = KEEP_GONE
+        return describe_discovery(
+            self.root_url or "", self.surveys, self.new, self.gone, skipped=self.skipped, removal=removal
+        )
+
+
+def wants_discovery(settings: Settings, requested: list[str] | None) -> bool:
+    """`["all"]`, or nothing requested and QUEST_BLS_SURVEYS=all."""
+    if requested:
+        return [s.strip().lower() for s in requested] == [ALL_SURVEYS]
+    return settings.discover_surveys
+
+
+def fetch_root_listing(client: httpx.Client, root_url: str) -> RootListing:
+    """GET and parse the root listing; the same refusals as a survey's (`flows.io.fetch.fetch_listing`)."""
+    response = client.get(root_url)
+    check_status(response, root_url)
+    content_type = response.headers.get("content-type", "")
+    if content_type and "html" not in content_type.lower():
+        raise ListingError(f"{root_url}: expected an HTML listing, got {content_type!r}")
+    announced = response.headers.get("content-length", "")
+    encoded = response.headers.get("content-encoding", "identity").lower() != "identity"
+    if announced.isdigit() and not encoded and int(announced) != len(response.content):
+        raise IncompleteListing(
+            f"{root_url}: the listing has {len(response.content)} of its {announced} bytes; not read"
+        )
+    return parse_root_listing(response.text, str(response.url))
+
+
+def stored_surveys(store: ObjectStore) -> list[str]:
+    """The survey folders under `bls/`, from one delimiter listing (not every key of the mirror).
+
+    A folder counts while it holds any object, the store's own lease record too: `gone` candidates
+    are confirmed with a listing of their own keys (see `resolve_surveys`).
+    """
+    names = (p[len(BLS_PREFIX) :].rstrip("/") for p in store.list_prefixes(BLS_PREFIX))
+    return sorted(n for n in names if is_survey_name(n))
+
+
+def resolve_surveys(
+    settings: Settings,
+    requested: list[str] | None,
+    client: httpx.Client,
+    logger: Logger,
+    *,
+    store: ObjectStore | None = None,
+) -> SurveySelection:
+    """The surveys to mirror: `requested` (or QUEST_BLS_SURVEYS) as given, or discovered at the root.
+
+    Discovery makes exactly one root GET (more only when retried) and raises ListingError (nothing
+    chosen, nothing deleted) when the root is not a complete listing naming survey folders.
+    """
+    if not wants_discovery(settings, requested):
+        return SurveySelection(surveys=parse_surveys(requested or settings.bls_surveys))
+    url = settings.bls_base_url
+    root = retried(lambda: fetch_root_listing(client, url), settings, f"listing {url}", logger, client)
+    for problem in root.problems:
+        logger.warning("root listing %s: %s; skipped", url, problem)
+    store = store or store_from_settings(settings)
+    changes = compare_surveys(root.surveys, stored_surveys(store))
+    # A folder left with only the store's own records (a lease) is no mirror any more.
+    gone = [s for s in changes.gone if store.list_keys(bls_survey_prefix(s))]
+    selection = SurveySelection(
+        surveys=list(root.surveys),
+        discovered=True,
+        root_url=root.url,
+        new=list(changes.new),
+        gone=gone,
+        skipped=list(root.skipped),
+        problems=list(root.problems),
+    )
+    for survey in gone:
+        logger.warning(
+            "survey %s is no longer listed at %s: its mirror %s is not updated (%s)",
+            survey,
+            root.url,
+            bls_survey_prefix(survey),
+            KEEP_GONE,
+        )
+    logger.info("%s", selection.describe())
+    return selection
+
+
+def retire_surveys(
+    settings: Settings,
+    gone: list[str],
+    allow_mass_delete: bool,
+    logger: Logger,
+    *,
+    store: ObjectStore | None = None,
+) -> list[str]:
+    """Remove the mirrors of surveys gone upstream, only with `allow_mass_delete`; the surveys removed.
+
+    Each survey is removed under its lease (a sync of it elsewhere is never interleaved with), and
+    the lease is checked again before the first delete. Without the flag each is a warning, no more.
+    """
+    if not gone:
+        return []
+    if not allow_mass_delete:
+        for survey in gone:
+            logger.warning("survey %s is gone upstream; its mirror is %s", survey, KEEP_GONE)
+        return []
+    store = store or store_from_settings(settings)
+    retired = []
+    for survey in gone:
+        if not is_survey_name(survey):
+            raise MirrorError(f"refusing to remove {survey!r}: not a survey name")
+        prefix = bls_survey_prefix(survey)
+        with store.lease(prefix, settings.lease_seconds) as lease:
+            keys = store.list_keys(prefix)
+            lease.check()
+            for key in keys:
+                store.delete(key)
+        logger.warning(
+            "survey %s is gone upstream: removed its mirror (%d objects, --allow-mass-delete)",
+            survey,
+            len(keys),
+        )
+        retired.append(survey)
+    return retired

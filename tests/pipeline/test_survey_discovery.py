@@ -1,0 +1,222 @@
+"""Survey discovery against the loopback upstream's real root listing, with the local store and moto S3:
+one root GET, new surveys picked up, gone ones reported and kept (removed only with
+allow_mass_delete, under their lease), a bad root changing nothing, an explicit list making no GET."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from flows.core.errors import HttpStatusError, IncompleteListing, LeaseHeld, ListingError, StoreError
+from flows.devkit.samples import population_body
+from flows.devkit.upstream_server import UpstreamServer
+from flows.discovery import SurveySelection, resolve_surveys, retire_surveys, stored_surveys
+from flows.io.http import make_client
+from flows.io.store import LocalStore, S3Store
+from flows.settings import Settings
+
+BUCKET = "quest-test"
+log = logging.getLogger("test.discovery")
+
+
+@pytest.fixture
+def upstream():
+    surveys = {"pr": {"pr.a": b"pr a\n", "pr.b": b"pr b\n"}, "cu": {"cu.a": b"cu a\n"}}
+    with UpstreamServer(surveys, population_body(), require_contact=True) as up:
+        yield up
+
+
+@pytest.fixture(params=["local", "s3"])
+def store(request, tmp_path):
+    if request.param == "local":
+        return LocalStore(tmp_path / "data")
+    request.getfixturevalue("aws")
+    import boto3
+
+    client = boto3.client("s3", region_name="us-east-1")
+    client.create_bucket(Bucket=BUCKET)
+    return S3Store(BUCKET, "mirror", client=client)
+
+
+def _settings(upstream, store, **extra):
+    url = str(store.root) if isinstance(store, LocalStore) else f"s3://{BUCKET}/mirror"
+    values = {
+        "store": url,
+        "bls_base_url": upstream.bls_base_url,
+        "population_url": upstream.population_url,
+        "contact": "tests@example.com",
+        "retries": 2,
+        "retry_delay_seconds": 0.01,
+        "retry_max_delay_seconds": 0.02,
+        "lease_seconds": 30,
+    }
+    return Settings(**(values | extra))
+
+
+def _resolve(settings, requested=None):
+    with make_client(settings, settings.bls_base_url) as client:
+        return resolve_surveys(settings, requested, client, log)
+
+
+def _mirror(store, survey, names=("f1", "f2")):
+    for name in names:
+        store.put_bytes(f"bls/{survey}/{name}", name.encode())
+
+
+# --------------------------------------------------------------------------- the store's folders
+
+
+def test_list_prefixes_is_one_level_and_hides_the_stores_own(store):
+    _mirror(store, "pr")
+    store.put_bytes("bls/cu/deep/er/x", b"x")
+    store.put_bytes("bls/top-level-file", b"x")
+    store.put_bytes("population/p.json", b"{}")
+    with store.lease("bls/zz/", 30):  # only the lease record under bls/zz/
+        pass
+    assert store.list_prefixes("bls/") == ["bls/cu/", "bls/pr/", "bls/zz/"]
+    assert store.list_prefixes() == ["bls/", "population/"]
+    assert store.list_prefixes("bls/cu/") == ["bls/cu/deep/"]
+    assert store.list_prefixes("nothing/") == []
+    for name in ("f1", "f2"):
+        store.delete(f"bls/pr/{name}")
+    assert store.list_prefixes("bls/") == ["bls/cu/", "bls/zz/"]  # an emptied folder is no folder
+    with pytest.raises(StoreError, match="invalid prefix"):
+        store.list_prefixes("bls")
+    store.put_bytes("bls/Not-A-Survey/x", b"x")
+    assert stored_surveys(store) == ["cu", "zz"]
+
+
+# --------------------------------------------------------------------------- discovery
+
+
+def test_discovery_makes_one_root_get_and_compares_with_the_store(upstream, store, caplog):
+    _mirror(store, "pr")
+    _mirror(store, "old")
+    with store.lease("bls/leaseonly/", 30):
+        pass
+    settings = _settings(upstream, store, bls_surveys="all")
+    with caplog.at_level(logging.INFO, logger=log.name):
+        selection = _resolve(settings)
+    assert len(upstream.root_gets()) == 1 and len(upstream.requests) == 1  # no survey listing, no file
+    assert selection.discovered and selection.root_url == upstream.bls_base_url
+    assert (selection.surveys, selection.new, selection.gone) == (["cu", "pr"], ["cu"], ["old"])
+    line = (
+        f"discovered 2 surveys at {upstream.bls_base_url}: 1 new (cu), "
+        "1 gone (old; kept: pass --allow-mass-delete to remove)"
+    )
+    assert selection.describe() == line
+    assert line in caplog.messages
+    assert any("survey old is no longer listed" in m for m in caplog.messages)
+    # `["all"]` asks for discovery whatever QUEST_BLS_SURVEYS says.
+    upstream.clear_log()
+    assert _resolve(_settings(upstream, store), ["all"]).surveys == ["cu", "pr"]
+    assert len(upstream.root_gets()) == 1
+
+
+def test_a_new_survey_is_picked_up_and_odd_folders_are_reported(upstream, store, caplog):
+    settings = _settings(upstream, store, bls_surveys="all")
+    assert _resolve(settings).surveys == ["cu", "pr"]
+    upstream.add_survey("ap", {"ap.a": b"a"})
+    upstream.add_root_entry("Not-A-Survey")
+    with caplog.at_level(logging.WARNING, logger=log.name):
+        selection = _resolve(settings)
+    assert selection.surveys == ["ap", "cu", "pr"] and selection.new == ["ap", "cu", "pr"]
+    assert selection.skipped == ["Not-A-Survey"]
+    assert "1 folders skipped (Not-A-Survey: not survey folders)" in selection.describe()
+    assert any("'Not-A-Survey' is not a survey name" in m for m in caplog.messages)
+
+
+def test_a_gone_survey_is_kept_and_removed_only_with_allow_mass_delete(upstream, store):
+    settings = _settings(upstream, store, bls_surveys="all")
+    for survey in ("pr", "cu"):
+        _mirror(store, survey)
+    upstream.remove_survey("cu")
+    selection = _resolve(settings)
+    assert selection.gone == ["cu"] and selection.surveys == ["pr"]
+
+    assert retire_surveys(settings, selection.gone, False, log) == []
+    assert store.list_keys("bls/cu/") == ["bls/cu/f1", "bls/cu/f2"]
+
+    # Another sync holds cu's lease: nothing of it is removed.
+    with store.lease("bls/cu/", 30, owner="elsewhere"), pytest.raises(LeaseHeld):
+        retire_surveys(settings, ["cu"], True, log, store=_short_wait(store))
+    assert store.list_keys("bls/cu/") == ["bls/cu/f1", "bls/cu/f2"]
+
+    selection.retired = retire_surveys(settings, selection.gone, True, log)
+    assert selection.retired == ["cu"] and store.list_keys("bls/cu/") == []
+    assert store.list_keys("bls/pr/") == ["bls/pr/f1", "bls/pr/f2"]
+    assert "1 gone (cu; removed (--allow-mass-delete))" in selection.describe()
+    # What is left under bls/cu/ (the released lease record) is not a survey gone again.
+    assert _resolve(settings).gone == []
+
+
+def _short_wait(store):
+    """The same store, whose leases give up at once when held (the test need not wait 10 s)."""
+
+    class Impatient:
+        def __getattr__(self, name):
+            return getattr(store, name)
+
+        def lease(self, prefix, ttl, **kwargs):
+            return store.lease(prefix, ttl, **(kwargs | {"wait_seconds": 0.1}))
+
+    return Impatient()
+
+
+@pytest.mark.parametrize("fault", ["html_error", "empty", "cut", "503", "404"])
+def test_a_bad_root_raises_a_clear_error_and_deletes_nothing(upstream, store, fault):
+    from flows.runtime.plain import plain_ingest
+
+    for survey in ("pr", "cu", "old"):
+        _mirror(store, survey)
+    before = store.list_keys()
+    if fault in ("html_error", "empty"):
+        upstream.set_root_listing_mode(fault)
+        expected: type[Exception] = ListingError
+    elif fault == "cut":
+        upstream.cut("/pub/time.series/", after_bytes=300, times=None, announce_length=False)
+        expected = IncompleteListing
+    else:
+        upstream.fail("/pub/time.series/", int(fault), times=None)
+        expected = HttpStatusError
+    settings = _settings(upstream, store, bls_surveys="all")
+    with pytest.raises(expected) as info:
+        plain_ingest(settings, ["all"], allow_mass_delete=True)
+    assert upstream.bls_base_url in str(info.value)
+    assert store.list_keys() == before
+    assert upstream.listing_gets() == [] and upstream.file_gets() == []
+    assert len(upstream.root_gets()) == (3 if fault == "503" else 1)  # 503 is retried (retries=2)
+
+
+def test_an_explicit_list_makes_no_root_get(upstream, store):
+    _mirror(store, "old")
+    settings = _settings(upstream, store, bls_surveys="pr,cu")
+    assert _resolve(settings) == SurveySelection(surveys=["pr", "cu"])
+    assert _resolve(settings, ["cu"]).surveys == ["cu"]
+    assert _resolve(_settings(upstream, store, bls_surveys="all"), ["pr"]).surveys == ["pr"]
+    assert upstream.requests == []
+    assert _resolve(settings).describe() == "2 surveys (as configured): pr, cu"
+
+
+def test_plain_ingest_mirrors_every_discovered_survey(upstream, store):
+    from flows.runtime.plain import plain_ingest
+
+    settings = _settings(upstream, store, bls_surveys="all")
+    summary = plain_ingest(settings, ["all"])
+    assert [m.survey for m in summary.surveys] == ["cu", "pr"]
+    assert store.list_keys("bls/") == ["bls/cu/cu.a", "bls/pr/pr.a", "bls/pr/pr.b"]
+    assert len(upstream.root_gets()) == 1 and len(upstream.listing_gets()) == 2
+
+    upstream.add_survey("ap", {"ap.a": b"a"})
+    upstream.remove_survey("cu")
+    upstream.clear_log()
+    summary = plain_ingest(settings, ["all"])
+    assert [m.survey for m in summary.surveys] == ["ap", "pr"]
+    assert summary.surveys[1].counts()["kept"] == 2 and summary.surveys[1].added == []
+    assert store.list_keys("bls/cu/") == ["bls/cu/cu.a"]  # gone upstream, kept
+    assert len(upstream.root_gets()) == 1 and len(upstream.listing_gets()) == 2
+    assert [r.path for r in upstream.file_gets()] == ["/pub/time.series/ap/ap.a"]
+
+    plain_ingest(settings, ["all"], allow_mass_delete=True)
+    assert store.list_keys("bls/") == ["bls/ap/ap.a", "bls/pr/pr.a", "bls/pr/pr.b"]
