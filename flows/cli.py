@@ -30,7 +30,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
 
     import logging
 
-    from flows.discovery import resolve_surveys, retire_surveys
+    from flows.discovery import mirror_each, resolve_surveys, retire_surveys, surveys_failed
     from flows.ingest import mirror_survey
     from flows.io.http import make_client
     from flows.progress import cli_session
@@ -42,16 +42,19 @@ def cmd_sync(args: argparse.Namespace) -> int:
             selection = resolve_surveys(settings, settings.bls_surveys, client, logger)
         if selection.discovered:
             print(selection.describe(), flush=True)
-        summaries = [
-            mirror_survey(s, dry_run=args.dry_run, allow_mass_delete=args.allow_mass_delete)
-            for s in selection.surveys
-        ]
+        summaries, failures = mirror_each(
+            selection,
+            lambda s: mirror_survey(s, dry_run=args.dry_run, allow_mass_delete=args.allow_mass_delete),
+            logger,
+        )
         if selection.gone and not args.dry_run:
             selection.retired = retire_surveys(settings, selection.gone, args.allow_mass_delete, logger)
     for summary in summaries:
         print(summary.describe())
     if selection.retired:
         print(selection.describe())
+    if failures:
+        raise surveys_failed(failures, len(selection.surveys))
     return 0
 
 

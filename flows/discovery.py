@@ -12,6 +12,9 @@ them directly.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
 import httpx
 from pydantic import BaseModel, Field
 
@@ -22,13 +25,14 @@ from flows.core.discovery import (
     is_survey_name,
     parse_root_listing,
 )
-from flows.core.errors import IncompleteListing, ListingError, MirrorError
+from flows.core.errors import IncompleteListing, ListingError, MirrorError, QuestError, one_line
 from flows.core.names import ALL_SURVEYS, BLS_PREFIX, bls_survey_prefix
 from flows.io.http import check_status
 from flows.io.store import ObjectStore, store_from_settings
 from flows.mirror import Logger, retried
 from flows.settings import Settings, parse_surveys
 
+T = TypeVar("T")
 KEEP_GONE = "kept: pass --allow-mass-delete to remove"
 
 
@@ -56,6 +60,34 @@ class SurveySelection(BaseModel):
         return describe_discovery(
             self.root_url or "", self.surveys, self.new, self.gone, skipped=self.skipped, removal=removal
         )
+
+
+def mirror_each(
+    selection: SurveySelection, mirror_one: Callable[[str], T], logger: Logger
+) -> tuple[list[T], dict[str, str]]:
+    """Run `mirror_one` for every selected survey: (results, failed survey -> why).
+
+    Discovered surveys are independent (one odd folder upstream must not hold back the other 60):
+    a failure is logged and the next survey runs; the caller raises `surveys_failed` at the end. An
+    explicit list stops at its first failure, as it always did.
+    """
+    results: list[T] = []
+    failures: dict[str, str] = {}
+    for survey in selection.surveys:
+        try:
+            results.append(mirror_one(survey))
+        except QuestError as exc:
+            if not selection.discovered:
+                raise
+            logger.error("survey %s failed: %s", survey, one_line(str(exc)))
+            failures[survey] = one_line(str(exc))
+    return results, failures
+
+
+def surveys_failed(failures: dict[str, str], total: int) -> MirrorError:
+    """One error naming every failed survey and why (the others were mirrored)."""
+    why = "; ".join(f"{survey}: {reason}" for survey, reason in failures.items())
+    return MirrorError(f"{len(failures)} of {total} surveys failed: {why}")
 
 
 def wants_discovery(settings: Settings, requested: list[str] | None) -> bool:

@@ -18,10 +18,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from flows import mirror, snapshot
-from flows.core.names import population_key, timestamp
+from flows.core.names import REPORT_SURVEY, population_key, timestamp
 from flows.core.plan import PlanItem
 from flows.core.population import normalise_population
-from flows.discovery import resolve_surveys, retire_surveys
+from flows.discovery import mirror_each, resolve_surveys, retire_surveys, surveys_failed
 from flows.ingest import IngestSummary, ingest, ingest_payload
 from flows.io.http import make_client
 from flows.io.store import ObjectStore, store_from_settings
@@ -93,14 +93,26 @@ def run_reports(settings: Settings, population_key: str, reports_ts: str) -> Rep
 
 def plain_ingest(settings: Settings, surveys: list[str], allow_mass_delete: bool = False) -> IngestSummary:
     """`surveys` as given, or `["all"]`: those the root listing names (gone ones reported, and
-    removed only with `allow_mass_delete`)."""
+    removed only with `allow_mass_delete`).
+
+    With discovered surveys one failing survey does not stop the others; the population snapshot
+    (which triggers the reports, read from `pr`) is still taken unless `pr` itself failed, and the
+    failures are raised at the end.
+    """
     with make_client(settings, settings.bls_base_url) as client:
         selection = resolve_surveys(settings, surveys, client, log)
-    mirrors = [plain_mirror_survey(settings, s, allow_mass_delete) for s in selection.surveys]
+    mirrors, failures = mirror_each(
+        selection, lambda s: plain_mirror_survey(settings, s, allow_mass_delete), log
+    )
     if selection.gone:
         selection.retired = retire_surveys(settings, selection.gone, allow_mass_delete, log)
         log.warning("%s", selection.describe())
-    return IngestSummary(surveys=mirrors, population=plain_population_snapshot(settings))
+    if REPORT_SURVEY in failures:
+        raise surveys_failed(failures, len(selection.surveys))
+    summary = IngestSummary(surveys=mirrors, population=plain_population_snapshot(settings))
+    if failures:
+        raise surveys_failed(failures, len(selection.surveys))
+    return summary
 
 
 def plain_mirror_survey(settings: Settings, survey: str, allow_mass_delete: bool = False) -> MirrorSummary:

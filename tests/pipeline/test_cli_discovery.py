@@ -70,3 +70,12 @@ def test_an_explicit_survey_makes_no_root_get(prefect_harness, upstream, store, 
     assert main(["sync", "--survey", "pr"]) == 0
     assert "discovered" not in capsys.readouterr().out
     assert upstream.root_gets() == [] and store.list_keys("bls/") == ["bls/pr/pr.a"]
+
+
+def test_a_failing_survey_is_named_and_the_others_are_mirrored(prefect_harness, upstream, store, capsys):
+    upstream.set_listing_mode("cu", "empty")
+    assert main(["sync", "--survey", "all"]) == 1
+    captured = capsys.readouterr()
+    assert "pr: 1 added" in captured.out
+    assert captured.err.strip().splitlines()[-1].startswith("quest sync: error: 1 of 2 surveys failed: cu: ")
+    assert store.list_keys("bls/") == ["bls/pr/pr.a"]

@@ -220,3 +220,22 @@ def test_plain_ingest_mirrors_every_discovered_survey(upstream, store):
 
     plain_ingest(settings, ["all"], allow_mass_delete=True)
     assert store.list_keys("bls/") == ["bls/ap/ap.a", "bls/pr/pr.a", "bls/pr/pr.b"]
+
+
+@pytest.mark.parametrize("broken", ["cu", "pr"])
+def test_one_failing_discovered_survey_does_not_stop_the_others(upstream, store, broken):
+    from flows.core.errors import MirrorError
+    from flows.runtime.plain import plain_ingest
+
+    upstream.add_survey("ap", {"ap.a": b"a"})
+    upstream.set_listing_mode(broken, "html_error")
+    settings = _settings(upstream, store, bls_surveys="all")
+    with pytest.raises(MirrorError, match=rf"^1 of 3 surveys failed: {broken}: .*not a directory listing"):
+        plain_ingest(settings, ["all"])
+    mirrored = {k.split("/")[1] for k in store.list_keys("bls/")}
+    assert mirrored == {"ap", "cu", "pr"} - {broken}
+    # The population snapshot (it triggers the reports, which read pr) is taken unless pr failed.
+    assert bool(store.list_keys("population/")) is (broken != "pr")
+    # An explicit list stops at its first failure, as before.
+    with pytest.raises(ListingError):
+        plain_ingest(settings, [broken, "ap"])
