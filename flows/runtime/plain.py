@@ -109,7 +109,9 @@ def plain_ingest(settings: Settings, surveys: list[str], allow_mass_delete: bool
         log.warning("%s", selection.describe())
     if REPORT_SURVEY in failures:
         raise surveys_failed(failures, len(selection.surveys))
-    summary = IngestSummary(surveys=mirrors, population=plain_population_snapshot(settings))
+    summary = IngestSummary(
+        surveys=mirrors, population=plain_population_snapshot(settings), selection=selection
+    )
     if failures:
         raise surveys_failed(failures, len(selection.surveys))
     return summary

@@ -215,6 +215,7 @@ def test_plain_ingest_mirrors_every_discovered_survey(upstream, store):
     assert [m.survey for m in summary.surveys] == ["ap", "pr"]
     assert summary.surveys[1].counts()["kept"] == 2 and summary.surveys[1].added == []
     assert store.list_keys("bls/cu/") == ["bls/cu/cu.a"]  # gone upstream, kept
+    assert (summary.selection.new, summary.selection.gone) == (["ap"], ["cu"])
     assert len(upstream.root_gets()) == 1 and len(upstream.listing_gets()) == 2
     assert [r.path for r in upstream.file_gets()] == ["/pub/time.series/ap/ap.a"]
 
