@@ -82,6 +82,8 @@ def main() -> None:
             bls_base_url=cfg.bls_base_url,
             population_url=cfg.population_url,
             prefect_api_url=cfg.prefect_api_url,
+            bls_max_concurrent_requests=cfg.bls_max_concurrent_requests,
+            bls_requests_per_second=cfg.bls_requests_per_second,
             invoke_self=cfg.uses_work_pool,
             # The pool's run limit plus the reports batches and the poll (config.py): only the
             # work-pool function reserves concurrency.

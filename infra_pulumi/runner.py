@@ -19,6 +19,8 @@ import pulumi_aws as aws
 from flows.core.names import (
     DLQ_RETENTION_SECONDS,
     ENV_BLS_BASE_URL,
+    ENV_BLS_MAX_CONCURRENT_REQUESTS,
+    ENV_BLS_REQUESTS_PER_SECOND,
     ENV_BLS_SURVEYS,
     ENV_CONTACT,
     ENV_FUNCTION_TIMEOUT_SECONDS,
@@ -75,6 +77,10 @@ class RunnerArgs:
     bls_base_url: str | None = None
     population_url: str | None = None
     prefect_api_url: str | None = None
+    # Politeness to BLS: the function's own numbers, in force where its Prefect API has no
+    # global limits (stacks without a work pool); with the pool, the limits.py limits rule.
+    bls_max_concurrent_requests: int | None = None
+    bls_requests_per_second: float | None = None
     # The work-pool path: a poll inside the function submits flow runs as async invokes of the
     # function; their failures go to an on-failure destination queue the poll reads back.
     invoke_self: bool = False
@@ -113,6 +119,10 @@ def function_environment(
         env[ENV_BLS_BASE_URL] = args.bls_base_url
     if args.population_url:
         env[ENV_POPULATION_URL] = args.population_url
+    if args.bls_max_concurrent_requests is not None:
+        env[ENV_BLS_MAX_CONCURRENT_REQUESTS] = str(args.bls_max_concurrent_requests)
+    if args.bls_requests_per_second is not None:
+        env[ENV_BLS_REQUESTS_PER_SECOND] = f"{args.bls_requests_per_second:g}"
     if args.prefect_api_url:
         env[ENV_PREFECT_API_URL] = args.prefect_api_url
         # Flow-run heartbeats, which the zombie-run automation (automation.py) watches.

@@ -16,6 +16,11 @@ os.environ["AWS_DEFAULT_REGION"] = "us-east-1"
 os.environ["AWS_REGION"] = "us-east-1"
 for _name in [n for n in os.environ if n.startswith("QUEST_")]:
     os.environ.pop(_name)
+# The BLS politeness limits (4 in flight, 2/s by default) would make every loopback mirror test
+# wait on them; the tests of the limits set their own numbers (tests/io/test_limits.py,
+# tests/pipeline/test_politeness.py).
+os.environ["QUEST_BLS_MAX_CONCURRENT_REQUESTS"] = "64"
+os.environ["QUEST_BLS_REQUESTS_PER_SECOND"] = "1000"
 
 import pytest  # noqa: E402
 

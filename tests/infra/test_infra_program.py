@@ -135,6 +135,7 @@ def test_prefect_stack_creates_the_work_pool_and_polls_it_instead(package_zip):
         "aws:secretsmanager/secretVersion:SecretVersion",
         "pulumi-python:dynamic/quest:PrefectWorkPool",
         "pulumi-python:dynamic/quest:PrefectAutomation",
+        "pulumi-python:dynamic/quest:PrefectConcurrencyLimit",
     }
     for r in holders:
         wrapped = [v for v in r.inputs.values() if API_KEY in json.dumps(v, default=str)]

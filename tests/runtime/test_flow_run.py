@@ -613,7 +613,9 @@ def test_a_cancelled_mirror_publishes_nothing(prefect_harness, moto_server, tmp_
             _cancel_when_running(run_id, times, after=0.5)
 
         canceller = _in_thread(cancel_once_uploading)
-        result = run_flow_run(str(run_id), context=FakeContext("req-mirror"), check_seconds=CHECK)
+        result = run_flow_run(
+            str(run_id), context=FakeContext("req-mirror", seconds=180), check_seconds=CHECK
+        )
         returned = time.monotonic()
         canceller.join(5)
     took = returned - times["cancelled"]
