@@ -25,9 +25,9 @@ from flows.core.discovery import (
     is_survey_name,
     parse_root_listing,
 )
-from flows.core.errors import IncompleteListing, ListingError, MirrorError, QuestError, one_line
+from flows.core.errors import MirrorError, QuestError, one_line
 from flows.core.names import ALL_SURVEYS, BLS_PREFIX, bls_survey_prefix
-from flows.io.http import check_status
+from flows.io.fetch import fetch_listing_page
 from flows.io.store import ObjectStore, store_from_settings
 from flows.mirror import Logger, retried
 from flows.settings import Settings, parse_surveys
@@ -98,19 +98,8 @@ def wants_discovery(settings: Settings, requested: list[str] | None) -> bool:
 
 
 def fetch_root_listing(client: httpx.Client, root_url: str) -> RootListing:
-    """GET and parse the root listing; the same refusals as a survey's (`flows.io.fetch.fetch_listing`)."""
-    response = client.get(root_url)
-    check_status(response, root_url)
-    content_type = response.headers.get("content-type", "")
-    if content_type and "html" not in content_type.lower():
-        raise ListingError(f"{root_url}: expected an HTML listing, got {content_type!r}")
-    announced = response.headers.get("content-length", "")
-    encoded = response.headers.get("content-encoding", "identity").lower() != "identity"
-    if announced.isdigit() and not encoded and int(announced) != len(response.content):
-        raise IncompleteListing(
-            f"{root_url}: the listing has {len(response.content)} of its {announced} bytes; not read"
-        )
-    return parse_root_listing(response.text, str(response.url))
+    """GET and parse the root listing, with the same refusals as a survey's listing."""
+    return parse_root_listing(*fetch_listing_page(client, root_url))
 
 
 def stored_surveys(store: ObjectStore) -> list[str]:

@@ -14,12 +14,10 @@ from flows.core.population import DEFAULT_MAX_BYTES
 from flows.io.http import check_status
 
 
-def fetch_listing(client: httpx.Client, directory_url: str) -> Listing:
-    """GET and parse a survey directory. HTTP errors raise HttpStatusError (retry policy decides).
-
-    A body shorter than its Content-Length is refused here too (h11 already refuses most), and the
-    entries are resolved against the URL actually read, so a same-site redirect keeps hrefs honest.
-    """
+def fetch_listing_page(client: httpx.Client, directory_url: str) -> tuple[str, str]:
+    """GET a directory listing page: its text and the URL actually read. HTTP errors raise
+    HttpStatusError (the retry policy decides); a non-HTML body or one shorter than its
+    Content-Length (h11 already refuses most) is refused, so nothing is deleted or replaced."""
     response = client.get(directory_url)
     check_status(response, directory_url)
     content_type = response.headers.get("content-type", "")
@@ -32,7 +30,13 @@ def fetch_listing(client: httpx.Client, directory_url: str) -> Listing:
             f"{directory_url}: the listing has {len(response.content)} of its {announced} bytes; "
             "nothing is deleted or replaced"
         )
-    return parse_listing(response.text, str(response.url))
+    return response.text, str(response.url)
+
+
+def fetch_listing(client: httpx.Client, directory_url: str) -> Listing:
+    """GET and parse a survey directory; entries resolve against the URL actually read, so a
+    same-site redirect keeps hrefs honest."""
+    return parse_listing(*fetch_listing_page(client, directory_url))
 
 
 def fetch_population(client: httpx.Client, url: str, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
