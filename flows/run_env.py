@@ -44,6 +44,7 @@ RUN_SETTING_FIELDS = frozenset(
         "http_min_rate_bytes_per_second",
         "multipart_threshold_bytes",
         "multipart_chunk_bytes",
+        "continuation_margin_seconds",
     }
 )
 # The settings only the function's own configuration sets. Every Settings field is in exactly one
@@ -57,6 +58,9 @@ FUNCTION_SETTING_FIELDS = frozenset(
         "lease_seconds",
         "stale_upload_grace_seconds",
         "population_max_bytes",
+        # Politeness to BLS is the stack's to set: a run must not loosen it.
+        "bls_max_concurrent_requests",
+        "bls_requests_per_second",
     }
 )
 

@@ -12,6 +12,7 @@ Failed state; anything that is not a `QuestError` is a bug and keeps its traceba
     │   ├── DeadlineExceeded         a request outlived its overall deadline (retried)
     │   ├── RedirectRefused          a redirect to another host or from https to http
     │   ├── UpstreamUnavailable      unreachable even after the retries
+    │   ├── PolitenessLimitError     Prefect's BLS request limits could not be taken
     │   └── ListingError             the page is not a complete directory listing: nothing deleted
     │       └── IncompleteListing
     ├── DataError                    an input that cannot be read or computed on
@@ -54,6 +55,10 @@ class ConfigError(QuestError, ValueError):
 
 class UpstreamError(QuestError):
     """Something about the upstream sites (BLS, DataUSA) or the way they answered."""
+
+
+class PolitenessLimitError(UpstreamError):
+    """Prefect's politeness limits for BLS could not be taken (deleted meanwhile, API unreachable)."""
 
 
 class HttpStatusError(UpstreamError):

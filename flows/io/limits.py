@@ -38,7 +38,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from flows.core.errors import UpstreamError
+from flows.core.errors import PolitenessLimitError
 from flows.core.names import BLS_CONCURRENCY_LIMIT, BLS_RATE_LIMIT
 
 log = logging.getLogger(__name__)
@@ -49,10 +49,6 @@ Stopped = Callable[[], bool]
 POLL_SECONDS = 0.05  # how often a waiting request looks at `stopped()`
 LEASE_SECONDS = 60.0  # Prefect's minimum: a killed process's slot comes back after a minute
 CHOICE_TTL_SECONDS = 300.0  # a warm Lambda container sees limits created after it started
-
-
-class PolitenessLimitError(UpstreamError):
-    """Prefect's politeness limits could not be taken (deleted meanwhile, API unreachable)."""
 
 
 class Limiter(Protocol):
