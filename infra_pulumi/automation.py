@@ -52,8 +52,7 @@ from pulumi.dynamic import (
 from pulumi.dynamic import Resource as DynamicResource
 
 from flows.core.names import HEARTBEAT_FREQUENCY_SECONDS, LAMBDA_RUN_TAG, ZOMBIE_AFTER_SECONDS
-from flows.run_env import api_url_problem
-from infra_pulumi.prefect_api import PrefectApi, PrefectApiError
+from infra_pulumi.prefect_api import PrefectApi, PrefectApiError, target_failures
 
 HEARTBEAT_EVENT = "prefect.flow-run.heartbeat"
 # A heartbeat, or any terminal state, within the window means the run is alive or done.
@@ -206,12 +205,7 @@ class AutomationProvider(ResourceProvider):
     """CRUD of one automation. Holds nothing: everything it needs arrives in the properties."""
 
     def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
-        failures = []
-        if not news.get("name"):
-            failures.append(CheckFailure("name", "an automation needs a name"))
-        problem = api_url_problem(news.get("api_url"))
-        if problem:
-            failures.append(CheckFailure("api_url", problem))
+        failures = target_failures(news, "an automation")
         trigger = news.get("trigger")
         if not isinstance(trigger, dict) or trigger.get("type") != "event":
             failures.append(CheckFailure("trigger", "needs an event trigger"))

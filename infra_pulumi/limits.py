@@ -38,8 +38,7 @@ from pulumi.dynamic import (
 from pulumi.dynamic import Resource as DynamicResource
 
 from flows.core.names import BLS_CONCURRENCY_LIMIT, BLS_RATE_LIMIT
-from flows.run_env import api_url_problem
-from infra_pulumi.prefect_api import PrefectApi, PrefectApiError
+from infra_pulumi.prefect_api import PrefectApi, PrefectApiError, target_failures
 
 # Properties whose change is an in-place PATCH; another name or API is another limit (replace).
 UPDATABLE = ("limit", "slot_decay_per_second", "active", "api_key")
@@ -100,12 +99,7 @@ class ConcurrencyLimitProvider(ResourceProvider):
     """CRUD of one global concurrency limit. Holds nothing: everything arrives in the properties."""
 
     def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
-        failures = []
-        if not news.get("name"):
-            failures.append(CheckFailure("name", "a concurrency limit needs a name"))
-        problem = api_url_problem(news.get("api_url"))
-        if problem:
-            failures.append(CheckFailure("api_url", problem))
+        failures = target_failures(news, "a concurrency limit")
         limit = news.get("limit")
         if isinstance(limit, bool) or not isinstance(limit, int | float) or limit < 1 or limit != int(limit):
             failures.append(CheckFailure("limit", "a whole number of slots, at least 1"))

@@ -1,4 +1,4 @@
-"""The few Prefect REST calls the dynamic providers make (`work_pool.py`, `automation.py`).
+"""The few Prefect REST calls the dynamic providers make (`work_pool.py`, `automation.py`, `limits.py`).
 
 One client for both: the same refusal to send the API key anywhere but `https://` (or loopback
 `http://`), the same bearer header, the same error text (method, URL, status, the API's detail).
@@ -14,6 +14,7 @@ from flows.run_env import api_url_problem
 
 if TYPE_CHECKING:  # annotations only; httpx is imported where used
     import httpx
+    from pulumi.dynamic import CheckFailure
 
 HTTP_TIMEOUT_SECONDS = 30.0
 OK = (200, 201, 204)
@@ -53,3 +54,16 @@ class PrefectApi:
             detail = response.text[:500]
             raise self.error(f"{method} {url} answered {response.status_code}: {detail}")
         return response
+
+
+def target_failures(news: dict[str, Any], what: str) -> list[CheckFailure]:
+    """What every provider's `check` refuses first: no name, or an API URL the key must not go to."""
+    from pulumi.dynamic import CheckFailure
+
+    failures = []
+    if not news.get("name"):
+        failures.append(CheckFailure("name", f"{what} needs a name"))
+    problem = api_url_problem(news.get("api_url"))
+    if problem:
+        failures.append(CheckFailure("api_url", problem))
+    return failures

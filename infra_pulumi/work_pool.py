@@ -31,8 +31,7 @@ from pulumi.dynamic import (
 from pulumi.dynamic import Resource as DynamicResource
 
 from flows.core.names import WORKER_TYPE
-from flows.run_env import api_url_problem
-from infra_pulumi.prefect_api import PrefectApi, PrefectApiError
+from infra_pulumi.prefect_api import PrefectApi, PrefectApiError, target_failures
 
 if TYPE_CHECKING:  # annotations only; imported where used (flows.worker loads Prefect)
     from flows.worker import InvocationType
@@ -96,12 +95,7 @@ class WorkPoolProvider(ResourceProvider):
     """CRUD of one work pool. Holds nothing: everything it needs arrives in the properties."""
 
     def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
-        failures = []
-        if not news.get("name"):
-            failures.append(CheckFailure("name", "a work pool needs a name"))
-        problem = api_url_problem(news.get("api_url"))
-        if problem:
-            failures.append(CheckFailure("api_url", problem))
+        failures = target_failures(news, "a work pool")
         template = news.get("base_job_template")
         if not isinstance(template, dict) or "job_configuration" not in template:
             failures.append(CheckFailure("base_job_template", "needs job_configuration and variables"))
