@@ -29,7 +29,13 @@ from flows.budget import Budget, TransferMeter, current_budget
 from flows.core import continuation as rules
 from flows.core.errors import QuestError, TransferFailed
 from flows.core.listing import Listing
-from flows.core.names import MIRROR_DEPLOYMENT, REPORT_SURVEY, population_key, timestamp
+from flows.core.names import (
+    INGEST_CONTINUATION_TAG,
+    MIRROR_DEPLOYMENT,
+    REPORT_SURVEY,
+    population_key,
+    timestamp,
+)
 from flows.core.plan import Action, PlanItem, StoredFile, plan_sync
 from flows.core.population import normalise_population
 from flows.discovery import SurveySelection
@@ -269,12 +275,16 @@ def _start_follow_up(deployment_id: UUID, parameters: dict[str, Any]) -> FlowRun
     return _start_run(deployment_id, parameters, key)
 
 
-def _start_run(deployment: UUID | str, parameters: dict[str, Any], key: str | None = None) -> FlowRun:
+def _start_run(
+    deployment: UUID | str, parameters: dict[str, Any], key: str | None = None, tags: list[str] | None = None
+) -> FlowRun:
     """Create a run of `deployment` scheduled now, as a child of the current run, and not wait for it
     (timeout=0): the pool's worker picks it up like any run, in its own invocation."""
     from prefect.deployments import run_deployment
 
-    run = run_deployment(deployment, parameters=parameters, timeout=0, as_subflow=True, idempotency_key=key)
+    run = run_deployment(
+        deployment, parameters=parameters, timeout=0, as_subflow=True, idempotency_key=key, tags=tags
+    )
     assert isinstance(run, FlowRun)  # the sync call returns the run, not a coroutine
     return run
 
@@ -343,16 +353,26 @@ class IngestFanOut(BaseModel):
     started: dict[str, str]  # survey -> flow run id of its mirror-survey run
     population: PopulationSummary | None = None
     population_by: str | None = None  # the run that writes the snapshot when pr changed
+    checked: int | None = None  # surveys checked, when the time ran out before the last one
+    continues_in: str | None = None  # the follow-up ingest run checking the rest
 
     def message(self) -> str:
         started = ", ".join(f"{s} ({rid})" for s, rid in self.started.items()) or "none"
-        who = (
-            "written"
-            if self.population is not None
-            else f"written by {REPORT_SURVEY}'s mirror run {self.population_by}"
+        if self.population is not None:
+            who = "written"
+        elif self.population_by is not None:
+            who = f"written by {REPORT_SURVEY}'s mirror run {self.population_by}"
+        else:
+            who = "written by the first ingest run of the day"
+        total = len(self.selection.surveys)
+        head = (
+            f"partial: checked {self.checked} of {total} surveys; continues in run {self.continues_in}; "
+            if self.continues_in
+            else ""
         )
+        checked = total if self.checked is None else self.checked
         return (
-            f"{len(self.selection.surveys)} surveys: {len(self.unchanged)} unchanged; mirror runs started: "
+            f"{head}{checked} surveys: {len(self.unchanged)} unchanged; mirror runs started: "
             f"{started}; population snapshot {who}"
         )
 
@@ -365,8 +385,9 @@ def ingest(surveys: list[str] | None = None, allow_mass_delete: bool = False) ->
     every survey is checked (listing + stored state) and each changed one gets its own
     `mirror-survey` run, started as a child of this run and not waited for; the day's population
     snapshot is written here when `pr` has no change, else by `pr`'s mirror run once it completes
-    (its `snapshot_population` parameter, carried to its follow-ups). Otherwise the mirrors run
-    in-process as subflows.
+    (its `snapshot_population` parameter, carried to its follow-ups). In Lambda, checks that would
+    outlast the run's time continue in a follow-up ingest run (`surveys` = those not checked yet).
+    Otherwise the mirrors run in-process as subflows.
     """
     with use_settings(current_settings()) as settings:  # one Settings for the subflows too
         selection = resolve_surveys(settings, surveys)
@@ -383,10 +404,27 @@ def ingest(surveys: list[str] | None = None, allow_mass_delete: bool = False) ->
 
 
 def _fan_out(settings: Settings, selection: SurveySelection, allow_mass_delete: bool) -> IngestFanOut:
+    """Check the surveys (`pr` first), start a mirror run per changed one, and decide the snapshot.
+
+    In Lambda the checks stop when less than the continuation margin is left (all of BLS at BLS's
+    request rate, shared with the mirrors already started, may not fit in one invocation): the
+    surveys not checked yet go to a follow-up ingest run, tagged `INGEST_CONTINUATION_TAG`.
+    The snapshot is decided by the run that checks `pr` (checked first), or, without `pr`, by the
+    first run of the chain.
+    """
+    budget = current_budget()
+    margin = settings.continuation_margin_seconds
+    order = sorted(selection.surveys, key=lambda s: s != REPORT_SURVEY)  # pr first, then as listed
     unchanged: list[MirrorSummary] = []
     started: dict[str, str] = {}
-    for survey in selection.surveys:
+    context = FlowRunContext.get()
+    run = context.flow_run if context is not None else None
+    checked = 0
+    for survey in order:
+        if checked and budget is not None and rules.time_is_up(budget.remaining(), margin):
+            break
         check = check_survey(settings, survey)
+        checked += 1
         if check.summary is not None:
             unchanged.append(check.summary)
             continue
@@ -395,17 +433,28 @@ def _fan_out(settings: Settings, selection: SurveySelection, allow_mass_delete: 
             "allow_mass_delete": allow_mass_delete,
             "snapshot_population": check.survey == REPORT_SURVEY,
         }
-        context = FlowRunContext.get()
-        key = f"{context.flow_run.id}:mirror:{check.survey}" if context and context.flow_run else None
+        key = f"{run.id}:mirror:{check.survey}" if run is not None else None
         child = _start_run(MIRROR_DEPLOYMENT, parameters, key)  # a retried ingest starts it once
         get_run_logger().info(
             "%s changed (%s): started mirror run %s (%s)", check.survey, check.changed, child.name, child.id
         )
         started[check.survey] = str(child.id)
     fanned = IngestFanOut(selection=selection, unchanged=unchanged, started=started)
+    remaining = order[checked:]
+    if remaining and run is not None and run.deployment_id is not None:
+        tags = sorted({*run.tags, INGEST_CONTINUATION_TAG})  # given tags replace the deployment's
+        follow = _start_run(
+            run.deployment_id,
+            {"surveys": remaining, "allow_mass_delete": allow_mass_delete},
+            f"continuation-of-{run.id}",
+            tags,
+        )
+        fanned.checked, fanned.continues_in = checked, f"{follow.name} ({follow.id})"
     if REPORT_SURVEY in started:
         fanned.population_by = started[REPORT_SURVEY]
-    else:
+    elif REPORT_SURVEY in order[:checked] or (
+        REPORT_SURVEY not in order and not (run is not None and INGEST_CONTINUATION_TAG in run.tags)
+    ):
         fanned.population = population_snapshot()
     return fanned
 

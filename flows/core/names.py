@@ -91,6 +91,9 @@ MIRROR_DEPLOYMENT = "mirror-survey/mirror-survey"
 # A survey mirror in Lambda stops starting transfers when less than this is left of its time
 # (Lambda's limit less DEADLINE_MARGIN_SECONDS), and continues in a follow-up run.
 CONTINUATION_MARGIN_SECONDS = 30
+# The tag of an ingest run that continues the survey checks of the day's first ingest run (the
+# first one decides the population snapshot).
+INGEST_CONTINUATION_TAG = "ingest-continuation"
 
 
 def timestamp(now: datetime | None = None) -> str:

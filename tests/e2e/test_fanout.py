@@ -11,6 +11,7 @@ every PUT is an object version) and a loopback BLS whose root lists three survey
    snapshot is written by `pr`'s last run; the store ends byte-identical; nothing Crashed/Failed.
 2. No-change day: 1 root GET + 3 listing GETs, 0 file GETs, 0 PUTs under bls/, 1 invocation.
 3. One survey changes: exactly one child, and the ingest writes the snapshot itself.
+4. Checks that outlast the ingest's own budget: the surveys not checked go to a follow-up ingest.
 """
 
 from __future__ import annotations
@@ -119,13 +120,18 @@ def _pool_runs(lp: LambdaPool) -> list[Any]:
         return client.read_flow_runs(limit=200)
 
 
-def _day(stack: dict[str, Any], timeout: float = 300) -> tuple[Any, list[Any]]:
+def _day(
+    stack: dict[str, Any], timeout: float = 300, job_variables: dict[str, Any] | None = None
+) -> tuple[Any, list[Any]]:
     """Start the ingest deployment run and drive the pool (worker rounds) until every run is final.
     The ingest run and the runs created meanwhile (children, follow-ups)."""
     lp: LambdaPool = stack["lp"]
     before = {r.id for r in _pool_runs(lp)}
     with lp.client() as client:
-        ingest = lp.create_run(client.read_deployment_by_name("ingest/ingest").id)
+        deployment = client.read_deployment_by_name("ingest/ingest").id
+        ingest = client.create_flow_run_from_deployment(
+            deployment, parameters={}, job_variables=job_variables or {}
+        ).id
     deadline = time.monotonic() + timeout
     while True:
         lp.worker_round(stack["pool"])
@@ -228,4 +234,33 @@ def test_a_day_where_one_survey_changes_starts_exactly_one_child(stack):
     assert sorted(r.id for r in runs) == sorted([ingest.id, child.id])
     assert all(r.state.type.value == "COMPLETED" for r in runs), [(r.name, r.state) for r in runs]
     assert len(lp.lam.invocations) - invocations == 2
+    assert len(_keys(stack, "population/")) == snapshots + 1
+
+
+def test_checks_that_outlast_the_ingest_budget_continue_in_a_follow_up_ingest(stack):
+    import httpx
+
+    from flows.core.names import INGEST_CONTINUATION_TAG
+
+    upstream: UpstreamServer = stack["upstream"]
+    lp: LambdaPool = stack["lp"]
+    upstream.touch_file("la", "la.series")  # la changed: the follow-up must check it and start its mirror
+    size = len(httpx.get(upstream.survey_url("ce"), headers={"User-Agent": "tests@example.com"}).content)
+    upstream.trickle("*/time.series/ce/", bytes_per_second=max(1, size // 8), times=1)  # ~8 s, once
+    snapshots = len(_keys(stack, "population/"))
+    # This ingest stops checking once less than 20 of its 25 s are left: after pr (first) and ce.
+    ingest, runs = _day(stack, job_variables={"env": {"QUEST_CONTINUATION_MARGIN_SECONDS": "20"}})
+    assert all(r.state.type.value == "COMPLETED" for r in runs), [(r.name, r.state) for r in runs]
+    match = re.match(
+        r"partial: checked 2 of 3 surveys; continues in run \S+ \((\S+)\)", ingest.state.message or ""
+    )
+    assert match, ingest.state.message
+    follow = lp.run(uuid.UUID(match[1]))
+    assert follow.parameters["surveys"] == ["la"] and INGEST_CONTINUATION_TAG in follow.tags
+    assert [c.id for c in _children(lp, ingest.id) if c.parameters.get("survey")] == []
+    (child,) = [c for c in _children(lp, follow.id) if c.parameters.get("survey")]
+    assert child.parameters["survey"] == "la" and child.state.type.value == "COMPLETED"
+    # pr (checked first, unchanged) let the first run write the day's snapshot; the follow-up did not.
+    assert (ingest.state.message or "").endswith("population snapshot written")
+    assert (follow.state.message or "").endswith("snapshot written by the first ingest run of the day")
     assert len(_keys(stack, "population/")) == snapshots + 1
