@@ -552,6 +552,19 @@ def print_day(day: Day, args: argparse.Namespace) -> None:
         f"  upstream: root GETs {u['root_gets']}, listing GETs {u['listing_gets']}, file GETs"
         f" {u['file_gets']} ({u['file_bytes'] / MIB:,.0f} MiB sent), errors {u['not_ok'] or 'none'}"
     )
+    requests = u["root_gets"] + u["listing_gets"] + u["file_gets"]
+    print(f"  effective BLS request rate over the day: {requests / day.seconds:.2f}/s (limit {args.rps:g}/s)")
+    ends = {str(r.id): r.end_time.timestamp() for r in day.runs if r.end_time is not None}
+    tails = sorted(
+        c.attempts[-1].ended_at - ends[c.event["flow_run_id"]]
+        for c in day.invocations
+        if c.outcome == "ok" and c.attempts and c.attempts[-1].ended_at and c.event.get("flow_run_id") in ends
+    )
+    if tails:
+        print(
+            f"  billed after the run's final state (flush, exit): median {tails[len(tails) // 2]:.1f} s,"
+            f" max {tails[-1]:.1f} s over {len(tails)} invocations"
+        )
     if u["peak_concurrency"] > args.max_concurrent or u["peak_rate"] > math.ceil(args.rps):
         print("  !!!!!!!! FINDING: the upstream saw more than the limits allow")
     print(f"  S3 under bls/: {s3_line(day.s3, 'bls')}")
