@@ -266,13 +266,15 @@ def _own_deployment() -> UUID | None:
     return run.deployment_id if run is not None else None
 
 
-def _start_follow_up(deployment_id: UUID, parameters: dict[str, Any]) -> FlowRun:
+def _start_follow_up(
+    deployment_id: UUID, parameters: dict[str, Any], tags: list[str] | None = None
+) -> FlowRun:
     """A new run of the same deployment, a child of this one in the UI (see `_start_run`).
 
     The idempotency key makes a repeated call (a retried flow run) start it once."""
     context = FlowRunContext.get()
     key = f"continuation-of-{context.flow_run.id}" if context is not None and context.flow_run else None
-    return _start_run(deployment_id, parameters, key)
+    return _start_run(deployment_id, parameters, key, tags)
 
 
 def _start_run(
@@ -443,11 +445,8 @@ def _fan_out(settings: Settings, selection: SurveySelection, allow_mass_delete: 
     remaining = order[checked:]
     if remaining and run is not None and run.deployment_id is not None:
         tags = sorted({*run.tags, INGEST_CONTINUATION_TAG})  # given tags replace the deployment's
-        follow = _start_run(
-            run.deployment_id,
-            {"surveys": remaining, "allow_mass_delete": allow_mass_delete},
-            f"continuation-of-{run.id}",
-            tags,
+        follow = _start_follow_up(
+            run.deployment_id, {"surveys": remaining, "allow_mass_delete": allow_mass_delete}, tags
         )
         fanned.checked, fanned.continues_in = checked, f"{follow.name} ({follow.id})"
     if REPORT_SURVEY in started:
