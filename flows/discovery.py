@@ -25,12 +25,12 @@ from flows.core.discovery import (
     is_survey_name,
     parse_root_listing,
 )
-from flows.core.errors import MirrorError, QuestError, one_line
+from flows.core.errors import ListingError, MirrorError, QuestError, one_line
 from flows.core.names import ALL_SURVEYS, BLS_PREFIX, bls_survey_prefix
 from flows.io.fetch import fetch_listing_page
 from flows.io.store import ObjectStore, store_from_settings
 from flows.mirror import Logger, retried
-from flows.settings import Settings, parse_surveys
+from flows.settings import MAX_SURVEYS, Settings, parse_surveys
 
 T = TypeVar("T")
 KEEP_GONE = "kept: pass --allow-mass-delete to remove"
@@ -131,6 +131,11 @@ def resolve_surveys(
     root = retried(lambda: fetch_root_listing(client, url), settings, f"listing {url}", logger, client)
     for problem in root.problems:
         logger.warning("root listing %s: %s; skipped", url, problem)
+    if len(root.surveys) > MAX_SURVEYS:  # a run (and a bill) per survey: never from a page alone
+        raise ListingError(
+            f"{url}: the root lists {len(root.surveys)} survey folders, more than {MAX_SURVEYS} "
+            "(BLS publishes about 60); refusing to mirror them all: name the surveys in QUEST_BLS_SURVEYS"
+        )
     store = store or store_from_settings(settings)
     changes = compare_surveys(root.surveys, stored_surveys(store))
     # A folder left with only the store's own records (a lease) is no mirror any more.

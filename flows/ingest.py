@@ -8,8 +8,10 @@ and the Prefect UI can run them) and get the settings the edge built (`current_s
 
 from __future__ import annotations
 
+import threading
 from concurrent.futures import FIRST_COMPLETED, Future
 from concurrent.futures import wait as wait_any
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 from uuid import UUID
 
@@ -20,14 +22,14 @@ from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import FlowRun
 from prefect.context import FlowRunContext
 from prefect.futures import PrefectFuture, PrefectWrappedFuture
-from prefect.states import Cancelled, Completed
+from prefect.states import Cancelled, Completed, Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel
 
 from flows import discovery, mirror, snapshot
 from flows.budget import Budget, TransferMeter, current_budget
 from flows.core import continuation as rules
-from flows.core.errors import QuestError, TransferFailed
+from flows.core.errors import QuestError, TransferFailed, one_line
 from flows.core.listing import Listing
 from flows.core.names import (
     INGEST_CONTINUATION_TAG,
@@ -36,7 +38,7 @@ from flows.core.names import (
     population_key,
     timestamp,
 )
-from flows.core.plan import Action, PlanItem, StoredFile, plan_sync
+from flows.core.plan import Action, PlanItem, StoredFile, SyncPlan, plan_sync
 from flows.core.population import normalise_population
 from flows.discovery import SurveySelection
 from flows.io.http import guarded_transport, make_client
@@ -123,7 +125,15 @@ def mirror_survey(
     logger = get_run_logger()
     deployment_id = _own_deployment()
     budget = current_budget() if deployment_id is not None else None
+    parameters = {
+        "survey": survey,
+        "dry_run": dry_run,
+        "allow_mass_delete": allow_mass_delete,
+        "snapshot_population": snapshot_population,
+    }
+    follow = FollowUp(deployment_id, parameters) if deployment_id is not None else None
     with SurveySync.open(settings, survey, dry_run, logger) as sync:
+        parameters["survey"] = sync.survey
         listing = list_survey(sync.url, sync.client, settings)
         stored = read_mirror_state(sync.store, sync.survey, settings.concurrency * 2)
         plan, summary = sync.plan(listing, stored, allow_mass_delete)
@@ -134,24 +144,26 @@ def mirror_survey(
                 sync.abort_on_exit(),
                 meter.installed(),
             ):
-                outcomes, not_done, started = _transfer_gated(sync, plan.transfers, runner, budget, meter)
-            deletes = sync.deletions(plan, summary, outcomes, not_done)
+                outcomes, not_done, started = _transfer_gated(
+                    sync, plan.transfers, runner, budget, meter, follow
+                )
+            try:
+                deletes = sync.deletions(plan, summary, outcomes, not_done)
+            except TransferFailed as exc:
+                if follow is None or follow.run is None:
+                    raise
+                raise TransferFailed(f"{exc}; the rest continues in run {follow.shown()}") from exc
             if deletes:
                 summary.deleted = delete_files(sync.store, sync.survey, deletes)
-    create_markdown_artifact(
-        markdown=summary.markdown(plan),
-        key=artifact_key("mirror", summary.survey),
-        description=f"BLS {summary.survey} mirror",
-    )
-    if summary.partial and deployment_id is not None:
+    if summary.partial and follow is not None:
         done = len(summary.added) + len(summary.updated)
-        if started == 0:  # the startup ate the run: a follow-up would do no better
+        if follow.run is None and started == 0:  # the startup ate the run: a follow-up would do no better
             raise TransferFailed(
                 f"{summary.survey}: no transfer could start: less than QUEST_CONTINUATION_MARGIN_SECONDS "
                 f"({settings.continuation_margin_seconds:g} s) was left once the plan was made (raise the "
                 "function's timeout or lower the margin)"
             )
-        if done == 0:  # a follow-up would do no better: never a chain of empty runs
+        if follow.run is None and done == 0:  # a follow-up would do no better: never a chain of empty runs
             sizes = {i.name: i.size for i in plan.transfers}
             left = ", ".join(f"{name} ({sizes[name]} bytes)" for name in summary.not_done[:5])
             raise TransferFailed(
@@ -159,22 +171,48 @@ def mirror_survey(
                 f"{' ...' if len(summary.not_done) > 5 else ''} (raise the function's timeout, at most "
                 "900 s, or its memory; QUEST_CONTINUATION_MARGIN_SECONDS sets the margin kept at the end)"
             )
-        parameters = {
-            "survey": summary.survey,
-            "dry_run": dry_run,
-            "allow_mass_delete": allow_mass_delete,
-            "snapshot_population": snapshot_population,
-        }
-        follow_up = _start_follow_up(deployment_id, parameters)
+        follow_up = follow.start()  # first: the artifact and the log can wait, the time cannot
         summary.continues_in = str(follow_up.id)
-        message = rules.partial_message(done, len(plan.transfers), f"{follow_up.name} ({follow_up.id})")
+        message = rules.partial_message(done, len(plan.transfers), follow.shown())
+        _mirror_artifact(summary, plan)
         logger.info("mirror %s %s (%s)", summary.survey, message, summary.counts_text())
         # A returned state is the run's final state; callers of the flow get its data.
         return cast(MirrorSummary, Completed(message=message, data=summary))
+    _mirror_artifact(summary, plan)
     logger.info("mirror %s done: %s", summary.survey, summary.counts_text())
     if snapshot_population and not dry_run:
         population_snapshot()
     return summary
+
+
+def _mirror_artifact(summary: MirrorSummary, plan: SyncPlan) -> None:
+    create_markdown_artifact(
+        markdown=summary.markdown(plan),
+        key=artifact_key("mirror", summary.survey),
+        description=f"BLS {summary.survey} mirror",
+    )
+
+
+class FollowUp:
+    """The run that continues a partial mirror: started once, as early as the run knows it is partial.
+
+    Started when the time is up with files still waiting (`at` = when this run's time ends: the
+    follow-up's invocation then starts as this one ends, and finds the survey's lease released), or
+    at the end when only aborted transfers are left. Starting it early keeps its creation, a few API
+    calls that a loaded server may retry for seconds, out of the last seconds of the run.
+    """
+
+    def __init__(self, deployment_id: UUID, parameters: dict[str, Any]):
+        self.deployment_id, self.parameters = deployment_id, parameters
+        self.run: FlowRun | None = None
+
+    def start(self, at: datetime | None = None) -> FlowRun:
+        if self.run is None:
+            self.run = _start_follow_up(self.deployment_id, self.parameters, scheduled_time=at)
+        return self.run
+
+    def shown(self) -> str:
+        return "?" if self.run is None else f"{self.run.name} ({self.run.id})"
 
 
 Outcome = tuple[PlanItem, int, str | None]
@@ -186,10 +224,14 @@ def _transfer_gated(
     runner: ThreadPoolTaskRunner[int],
     budget: Budget | None,
     meter: TransferMeter,
+    follow: FollowUp | None = None,
 ) -> tuple[list[Outcome], list[PlanItem], int]:
     """Start the transfers one by one as the rules allow (flows/core/continuation.py): at most
     `concurrency` in flight, none once the margin is reached, the ones in flight aborted at the hard
-    stop. Returns the outcomes, the items not done yet (never started, or aborted), how many started."""
+    stop. Returns the outcomes, the items not done yet (never started, or aborted), how many started.
+
+    When the time is up with files still waiting and some moved (none failed), `follow` is started
+    then, scheduled for the end of this run's time."""
     settings = sync.settings
     margin = settings.continuation_margin_seconds
     pending = list(items)
@@ -220,6 +262,17 @@ def _transfer_gated(
                 collect(item, future)
             flying.clear()
             break
+        if (
+            follow is not None
+            and follow.run is None
+            and pending
+            and budget is not None
+            and remaining is not None
+            and rules.time_is_up(remaining, margin)
+            and rules.worth_a_follow_up([error for _, _, error in outcomes])
+        ):
+            follow.start(datetime.now(UTC) + timedelta(seconds=max(0.0, remaining)))
+            remaining = budget.remaining()
         rate = meter.rate().per_second()
         while pending and len(flying) < settings.concurrency:
             pick = next(
@@ -267,25 +320,39 @@ def _own_deployment() -> UUID | None:
 
 
 def _start_follow_up(
-    deployment_id: UUID, parameters: dict[str, Any], tags: list[str] | None = None
+    deployment_id: UUID,
+    parameters: dict[str, Any],
+    tags: list[str] | None = None,
+    scheduled_time: datetime | None = None,
 ) -> FlowRun:
     """A new run of the same deployment, a child of this one in the UI (see `_start_run`).
 
     The idempotency key makes a repeated call (a retried flow run) start it once."""
     context = FlowRunContext.get()
     key = f"continuation-of-{context.flow_run.id}" if context is not None and context.flow_run else None
-    return _start_run(deployment_id, parameters, key, tags)
+    return _start_run(deployment_id, parameters, key, tags, scheduled_time)
 
 
 def _start_run(
-    deployment: UUID | str, parameters: dict[str, Any], key: str | None = None, tags: list[str] | None = None
+    deployment: UUID | str,
+    parameters: dict[str, Any],
+    key: str | None = None,
+    tags: list[str] | None = None,
+    scheduled_time: datetime | None = None,
 ) -> FlowRun:
-    """Create a run of `deployment` scheduled now, as a child of the current run, and not wait for it
-    (timeout=0): the pool's worker picks it up like any run, in its own invocation."""
+    """Create a run of `deployment` scheduled now (or at `scheduled_time`), as a child of the current
+    run, and not wait for it (timeout=0): the pool's worker picks it up like any run, in its own
+    invocation."""
     from prefect.deployments import run_deployment
 
     run = run_deployment(
-        deployment, parameters=parameters, timeout=0, as_subflow=True, idempotency_key=key, tags=tags
+        deployment,
+        parameters=parameters,
+        scheduled_time=scheduled_time,
+        timeout=0,
+        as_subflow=True,
+        idempotency_key=key,
+        tags=tags,
     )
     assert isinstance(run, FlowRun)  # the sync call returns the run, not a coroutine
     return run
@@ -329,15 +396,32 @@ class SurveyCheck(BaseModel):
     summary: MirrorSummary | None = None
 
 
-def check_survey(settings: Settings, survey: str) -> SurveyCheck:
+def check_survey(settings: Settings, survey: str, stop_in: float | None = None) -> SurveyCheck | None:
     """List one survey and read its stored state (both tasks), and plan: does it need a mirror run?
 
     Reads only (no lease, nothing written): one listing GET and one store listing per survey.
+    `stop_in`: seconds until the run's hard stop, when a check still running (a slow listing) is
+    aborted and None returned: the survey is left for the follow-up run, not crashed at the deadline.
     """
     logger = get_run_logger()
     with SurveySync.open(settings, survey, True, logger) as sync:
-        listing = list_survey(sync.url, sync.client, settings)
-        stored = read_mirror_state(sync.store, sync.survey, settings.concurrency * 2)
+        timer = None if stop_in is None else threading.Timer(max(0.0, stop_in), sync.stop_for_continuation)
+        if timer is not None:
+            timer.daemon = True
+            timer.start()
+        try:
+            listing = list_survey(sync.url, sync.client, settings)
+            stored = read_mirror_state(sync.store, sync.survey, settings.concurrency * 2)
+        except Exception:
+            if sync.stopped_for_continuation():
+                logger.info(
+                    "%s: check stopped at the run's hard stop; left for the follow-up run", sync.survey
+                )
+                return None
+            raise
+        finally:
+            if timer is not None:
+                timer.cancel()
         plan = plan_sync(sync.survey, listing.entries, stored, held=listing.unreadable)
         changed = {k: v for k, v in plan.counts().items() if k != Action.KEEP.value and v}
         if changed:
@@ -353,8 +437,11 @@ class IngestFanOut(BaseModel):
     selection: SurveySelection
     unchanged: list[MirrorSummary]
     started: dict[str, str]  # survey -> flow run id of its mirror-survey run
+    in_progress: dict[str, str] = {}  # survey -> its mirror run still going (not started again)
+    failed: dict[str, str] = {}  # survey -> why its check failed (nothing started for it)
     population: PopulationSummary | None = None
     population_by: str | None = None  # the run that writes the snapshot when pr changed
+    population_note: str | None = None  # why no run of this chain writes it
     checked: int | None = None  # surveys checked, when the time ran out before the last one
     continues_in: str | None = None  # the follow-up ingest run checking the rest
 
@@ -362,6 +449,8 @@ class IngestFanOut(BaseModel):
         started = ", ".join(f"{s} ({rid})" for s, rid in self.started.items()) or "none"
         if self.population is not None:
             who = "written"
+        elif self.population_note is not None:
+            who = self.population_note
         elif self.population_by is not None:
             who = f"written by {REPORT_SURVEY}'s mirror run {self.population_by}"
         else:
@@ -372,10 +461,16 @@ class IngestFanOut(BaseModel):
             if self.continues_in
             else ""
         )
+        failed = "".join(f"; {s} FAILED: {why}" for s, why in self.failed.items())
+        head = f"{len(self.failed)} of {total} surveys could not be checked{failed}; " if failed else head
+        if failed and self.continues_in:
+            head += f"the rest continues in run {self.continues_in}; "
+        busy = ", ".join(f"{s} ({rid})" for s, rid in self.in_progress.items())
         checked = total if self.checked is None else self.checked
         return (
             f"{head}{checked} surveys: {len(self.unchanged)} unchanged; mirror runs started: "
-            f"{started}; population snapshot {who}"
+            f"{started}{f'; still mirroring from an earlier run: {busy}' if busy else ''}; "
+            f"population snapshot {who}"
         )
 
 
@@ -395,37 +490,69 @@ def ingest(surveys: list[str] | None = None, allow_mass_delete: bool = False) ->
         selection = resolve_surveys(settings, surveys)
         if selection.gone:
             selection.retired = retire_surveys(settings, selection.gone, allow_mass_delete)
-        if _own_deployment() is not None and _mirror_deployment_exists():
-            fanned = _fan_out(settings, selection, allow_mass_delete)
-            get_run_logger().info("%s", fanned.message())
+        mirror_deployment = _mirror_deployment() if _own_deployment() is not None else None
+        if mirror_deployment is not None:
+            fanned = _fan_out(settings, selection, allow_mass_delete, mirror_deployment)
             # A returned state is the run's final state (its data the fan-out's summary); only a
             # deployment run fans out, and its value is read from that state, never by a caller.
+            if fanned.failed:
+                get_run_logger().error("%s", fanned.message())
+                return cast(IngestSummary, Failed(message=fanned.message(), data=fanned))
+            get_run_logger().info("%s", fanned.message())
             return cast(IngestSummary, Completed(message=fanned.message(), data=fanned))
         mirrors = [mirror_survey(s, allow_mass_delete=allow_mass_delete) for s in selection.surveys]
         return IngestSummary(surveys=mirrors, population=population_snapshot(), selection=selection)
 
 
-def _fan_out(settings: Settings, selection: SurveySelection, allow_mass_delete: bool) -> IngestFanOut:
+def _fan_out(
+    settings: Settings, selection: SurveySelection, allow_mass_delete: bool, mirror_deployment: UUID
+) -> IngestFanOut:
     """Check the surveys (`pr` first), start a mirror run per changed one, and decide the snapshot.
 
+    A survey whose mirror runs from an earlier day (a continuation chain still going) is not
+    checked and gets no second run: its chain re-plans at every step, so it takes the new changes
+    too. A check that fails is reported and the other surveys go on; the run then ends Failed.
     In Lambda the checks stop when less than the continuation margin is left (all of BLS at BLS's
-    request rate, shared with the mirrors already started, may not fit in one invocation): the
-    surveys not checked yet go to a follow-up ingest run, tagged `INGEST_CONTINUATION_TAG`.
-    The snapshot is decided by the run that checks `pr` (checked first), or, without `pr`, by the
-    first run of the chain.
+    request rate, shared with the mirrors already started, may not fit in one invocation), and a
+    check still running at the hard stop is aborted: the surveys not checked go to a follow-up
+    ingest run, tagged `INGEST_CONTINUATION_TAG`. The snapshot is decided by the run that checks
+    `pr` (checked first), or, without `pr`, by the first run of the chain.
     """
     budget = current_budget()
     margin = settings.continuation_margin_seconds
     order = sorted(selection.surveys, key=lambda s: s != REPORT_SURVEY)  # pr first, then as listed
+    busy = _mirrors_in_progress(mirror_deployment)
     unchanged: list[MirrorSummary] = []
     started: dict[str, str] = {}
+    in_progress: dict[str, FlowRun] = {}
+    failed: dict[str, str] = {}
     context = FlowRunContext.get()
     run = context.flow_run if context is not None else None
     checked = 0
     for survey in order:
-        if checked and budget is not None and rules.time_is_up(budget.remaining(), margin):
+        remaining = budget.remaining() if budget is not None else None
+        if checked and rules.time_is_up(remaining, margin):
             break
-        check = check_survey(settings, survey)
+        if survey in busy:
+            in_progress[survey] = busy[survey]
+            checked += 1
+            continue
+        stop_in = None if remaining is None else remaining - rules.hard_stop_seconds(margin)
+        try:
+            check = check_survey(settings, survey, stop_in)
+        except QuestError as exc:
+            failed[survey] = one_line(str(exc))
+            checked += 1
+            continue
+        if check is None and checked == 0:  # a follow-up would do no better: never an endless chain
+            failed[survey] = (
+                "its listing and stored state could not be read within one run "
+                f"({settings.continuation_margin_seconds:g} s margin; a slow upstream?)"
+            )
+            checked += 1
+            continue
+        if check is None:  # stopped at the hard stop: the follow-up checks it
+            break
         checked += 1
         if check.summary is not None:
             unchanged.append(check.summary)
@@ -441,16 +568,41 @@ def _fan_out(settings: Settings, selection: SurveySelection, allow_mass_delete: 
             "%s changed (%s): started mirror run %s (%s)", check.survey, check.changed, child.name, child.id
         )
         started[check.survey] = str(child.id)
-    fanned = IngestFanOut(selection=selection, unchanged=unchanged, started=started)
-    remaining = order[checked:]
-    if remaining and run is not None and run.deployment_id is not None:
+    for survey, other in in_progress.items():
+        get_run_logger().info(
+            "%s: mirror run %s (%s) is still %s; no second run started (it takes today's changes too)",
+            survey,
+            other.name,
+            other.id,
+            other.state.name if other.state else "going",
+        )
+    fanned = IngestFanOut(
+        selection=selection,
+        unchanged=unchanged,
+        started=started,
+        in_progress={s: f"{r.name} {r.id}" for s, r in in_progress.items()},
+        failed=failed,
+    )
+    remaining_surveys = order[checked:]
+    if remaining_surveys and run is not None and run.deployment_id is not None:
         tags = sorted({*run.tags, INGEST_CONTINUATION_TAG})  # given tags replace the deployment's
         follow = _start_follow_up(
-            run.deployment_id, {"surveys": remaining, "allow_mass_delete": allow_mass_delete}, tags
+            run.deployment_id, {"surveys": remaining_surveys, "allow_mass_delete": allow_mass_delete}, tags
         )
         fanned.checked, fanned.continues_in = checked, f"{follow.name} ({follow.id})"
     if REPORT_SURVEY in started:
         fanned.population_by = started[REPORT_SURVEY]
+    elif REPORT_SURVEY in in_progress:
+        other = in_progress[REPORT_SURVEY]
+        if other.parameters.get("snapshot_population"):
+            fanned.population_by = f"{other.id} (started earlier)"
+        else:
+            fanned.population_note = (
+                f"not written: {REPORT_SURVEY} is being mirrored by run {other.name} ({other.id}), "
+                "which does not write it; the next ingest does"
+            )
+    elif REPORT_SURVEY in failed:
+        fanned.population_note = f"not written: {REPORT_SURVEY} could not be checked"
     elif REPORT_SURVEY in order[:checked] or (
         REPORT_SURVEY not in order and not (run is not None and INGEST_CONTINUATION_TAG in run.tags)
     ):
@@ -458,17 +610,52 @@ def _fan_out(settings: Settings, selection: SurveySelection, allow_mass_delete: 
     return fanned
 
 
-def _mirror_deployment_exists() -> bool:
-    """Whether the `mirror-survey` deployment is on this Prefect API (prefect.yaml deploys it)."""
+def _mirror_deployment() -> UUID | None:
+    """The `mirror-survey` deployment on this Prefect API (prefect.yaml deploys it), if any."""
     from prefect.client.orchestration import get_client
     from prefect.exceptions import ObjectNotFound
 
     with get_client(sync_client=True) as client:
         try:
-            client.read_deployment_by_name(MIRROR_DEPLOYMENT)
+            return client.read_deployment_by_name(MIRROR_DEPLOYMENT).id
         except ObjectNotFound:
-            return False
-    return True
+            return None
+
+
+IN_PROGRESS_STATES = ("SCHEDULED", "PENDING", "RUNNING", "PAUSED", "CANCELLING")
+IN_PROGRESS_WINDOW = timedelta(days=1)  # older non-final runs are stale (a lost worker), not running
+
+
+def _mirrors_in_progress(deployment_id: UUID) -> dict[str, FlowRun]:
+    """Survey -> a run of the mirror deployment that is not final yet (one API call per ingest run)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterDeploymentId,
+        FlowRunFilterExpectedStartTime,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+
+    since = datetime.now(UTC) - IN_PROGRESS_WINDOW
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(
+                deployment_id=FlowRunFilterDeploymentId(any_=[deployment_id]),
+                state=FlowRunFilterState(
+                    type=FlowRunFilterStateType(any_=[StateType(t) for t in IN_PROGRESS_STATES])
+                ),
+                expected_start_time=FlowRunFilterExpectedStartTime.model_validate({"after_": since}),
+            ),
+            limit=200,
+        )
+    busy: dict[str, FlowRun] = {}
+    for other in runs:
+        survey = other.parameters.get("survey")
+        if isinstance(survey, str):
+            busy.setdefault(survey.strip().lower(), other)
+    return busy
 
 
 def ingest_payload(payload: dict[str, Any], settings: Settings) -> tuple[list[str], bool]:

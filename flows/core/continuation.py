@@ -96,6 +96,12 @@ def too_big_message(name: str, size: int, rate: float, budget: float, margin: fl
     )
 
 
+def worth_a_follow_up(errors: list[str | None]) -> bool:
+    """Whether a follow-up may be started before the run ends: some transfer moved its file and none
+    failed (a failure ends the run Failed; a run that moved nothing may be a file that never fits)."""
+    return any(e is None for e in errors) and all(e is None for e in errors)
+
+
 def partial_message(done: int, total: int, follow_up: str) -> str:
     """A run that stopped before its plan was done: its COMPLETED state's message."""
     return f"partial: {done} of {total} files; continues in run {follow_up}"

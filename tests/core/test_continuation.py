@@ -99,3 +99,11 @@ def test_a_file_that_starts_with_the_whole_budget_fits_in_a_run(size, rate, budg
 def test_rate_is_bytes_over_seconds_once_known(n, seconds):
     value = Rate(n, seconds).per_second()
     assert value is None or (seconds >= MIN_RATE_SECONDS and n >= MIN_RATE_BYTES and value == n / seconds)
+
+
+def test_a_follow_up_starts_early_only_after_a_success_and_no_failure():
+    from flows.core.continuation import worth_a_follow_up
+
+    assert worth_a_follow_up([None]) and worth_a_follow_up([None, None])
+    assert not worth_a_follow_up([])  # nothing moved yet: maybe a file that never fits
+    assert not worth_a_follow_up([None, "pr.a: 503"])  # the run ends Failed

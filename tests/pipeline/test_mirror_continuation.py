@@ -13,6 +13,7 @@ import re
 import uuid
 
 import pytest
+from lambda_context import FakeContext
 
 from flows.devkit.upstream_server import GeneratedFile, UpstreamServer
 from flows.io.store import LocalStore
@@ -21,22 +22,6 @@ from flows.runtime.flow_run import run_flow_run
 MARGIN = 2.5  # DEADLINE_MARGIN_SECONDS, scaled down
 KIB = 1024
 UUID_RE = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
-
-
-class FakeContext:
-    """What the function reads from Lambda's context object."""
-
-    def __init__(self, seconds: float) -> None:
-        import time
-
-        self.aws_request_id = f"req-{uuid.uuid4().hex[:8]}"
-        self.log_group_name = "/aws/lambda/quest-test-runner"
-        self.log_stream_name = "2025/01/02/[$LATEST]0123abcd"
-        self._deadline = time.monotonic() + seconds
-        self._clock = time.monotonic
-
-    def get_remaining_time_in_millis(self) -> int:
-        return max(0, int((self._deadline - self._clock()) * 1000))
 
 
 def _client():
@@ -98,9 +83,12 @@ def test_a_survey_too_big_for_one_run_completes_over_follow_up_runs(prefect_harn
             with _client() as client:
                 child = client.read_flow_run(follow_up)
                 link = client.read_task_run(child.parent_task_run_id)
-            # The follow-up: same deployment, same parameters, a child of the partial run, scheduled now.
+            # The follow-up: same deployment, same parameters, a child of the partial run, SCHEDULED;
+            # created when the time was up (not in the last seconds), for the end of the run's time.
             assert child.deployment_id == run.deployment_id and child.parameters == parameters
             assert link.flow_run_id == run_id and child.state.type.value == "SCHEDULED"
+            if len(chain) == 1:  # ~10 s of transfers in 8 s: files were still waiting when time was up
+                assert (child.expected_start_time - child.created).total_seconds() > 1.5, child
             run_id = follow_up
     assert len(chain) >= 2, chain  # it did continue
     totals = [int(re.match(r"partial: \d+ of (\d+)", m)[1]) for _, m in chain[:-1]]

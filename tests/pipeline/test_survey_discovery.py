@@ -189,6 +189,25 @@ def test_a_bad_root_raises_a_clear_error_and_deletes_nothing(upstream, store, fa
     assert len(upstream.root_gets()) == (3 if fault == "503" else 1)  # 503 is retried (retries=2)
 
 
+def test_a_root_listing_more_surveys_than_the_cap_is_refused_before_any_listing(upstream, store):
+    """A page alone never fans out into hundreds of runs: more than MAX_SURVEYS folders is an error."""
+    from flows.runtime.plain import plain_ingest
+    from flows.settings import MAX_SURVEYS
+
+    for i in range(MAX_SURVEYS - 1):  # pr and cu are there already: one over the cap
+        upstream.add_survey(f"s{i:03d}", {f"s{i:03d}.a": b"a"})
+    _mirror(store, "pr")
+    before = store.list_keys()
+    with pytest.raises(
+        ListingError, match=rf"lists {MAX_SURVEYS + 1} survey folders, more than {MAX_SURVEYS}"
+    ):
+        plain_ingest(_settings(upstream, store, bls_surveys="all"), ["all"], allow_mass_delete=True)
+    assert store.list_keys() == before
+    assert len(upstream.root_gets()) == 1 and upstream.listing_gets() == [] and upstream.file_gets() == []
+    upstream.remove_survey("s000")  # at the cap: accepted
+    assert len(_resolve(_settings(upstream, store, bls_surveys="all")).surveys) == MAX_SURVEYS
+
+
 def test_an_explicit_list_makes_no_root_get(upstream, store):
     _mirror(store, "old")
     settings = _settings(upstream, store, bls_surveys="pr,cu")
