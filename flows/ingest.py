@@ -17,6 +17,7 @@ from uuid import UUID
 
 import httpx
 from prefect import flow, get_run_logger, task
+from prefect import tags as run_tags
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import FlowRun
@@ -41,6 +42,7 @@ from flows.core.names import (
 from flows.core.plan import Action, PlanItem, StoredFile, SyncPlan, plan_sync
 from flows.core.population import normalise_population
 from flows.discovery import SurveySelection
+from flows.ingest_summary import IngestFanOut, IngestSummary
 from flows.io.http import guarded_transport, make_client
 from flows.io.store import ObjectStore, store_from_settings
 from flows.mirror import MirrorSummary, SurveySync, artifact_key
@@ -58,26 +60,20 @@ __all__ = [
 ]
 
 
-class IngestSummary(BaseModel):
-    surveys: list[MirrorSummary]
-    population: PopulationSummary
-    selection: SurveySelection | None = None
-
-
 # --------------------------------------------------------------------------- tasks (I/O only)
 
 
-@task(name="list-survey", cache_policy=NO_CACHE)
+@task(name="list-survey", task_run_name="list {url}", cache_policy=NO_CACHE)
 def list_survey(url: str, client: httpx.Client, settings: Settings) -> Listing:
     return mirror.list_survey(url, client, settings, get_run_logger())
 
 
-@task(name="read-mirror-state", cache_policy=NO_CACHE)
+@task(name="read-mirror-state", task_run_name="read stored bls/{survey}/", cache_policy=NO_CACHE)
 def read_mirror_state(store: ObjectStore, survey: str, workers: int = 8) -> dict[str, StoredFile]:
     return mirror.read_mirror_state(store, survey, workers)
 
 
-@task(name="transfer-file", task_run_name="transfer-{item.name}", cache_policy=NO_CACHE)
+@task(name="transfer-file", task_run_name="transfer {item.name}", cache_policy=NO_CACHE)
 def transfer_file(
     client: httpx.Client, store: ObjectStore, survey: str, item: PlanItem, settings: Settings
 ) -> int:
@@ -92,17 +88,17 @@ def transfer_file(
     return cast(int, Cancelled(message=f"{item.name}: not done yet ({mirror.CONTINUATION_REASON})"))
 
 
-@task(name="delete-files", cache_policy=NO_CACHE)
+@task(name="delete-files", task_run_name="delete from bls/{survey}/", cache_policy=NO_CACHE)
 def delete_files(store: ObjectStore, survey: str, names: list[str]) -> list[str]:
     return mirror.delete_files(store, survey, names, get_run_logger())
 
 
-@task(name="fetch-population", cache_policy=NO_CACHE)
+@task(name="fetch-population", task_run_name="fetch {url}", cache_policy=NO_CACHE)
 def fetch_population_body(url: str, settings: Settings) -> bytes:
     return snapshot.fetch_population_body(url, settings, get_run_logger())
 
 
-@task(name="store-population", cache_policy=NO_CACHE)
+@task(name="store-population", task_run_name="store {key}", cache_policy=NO_CACHE)
 def store_population(store: ObjectStore, key: str, body: bytes, url: str) -> str:
     return snapshot.store_population(store, key, body, url)
 
@@ -110,7 +106,7 @@ def store_population(store: ObjectStore, key: str, body: bytes, url: str) -> str
 # --------------------------------------------------------------------------- flows
 
 
-@flow(name="mirror-survey", log_prints=False)
+@flow(name="mirror-survey", flow_run_name="mirror {survey}", log_prints=False)
 def mirror_survey(
     survey: str, dry_run: bool = False, allow_mass_delete: bool = False, snapshot_population: bool = False
 ) -> MirrorSummary:
@@ -118,8 +114,15 @@ def mirror_survey(
 
     In Lambda (a run with a budget and a deployment) the transfers stop starting before the time
     is up and the survey continues in a follow-up run of the same deployment: this run ends
-    COMPLETED "partial: ...". `snapshot_population`: take the day's population snapshot once the
-    plan is complete (carried to the follow-ups; the daily ingest sets it for `pr`).
+    COMPLETED "partial: ...".
+
+    Args:
+        survey: The BLS survey to mirror, e.g. `pr` (its folder under time.series/).
+        dry_run: Plan and report only: nothing is downloaded, written or deleted.
+        allow_mass_delete: Delete even when the listing drops more than QUEST_MAX_DELETE_FRACTION
+            of the stored files (a cut or empty listing never deletes anything either way).
+        snapshot_population: Take the day's population snapshot once the survey is complete
+            (carried to follow-up runs; the daily ingest sets it for `pr`, which the reports read).
     """
     settings = current_settings()
     logger = get_run_logger()
@@ -189,7 +192,7 @@ def _mirror_artifact(summary: MirrorSummary, plan: SyncPlan) -> None:
     create_markdown_artifact(
         markdown=summary.markdown(plan),
         key=artifact_key("mirror", summary.survey),
-        description=f"BLS {summary.survey} mirror",
+        description=f"BLS mirror {summary.changes_text()}",
     )
 
 
@@ -208,7 +211,8 @@ class FollowUp:
 
     def start(self, at: datetime | None = None) -> FlowRun:
         if self.run is None:
-            self.run = _start_follow_up(self.deployment_id, self.parameters, scheduled_time=at)
+            survey = self.parameters["survey"]
+            self.run = _start_follow_up(self.deployment_id, self.parameters, [f"survey:{survey}"], at)
         return self.run
 
     def shown(self) -> str:
@@ -325,12 +329,14 @@ def _start_follow_up(
     tags: list[str] | None = None,
     scheduled_time: datetime | None = None,
 ) -> FlowRun:
-    """A new run of the same deployment, a child of this one in the UI (see `_start_run`).
+    """A new run of the same deployment, a child of this one in the UI (see `_start_run`), named
+    like this one.
 
     The idempotency key makes a repeated call (a retried flow run) start it once."""
     context = FlowRunContext.get()
-    key = f"continuation-of-{context.flow_run.id}" if context is not None and context.flow_run else None
-    return _start_run(deployment_id, parameters, key, tags, scheduled_time)
+    run = context.flow_run if context is not None else None
+    key = f"continuation-of-{run.id}" if run is not None else None
+    return _start_run(deployment_id, parameters, key, tags, scheduled_time, run.name if run else None)
 
 
 def _start_run(
@@ -339,6 +345,7 @@ def _start_run(
     key: str | None = None,
     tags: list[str] | None = None,
     scheduled_time: datetime | None = None,
+    name: str | None = None,
 ) -> FlowRun:
     """Create a run of `deployment` scheduled now (or at `scheduled_time`), as a child of the current
     run, and not wait for it (timeout=0): the pool's worker picks it up like any run, in its own
@@ -349,6 +356,7 @@ def _start_run(
         deployment,
         parameters=parameters,
         scheduled_time=scheduled_time,
+        flow_run_name=name,
         timeout=0,
         as_subflow=True,
         idempotency_key=key,
@@ -358,7 +366,7 @@ def _start_run(
     return run
 
 
-@flow(name="population-snapshot")
+@flow(name="population-snapshot", flow_run_name=lambda: f"population {_run_day()}")
 def population_snapshot() -> PopulationSummary:
     """Fetch the DataUSA population and store the body as returned under `population/<ts>.json`."""
     settings = current_settings()
@@ -368,22 +376,24 @@ def population_snapshot() -> PopulationSummary:
     rows = normalise_population(body)  # refuse junk BEFORE storing anything
     key = population_key(timestamp())
     location = store_population(store, key, body, url)
+    years = [year for year, _ in rows]
     create_markdown_artifact(
         markdown=snapshot.snapshot_markdown(url, location, rows),
         key="population-snapshot",
-        description="DataUSA population snapshot",
+        description=f"DataUSA population {key}: {len(years)} years"
+        + (f" ({years[0]}–{years[-1]})" if years else ""),
     )
     return snapshot.summarise(key, location, url, body, rows, get_run_logger())
 
 
-@task(name="resolve-surveys", cache_policy=NO_CACHE)
+@task(name="resolve-surveys", task_run_name="resolve surveys", cache_policy=NO_CACHE)
 def resolve_surveys(settings: Settings, requested: list[str] | None) -> SurveySelection:
     """The surveys to mirror: as configured, or discovered at the `time.series/` root (one GET)."""
     with make_client(settings, settings.bls_base_url) as client:
         return discovery.resolve_surveys(settings, requested, client, get_run_logger())
 
 
-@task(name="retire-surveys", cache_policy=NO_CACHE)
+@task(name="retire-surveys", task_run_name="retire gone surveys", cache_policy=NO_CACHE)
 def retire_surveys(settings: Settings, gone: list[str], allow_mass_delete: bool) -> list[str]:
     return discovery.retire_surveys(settings, gone, allow_mass_delete, get_run_logger())
 
@@ -431,50 +441,7 @@ def check_survey(settings: Settings, survey: str, stop_in: float | None = None) 
         return SurveyCheck(survey=sync.survey, changed={}, summary=summary)
 
 
-class IngestFanOut(BaseModel):
-    """What a fanned-out ingest did: surveys unchanged, mirror runs started, the snapshot or who writes it."""
-
-    selection: SurveySelection
-    unchanged: list[MirrorSummary]
-    started: dict[str, str]  # survey -> flow run id of its mirror-survey run
-    in_progress: dict[str, str] = {}  # survey -> its mirror run still going (not started again)
-    failed: dict[str, str] = {}  # survey -> why its check failed (nothing started for it)
-    population: PopulationSummary | None = None
-    population_by: str | None = None  # the run that writes the snapshot when pr changed
-    population_note: str | None = None  # why no run of this chain writes it
-    checked: int | None = None  # surveys checked, when the time ran out before the last one
-    continues_in: str | None = None  # the follow-up ingest run checking the rest
-
-    def message(self) -> str:
-        started = ", ".join(f"{s} ({rid})" for s, rid in self.started.items()) or "none"
-        if self.population is not None:
-            who = "written"
-        elif self.population_note is not None:
-            who = self.population_note
-        elif self.population_by is not None:
-            who = f"written by {REPORT_SURVEY}'s mirror run {self.population_by}"
-        else:
-            who = "written by the first ingest run of the day"
-        total = len(self.selection.surveys)
-        head = (
-            f"partial: checked {self.checked} of {total} surveys; continues in run {self.continues_in}; "
-            if self.continues_in
-            else ""
-        )
-        failed = "".join(f"; {s} FAILED: {why}" for s, why in self.failed.items())
-        head = f"{len(self.failed)} of {total} surveys could not be checked{failed}; " if failed else head
-        if failed and self.continues_in:
-            head += f"the rest continues in run {self.continues_in}; "
-        busy = ", ".join(f"{s} ({rid})" for s, rid in self.in_progress.items())
-        checked = total if self.checked is None else self.checked
-        return (
-            f"{head}{checked} surveys: {len(self.unchanged)} unchanged; mirror runs started: "
-            f"{started}{f'; still mirroring from an earlier run: {busy}' if busy else ''}; "
-            f"population snapshot {who}"
-        )
-
-
-@flow(name="ingest")
+@flow(name="ingest", flow_run_name=lambda: _ingest_run_name())
 def ingest(surveys: list[str] | None = None, allow_mass_delete: bool = False) -> IngestSummary:
     """Every survey (default: QUEST_BLS_SURVEYS; `all` discovers them), then the population snapshot.
 
@@ -485,6 +452,12 @@ def ingest(surveys: list[str] | None = None, allow_mass_delete: bool = False) ->
     (its `snapshot_population` parameter, carried to its follow-ups). In Lambda, checks that would
     outlast the run's time continue in a follow-up ingest run (`surveys` = those not checked yet).
     Otherwise the mirrors run in-process as subflows.
+
+    Args:
+        surveys: BLS surveys to mirror, e.g. `["pr", "ce"]`, or `["all"]` for every survey listed
+            at the time.series/ root. Empty: QUEST_BLS_SURVEYS.
+        allow_mass_delete: Delete even when a listing drops more than QUEST_MAX_DELETE_FRACTION of
+            a survey's files, and remove the mirrors of surveys no longer listed at the root.
     """
     with use_settings(current_settings()) as settings:  # one Settings for the subflows too
         selection = resolve_surveys(settings, surveys)
@@ -495,13 +468,38 @@ def ingest(surveys: list[str] | None = None, allow_mass_delete: bool = False) ->
             fanned = _fan_out(settings, selection, allow_mass_delete, mirror_deployment)
             # A returned state is the run's final state (its data the fan-out's summary); only a
             # deployment run fans out, and its value is read from that state, never by a caller.
+            _ingest_artifact(fanned.markdown(), fanned.message())
             if fanned.failed:
                 get_run_logger().error("%s", fanned.message())
                 return cast(IngestSummary, Failed(message=fanned.message(), data=fanned))
             get_run_logger().info("%s", fanned.message())
             return cast(IngestSummary, Completed(message=fanned.message(), data=fanned))
-        mirrors = [mirror_survey(s, allow_mass_delete=allow_mass_delete) for s in selection.surveys]
-        return IngestSummary(surveys=mirrors, population=population_snapshot(), selection=selection)
+        mirrors = []
+        for survey in selection.surveys:
+            with run_tags(f"survey:{survey}"):
+                mirrors.append(mirror_survey(survey, allow_mass_delete=allow_mass_delete))
+        summary = IngestSummary(surveys=mirrors, population=population_snapshot(), selection=selection)
+        _ingest_artifact(summary.markdown(), summary.message())
+        get_run_logger().info("%s", summary.message())
+        return summary
+
+
+def _ingest_artifact(markdown: str, message: str) -> None:
+    create_markdown_artifact(markdown=markdown, key="ingest-summary", description=message[:500])
+
+
+def _run_day() -> str:
+    """The day a run is for: its scheduled start (UTC), so a late or retried run keeps its day."""
+    from prefect.runtime import flow_run
+
+    return f"{flow_run.scheduled_start_time:%Y-%m-%d}"
+
+
+def _ingest_run_name() -> str:
+    from prefect.runtime import flow_run
+
+    continued = INGEST_CONTINUATION_TAG in (flow_run.tags or [])
+    return f"ingest {_run_day()}" + (" (continued)" if continued else "")
 
 
 def _fan_out(
@@ -563,7 +561,9 @@ def _fan_out(
             "snapshot_population": check.survey == REPORT_SURVEY,
         }
         key = f"{run.id}:mirror:{check.survey}" if run is not None else None
-        child = _start_run(MIRROR_DEPLOYMENT, parameters, key)  # a retried ingest starts it once
+        child = _start_run(  # a retried ingest starts it once (the key)
+            MIRROR_DEPLOYMENT, parameters, key, [f"survey:{check.survey}"], name=f"mirror {check.survey}"
+        )
         get_run_logger().info(
             "%s changed (%s): started mirror run %s (%s)", check.survey, check.changed, child.name, child.id
         )

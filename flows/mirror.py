@@ -24,6 +24,7 @@ import httpx
 from pydantic import BaseModel, Field
 
 from flows.core.errors import IncompleteBody, TransferFailed, UpstreamUnavailable
+from flows.core.humanize import human_bytes
 from flows.core.listing import Listing
 from flows.core.names import bls_key, bls_survey_prefix
 from flows.core.objects import META_SOURCE_URL, META_UPSTREAM_LAST_MODIFIED, META_UPSTREAM_SIZE
@@ -80,13 +81,24 @@ class MirrorSummary(BaseModel):
         }
 
     def counts_text(self) -> str:
-        """`3 added, 0 updated, 1 deleted, 8 kept, 4096 bytes`: the one wording of the counts."""
+        """`3 added, 0 updated, 1 deleted, 8 kept, 4.0 KiB`: the one wording of the counts."""
         c = self.counts()
         text = (
             f"{c['added']} added, {c['updated']} updated, {c['deleted']} deleted, {c['kept']} kept, "
-            f"{self.bytes_transferred} bytes"
+            f"{human_bytes(self.bytes_transferred)}"
         )
         return text + (f", {len(self.not_done)} not done yet" if self.not_done else "")
+
+    def changes_text(self) -> str:
+        """The artifact's description: `pr: 2 updated, 4.0 KiB` or `pr: no change (12 kept)`."""
+        c = self.counts()
+        changed = [f"{c[k]} {k}" for k in ("added", "updated", "deleted") if c[k]]
+        if self.dry_run:
+            return f"{self.survey} (dry run): would change {', '.join(changed) or 'nothing'}"
+        if not changed and not self.not_done:
+            return f"{self.survey}: no change ({c['kept']} kept)"
+        text = f"{self.survey}: {', '.join(changed) or 'nothing yet'}, {human_bytes(self.bytes_transferred)}"
+        return text + (f"; {len(self.not_done)} files left for the follow-up run" if self.not_done else "")
 
     def describe(self) -> str:
         """A few lines for the terminal; a dry run lists every planned change."""
@@ -110,14 +122,23 @@ class MirrorSummary(BaseModel):
             f"# {head}: BLS `{self.survey}`",
             f"`{self.source_url}` → `{self.store_url}`",
             "",
-            "| added | updated | deleted | kept | bytes transferred |",
+            "| added | updated | deleted | kept | transferred |",
             "|---:|---:|---:|---:|---:|",
-            f"| {c['added']} | {c['updated']} | {c['deleted']} | {c['kept']} | {self.bytes_transferred} |",
+            f"| {c['added']:,} | {c['updated']:,} | {c['deleted']:,} | {c['kept']:,} "
+            f"| {human_bytes(self.bytes_transferred)} |",
         ]
+        if self.not_done:
+            lines += [
+                "",
+                f"**Partial:** {len(self.not_done):,} files left for the follow-up run "
+                f"{self.continues_in or ''}",
+            ]
         changes = [i for i in plan.items if i.action != Action.KEEP]
         if changes:
             lines += ["", "| action | file | size | why |", "|---|---|---:|---|"]
-            lines += [f"| {i.action.value} | `{i.name}` | {i.size} | {i.reason} |" for i in changes]
+            lines += [
+                f"| {i.action.value} | `{i.name}` | {human_bytes(i.size)} | {i.reason} |" for i in changes
+            ]
         return "\n".join(lines) + "\n"
 
 
@@ -275,12 +296,15 @@ class SurveySync:
     ) -> tuple[SyncPlan, MirrorSummary]:
         """The plan (rows the listing could not read are held, never deleted) and the delete guard."""
         plan = plan_sync(self.survey, listing.entries, stored, held=listing.unreadable)
-        self.logger.info("plan for %s: %s", self.survey, plan.counts())
+        counts = plan.counts()
+        self.logger.info(
+            "plan for %s: %s", self.survey, ", ".join(f"{n:,} to {action}" for action, n in counts.items())
+        )
         check_delete_guard(plan, self.settings.max_delete_fraction, allow_mass_delete)
         summary = MirrorSummary(
             survey=self.survey,
             source_url=self.url,
-            store_url=self.store.url,
+            store_url=self.store.location(bls_survey_prefix(self.survey) + "_")[:-1],  # the exact prefix
             dry_run=self.dry_run,
             kept=[i.name for i in plan.of(Action.KEEP)],
             skipped_hrefs=list(listing.skipped),

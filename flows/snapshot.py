@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
+from flows.core.humanize import human_bytes
 from flows.core.objects import META_SOURCE_URL
 from flows.io.fetch import fetch_population
 from flows.io.http import make_client
@@ -47,12 +48,12 @@ def summarise(
 ) -> PopulationSummary:
     years = [y for y, _ in rows]
     logger.info(
-        "population snapshot %s: %d years (%d-%d), %d bytes",
+        "population snapshot %s: %d years (%d-%d), %s",
         location,
         len(rows),
         years[0],
         years[-1],
-        len(body),
+        human_bytes(len(body)),
     )
     return PopulationSummary(key=key, location=location, source_url=url, bytes=len(body), years=years)
 

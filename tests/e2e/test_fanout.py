@@ -177,7 +177,7 @@ def test_first_day_fans_out_and_pr_continues_past_the_limit(stack):
     while True:
         chain.append(run)
         match = re.fullmatch(
-            r"partial: (\d+) of (\d+) files; continues in run \S+ \((\S+)\)", run.state.message or ""
+            r"partial: (\d+) of (\d+) files; continues in run .+? \((\S+)\)", run.state.message or ""
         )
         if match is None:
             break
@@ -252,7 +252,7 @@ def test_checks_that_outlast_the_ingest_budget_continue_in_a_follow_up_ingest(st
     ingest, runs = _day(stack, job_variables={"env": {"QUEST_CONTINUATION_MARGIN_SECONDS": "20"}})
     assert all(r.state.type.value == "COMPLETED" for r in runs), [(r.name, r.state) for r in runs]
     match = re.match(
-        r"partial: checked 2 of 3 surveys; continues in run \S+ \((\S+)\)", ingest.state.message or ""
+        r"partial: checked 2 of 3 surveys; continues in run .+? \((\S+)\)", ingest.state.message or ""
     )
     assert match, ingest.state.message
     follow = lp.run(uuid.UUID(match[1]))

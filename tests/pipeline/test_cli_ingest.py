@@ -42,7 +42,7 @@ def test_sync_dry_run_then_sync_then_run(prefect_harness, upstream, env, capsys)
 
     assert main(["run"]) == 0
     out = capsys.readouterr().out
-    assert f"pr: 0 added, 0 updated, 0 deleted, {len(names)} kept, 0 bytes" in out
+    assert f"pr: 0 added, 0 updated, 0 deleted, {len(names)} kept, 0 B" in out
     assert "population snapshot: population/" in out and "(10 years, 2013-2023)" in out
 
     assert main(["population"]) == 0

@@ -112,6 +112,8 @@ def test_a_survey_still_mirroring_from_an_earlier_run_gets_no_second_run(deploym
     assert f"population snapshot written by pr's mirror run {pr.id} (started earlier)" in message
     children = _children(run.id)
     assert sorted(children) == ["la"] and f"mirror runs started: la ({children['la'].id})" in message
+    assert children["la"].name == "mirror la" and "survey:la" in children["la"].tags  # issue 13
+    assert re.fullmatch(r"ingest \d{4}-\d{2}-\d{2}", run.name), run.name
     # Not even checked: no listing GET for the two surveys being mirrored, one for la.
     assert {s: len(upstream.listing_gets(s)) for s in ("pr", "ce", "la")} == {"pr": 0, "ce": 0, "la": 1}
     assert LocalStore(tmp_path / "data").list_keys("population/") == []  # pr's chain writes it
@@ -155,7 +157,7 @@ def test_a_check_still_running_at_the_hard_stop_is_left_for_the_follow_up_ingest
     run = _ingest(deployments, seconds=6, surveys=["pr", "ce", "la"])
     assert run.state.type.value == "COMPLETED", run.state
     match = re.match(
-        rf"partial: checked 1 of 3 surveys; continues in run \S+ \(({UUID_RE})\)", run.state.message or ""
+        rf"partial: checked 1 of 3 surveys; continues in run .+? \(({UUID_RE})\)", run.state.message or ""
     )
     assert match, run.state.message
     children = _children(run.id)
@@ -163,6 +165,15 @@ def test_a_check_still_running_at_the_hard_stop_is_left_for_the_follow_up_ingest
     follow = children["ingest"]
     assert str(follow.id) == match[1] and follow.parameters["surveys"] == ["ce", "la"]
     assert INGEST_CONTINUATION_TAG in follow.tags
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    with _client() as client:
+        (summary,) = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run.id]))
+        )
+    assert summary.key == "ingest-summary" and summary.description == run.state.message
+    assert f"| `pr` | changed: mirror run started | `{children['pr'].id}` |" in summary.data
+    assert f"| `la` | not checked yet: left for {follow.name} ({follow.id}) |" in summary.data
 
 
 def test_a_first_check_that_never_fits_in_a_run_fails_instead_of_chaining_forever(

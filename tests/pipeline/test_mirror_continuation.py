@@ -72,7 +72,7 @@ def test_a_survey_too_big_for_one_run_completes_over_follow_up_runs(prefect_harn
             chain.append((run.state.type.value, run.state.message))
             assert run.state.type.value == "COMPLETED", (run.state, result)
             match = re.fullmatch(
-                rf"partial: (\d+) of (\d+) files; continues in run \S+ \(({UUID_RE})\)",
+                rf"partial: (\d+) of (\d+) files; continues in run .+? \(({UUID_RE})\)",
                 run.state.message or "",
             )
             if match is None:
@@ -113,7 +113,7 @@ def test_a_file_no_run_can_move_fails_naming_it_its_size_and_the_knob(prefect_ha
             with _client() as client:
                 run = client.read_flow_run(run_id)
             states.append(run.state)
-            match = re.search(rf"continues in run \S+ \(({UUID_RE})\)", run.state.message or "")
+            match = re.search(rf"continues in run .+? \(({UUID_RE})\)", run.state.message or "")
             if match is None:
                 break
             run_id = uuid.UUID(match[1])
