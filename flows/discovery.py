@@ -26,6 +26,7 @@ from flows.core.discovery import (
     parse_root_listing,
 )
 from flows.core.errors import ListingError, MirrorError, QuestError, one_line
+from flows.core.humanize import counted
 from flows.core.names import ALL_SURVEYS, BLS_PREFIX, bls_survey_prefix
 from flows.io.fetch import fetch_listing_page
 from flows.io.store import ObjectStore, store_from_settings
@@ -51,7 +52,7 @@ class SurveySelection(BaseModel):
     def describe(self) -> str:
         """One line: `discovered 62 surveys at <url>: 1 new (xx), 1 gone (yy; kept: ...)`."""
         if not self.discovered:
-            return f"{len(self.surveys)} surveys (as configured): {', '.join(self.surveys)}"
+            return f"{counted(len(self.surveys), 'survey')} (as configured): {', '.join(self.surveys)}"
         if self.retired:
             kept = [s for s in self.gone if s not in self.retired]
             removal = "removed (--allow-mass-delete)" + (f"; kept: {', '.join(kept)}" if kept else "")

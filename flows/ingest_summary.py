@@ -37,7 +37,7 @@ class IngestSummary(BaseModel):
 
     def markdown(self) -> str:
         rows = [_mirror_row(m) for m in self.surveys]
-        return _page("Ingest", self.message(), self.selection, rows, self.population)
+        return _page("Ingest", self.selection, rows, self.population)
 
 
 class IngestFanOut(BaseModel):
@@ -102,7 +102,7 @@ class IngestFanOut(BaseModel):
             for s in self.selection.surveys
             if s not in done and self.continues_in
         ]
-        return _page("Ingest (fan-out)", self.message(), self.selection, rows, self.population)
+        return _page("Ingest (fan-out)", self.selection, rows, self.population)
 
 
 def _snapshot_text(population: PopulationSummary | None) -> str:
@@ -127,16 +127,15 @@ def _mirror_row(m: MirrorSummary) -> str:
 
 def _page(
     title: str,
-    message: str,
     selection: SurveySelection | None,
     rows: list[str],
     population: PopulationSummary | None,
 ) -> str:
-    lines = [f"# {title}", "", message, ""]
+    lines = [f"# {title}", ""]  # the message is the artifact's description, shown above
     if selection is not None:
         lines += [f"Surveys: {selection.describe()}", ""]
     lines += ["| survey | what happened | where | transferred |", "|---|---|---|---:|", *rows, ""]
     lines += ["## Population snapshot", "", _snapshot_text(population)]
     if population is not None:
-        lines += ["", f"Stored at `{population.location}` from `{population.source_url}`."]
+        lines += ["", f"Stored at `{population.location}` from `{population.source_url}`"]
     return "\n".join(lines) + "\n"

@@ -246,7 +246,8 @@ def transfer_file(
     size = retried(
         lambda: transfer_once(client, store, survey, item, settings), settings, what, logger, client
     )
-    logger.info("%s %s (%d bytes)", "added" if item.action == Action.ADD else "updated", item.name, size)
+    verb = "added" if item.action == Action.ADD else "updated"
+    logger.info("%s %s (%s)", verb, item.name, human_bytes(size))
     return size
 
 
