@@ -199,8 +199,8 @@ def _mirror_artifact(summary: MirrorSummary, plan: SyncPlan) -> None:
 class FollowUp:
     """The run that continues a partial mirror: started once, as early as the run knows it is partial.
 
-    Started when the time is up with files still waiting (`at` = when this run's time ends: the
-    follow-up's invocation then starts as this one ends, and finds the survey's lease released), or
+    Started when the time is up with files still waiting (`at` = when this run's time ends, plus
+    the flush: the follow-up's invocation starts as this one ends, and finds the lease released), or
     at the end when only aborted transfers are left. Starting it early keeps its creation, a few API
     calls that a loaded server may retry for seconds, out of the last seconds of the run.
     """
@@ -275,7 +275,10 @@ def _transfer_gated(
             and rules.time_is_up(remaining, margin)
             and rules.worth_a_follow_up([error for _, _, error in outcomes])
         ):
-            follow.start(datetime.now(UTC) + timedelta(seconds=max(0.0, remaining)))
+            # Due when this run's time is up plus the flush: a worker submits runs up to its
+            # prefetch (10 s) early, and the follow-up's lease wait (10 s) then covers our release.
+            due = max(0.0, remaining) + rules.hard_stop_seconds(margin)
+            follow.start(datetime.now(UTC) + timedelta(seconds=due))
             remaining = budget.remaining()
         rate = meter.rate().per_second()
         while pending and len(flying) < settings.concurrency:

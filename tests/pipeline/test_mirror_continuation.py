@@ -24,6 +24,15 @@ KIB = 1024
 UUID_RE = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 
 
+def _wait_until_due(run) -> None:
+    """What the pool's worker does: submit a run when it is due (Prefect would hold an early
+    start in Pending until then, inside the invocation's time)."""
+    import time
+    from datetime import UTC, datetime
+
+    time.sleep(max(0.0, (run.expected_start_time - datetime.now(UTC)).total_seconds()))
+
+
 def _client():
     from prefect.client.orchestration import get_client
 
@@ -89,6 +98,7 @@ def test_a_survey_too_big_for_one_run_completes_over_follow_up_runs(prefect_harn
             assert link.flow_run_id == run_id and child.state.type.value == "SCHEDULED"
             if len(chain) == 1:  # ~10 s of transfers in 8 s: files were still waiting when time was up
                 assert (child.expected_start_time - child.created).total_seconds() > 1.5, child
+            _wait_until_due(child)
             run_id = follow_up
     assert len(chain) >= 2, chain  # it did continue
     totals = [int(re.match(r"partial: \d+ of (\d+)", m)[1]) for _, m in chain[:-1]]
@@ -117,6 +127,8 @@ def test_a_file_no_run_can_move_fails_naming_it_its_size_and_the_knob(prefect_ha
             if match is None:
                 break
             run_id = uuid.UUID(match[1])
+            with _client() as client:
+                _wait_until_due(client.read_flow_run(run_id))
     final = states[-1]
     assert final.type.value == "FAILED", states
     assert "pr.huge (3145728 bytes)" in final.message and "timeout" in final.message, final.message
