@@ -9,6 +9,7 @@ and the Prefect UI can run them) and get the settings the edge built (`current_s
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, Future
 from concurrent.futures import wait as wait_any
 from datetime import UTC, datetime, timedelta
@@ -445,7 +446,7 @@ def check_survey(settings: Settings, survey: str, stop_in: float | None = None) 
 
 
 @flow(name="ingest", flow_run_name=lambda: _ingest_run_name())
-def ingest(surveys: list[str] | None = None, allow_mass_delete: bool = False) -> IngestSummary:
+def ingest(surveys: Sequence[str] = (), allow_mass_delete: bool = False) -> IngestSummary:
     """Every survey (default: QUEST_BLS_SURVEYS; `all` discovers them), then the population snapshot.
 
     As a deployment run with the `mirror-survey` deployment present (the work pool), it fans out:
@@ -458,12 +459,12 @@ def ingest(surveys: list[str] | None = None, allow_mass_delete: bool = False) ->
 
     Args:
         surveys: BLS surveys to mirror, e.g. `["pr", "ce"]`, or `["all"]` for every survey listed
-            at the time.series/ root. Empty: QUEST_BLS_SURVEYS.
+            at the time.series/ root. Empty (the default): QUEST_BLS_SURVEYS.
         allow_mass_delete: Delete even when a listing drops more than QUEST_MAX_DELETE_FRACTION of
             a survey's files, and remove the mirrors of surveys no longer listed at the root.
     """
     with use_settings(current_settings()) as settings:  # one Settings for the subflows too
-        selection = resolve_surveys(settings, surveys)
+        selection = resolve_surveys(settings, list(surveys) or None)
         if selection.gone:
             selection.retired = retire_surveys(settings, selection.gone, allow_mass_delete)
         mirror_deployment = _mirror_deployment() if _own_deployment() is not None else None

@@ -101,3 +101,4 @@ def test_every_deployment_parameter_has_a_description():
         assert properties, flow.name
         for name, prop in properties.items():
             assert len(prop.get("description") or "") > 20, (flow.name, name, prop)
+            assert "anyOf" not in prop, (flow.name, name, prop)  # no `Property is type "None"` in the form
