@@ -478,13 +478,21 @@ def ingest(surveys: Sequence[str] = (), allow_mass_delete: bool = False) -> Inge
                 return cast(IngestSummary, Failed(message=fanned.message(), data=fanned))
             get_run_logger().info("%s", fanned.message())
             return cast(IngestSummary, Completed(message=fanned.message(), data=fanned))
-        mirrors = []
-        for survey in selection.surveys:
+
+        def mirror_one(survey: str) -> MirrorSummary:
             with run_tags(f"survey:{survey}"):
-                mirrors.append(mirror_survey(survey, allow_mass_delete=allow_mass_delete))
+                return mirror_survey(survey, allow_mass_delete=allow_mass_delete)
+
+        # As `quest sync` and the plain entry: discovered surveys go on past one that fails; the
+        # snapshot (which triggers the reports, read from pr) is taken unless pr itself failed.
+        mirrors, failures = discovery.mirror_each(selection, mirror_one, get_run_logger())
+        if REPORT_SURVEY in failures:
+            raise discovery.surveys_failed(failures, len(selection.surveys))
         summary = IngestSummary(surveys=mirrors, population=population_snapshot(), selection=selection)
         _ingest_artifact(summary.markdown(), summary.message())
         get_run_logger().info("%s", summary.message())
+        if failures:
+            raise discovery.surveys_failed(failures, len(selection.surveys))
         return summary
 
 

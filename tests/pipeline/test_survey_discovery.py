@@ -259,3 +259,28 @@ def test_one_failing_discovered_survey_does_not_stop_the_others(upstream, store,
     # An explicit list stops at its first failure, as before.
     with pytest.raises(ListingError):
         plain_ingest(settings, [broken, "ap"])
+
+
+@pytest.mark.parametrize("broken", ["cu", "pr"])
+def test_the_ingest_flow_goes_on_past_a_failing_discovered_survey(
+    prefect_harness, upstream, tmp_path, monkeypatch, broken
+):
+    """The in-process ingest flow treats discovered surveys as `quest sync` and the plain entry do."""
+    from flows.core.errors import MirrorError
+    from flows.ingest import ingest
+
+    store = LocalStore(tmp_path / "data")
+    for name, value in {
+        "QUEST_STORE": str(store.root),
+        "QUEST_BLS_BASE_URL": upstream.bls_base_url,
+        "QUEST_POPULATION_URL": upstream.population_url,
+        "QUEST_CONTACT": "tests@example.com",
+        "QUEST_RETRIES": "0",
+    }.items():
+        monkeypatch.setenv(name, value)
+    upstream.add_survey("ap", {"ap.a": b"a"})
+    upstream.set_listing_mode(broken, "html_error")
+    with pytest.raises(MirrorError, match=rf"^1 of 3 surveys failed: {broken}: .*not a directory listing"):
+        ingest(["all"])
+    assert {k.split("/")[1] for k in store.list_keys("bls/")} == {"ap", "cu", "pr"} - {broken}
+    assert bool(store.list_keys("population/")) is (broken != "pr")
