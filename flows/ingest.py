@@ -43,6 +43,7 @@ from flows.core.names import (
 from flows.core.plan import Action, PlanItem, StoredFile, SyncPlan, plan_sync
 from flows.core.population import normalise_population
 from flows.discovery import SurveySelection
+from flows.expected import ends_failed_on_expected
 from flows.ingest_summary import IngestFanOut, IngestSummary
 from flows.io.http import guarded_transport, make_client
 from flows.io.store import ObjectStore, store_from_settings
@@ -108,6 +109,7 @@ def store_population(store: ObjectStore, key: str, body: bytes, url: str) -> str
 
 
 @flow(name="mirror-survey", flow_run_name="mirror {survey}", log_prints=False)
+@ends_failed_on_expected
 def mirror_survey(
     survey: str, dry_run: bool = False, allow_mass_delete: bool = False, snapshot_population: bool = False
 ) -> MirrorSummary:
@@ -371,6 +373,7 @@ def _start_run(
 
 
 @flow(name="population-snapshot", flow_run_name=lambda: f"population {_run_day()}")
+@ends_failed_on_expected
 def population_snapshot() -> PopulationSummary:
     """Fetch the DataUSA population and store the body as returned under `population/<ts>.json`."""
     settings = current_settings()
@@ -446,6 +449,7 @@ def check_survey(settings: Settings, survey: str, stop_in: float | None = None) 
 
 
 @flow(name="ingest", flow_run_name=lambda: _ingest_run_name())
+@ends_failed_on_expected
 def ingest(surveys: Sequence[str] = (), allow_mass_delete: bool = False) -> IngestSummary:
     """Every survey (default: QUEST_BLS_SURVEYS; `all` discovers them), then the population snapshot.
 

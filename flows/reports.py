@@ -38,6 +38,7 @@ from flows.core.report_maths import (
     population_by_year,
     read_bls,
 )
+from flows.expected import ends_failed_on_expected
 from flows.io.store import ObjectStore, store_from_settings
 from flows.mirror import Logger
 from flows.settings import current_settings
@@ -73,6 +74,12 @@ def newest_population_key(keys: list[str]) -> str | None:
     (`population/manual-note.json`, `population/latest.json`) are not snapshots and never chosen."""
     stamped = [(ts, k) for k in keys if (ts := parse_population_key(k)) is not None]
     return max(stamped)[1] if stamped else None
+
+
+def newest_population_keys(keys: list[str], n: int) -> list[str]:
+    """The `n` newest snapshots, newest first (the hint when a given key is not there)."""
+    stamped = sorted(((ts, k) for k in keys if (ts := parse_population_key(k)) is not None), reverse=True)
+    return [k for _, k in stamped[:n]]
 
 
 def check_population_key(key: str) -> str:
@@ -269,6 +276,7 @@ def publish_artifacts(built: BuiltReports, request: ReportRequest, population_ke
 
 
 @flow(name="reports")
+@ends_failed_on_expected
 def reports(
     population_key: str | None = None,
     quarters_only: bool = False,
@@ -291,7 +299,13 @@ def reports(
 
     key = request.population_key or find(store)
     bls_bytes = read(store, BLS_KEY, BLS_HINT)
-    body = read(store, key, POPULATION_HINT)
+    try:
+        body = read(store, key, POPULATION_HINT)
+    except MissingInput as exc:  # name what exists: the user picked a key that is not there
+        newest = newest_population_keys(store.list_keys(names.POPULATION_PREFIX), 3)
+        raise MissingInput(
+            f"{store.location(key)} is not in the store; the newest snapshots: {', '.join(newest) or 'none'}"
+        ) from exc
     built = build_reports(request, bls_bytes, key, body, reports_location(store, request.reports_ts))
     log_reports(built, request, logger)
     keys = write_outputs(store, request.prefix, built.files)
