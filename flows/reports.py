@@ -18,6 +18,7 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
 from flows.core import names
+from flows.core.charts import Panel, data_uri, line_chart
 from flows.core.errors import (
     BlsFormatError,
     MissingInput,
@@ -28,7 +29,15 @@ from flows.core.errors import (
 )
 from flows.core.names import parse_population_key
 from flows.core.population import normalise_population
-from flows.core.report_format import cell, report_sections, summary_markdown, text_table
+from flows.core.report_format import (
+    THOUSANDS,
+    cell,
+    headline,
+    report_sections,
+    summary_markdown,
+    text_table,
+    top_rows,
+)
 from flows.core.report_maths import (
     DEFAULT_PERIOD,
     DEFAULT_SERIES_ID,
@@ -46,6 +55,7 @@ from flows.settings import current_settings
 POPULATION_STATS_FILE = "population_stats.json"
 BEST_YEAR_FILE = "best_year_by_series.csv"
 SUMMARY_FILE = "summary.md"
+POPULATION_CHART_FILE = "population_by_year.svg"
 
 
 def prefix_location(store: ObjectStore, prefix: str) -> str:
@@ -59,6 +69,10 @@ def reports_location(store: ObjectStore, ts: str) -> str:
 
 def series_file_name(series_id: str, period: str) -> str:
     return f"series_{series_id}_{period}.csv"
+
+
+def series_chart_file_name(series_id: str, period: str) -> str:
+    return f"series_{series_id}_{period}.svg"
 
 
 def check_code(value: str, what: str) -> str:
@@ -102,7 +116,12 @@ def _retry_unless_expected(task: Any, task_run: Any, state: Any) -> bool:
     return not isinstance(getattr(state, "data", None), QuestError)
 
 
-@task(name="read-object", cache_policy=NO_CACHE, retry_condition_fn=_retry_unless_expected)
+@task(
+    name="read-object",
+    task_run_name="read {key}",
+    cache_policy=NO_CACHE,
+    retry_condition_fn=_retry_unless_expected,
+)
 def read_object(store: ObjectStore, key: str, hint: str) -> bytes:
     try:
         return store.read_bytes(key)
@@ -112,7 +131,12 @@ def read_object(store: ObjectStore, key: str, hint: str) -> bytes:
         raise
 
 
-@task(name="find-newest-population", cache_policy=NO_CACHE, retry_condition_fn=_retry_unless_expected)
+@task(
+    name="find-newest-population",
+    task_run_name="find the newest population snapshot",
+    cache_policy=NO_CACHE,
+    retry_condition_fn=_retry_unless_expected,
+)
 def find_population_key(store: ObjectStore) -> str:
     key = newest_population_key(store.list_keys(names.POPULATION_PREFIX))
     if key is None:
@@ -123,7 +147,7 @@ def find_population_key(store: ObjectStore) -> str:
     return key
 
 
-@task(name="write-reports", cache_policy=NO_CACHE)
+@task(name="write-reports", task_run_name="write {prefix}", cache_policy=NO_CACHE)
 def write_outputs(store: ObjectStore, prefix: str, files: dict[str, tuple[bytes, str]]) -> list[str]:
     written = []
     for name, (body, content_type) in files.items():
@@ -133,24 +157,89 @@ def write_outputs(store: ObjectStore, prefix: str, files: dict[str, tuple[bytes,
 
 
 def output_files(
-    reports_: Reports, result: dict[str, Any], series_id: str, period: str, location: str, quarters_only: bool
+    reports_: Reports,
+    result: dict[str, Any],
+    series_id: str,
+    period: str,
+    location: str,
+    quarters_only: bool,
+    population: dict[int, int],
 ) -> dict[str, tuple[bytes, str]]:
-    """The four report files: JSON + CSV for machines, Markdown for people."""
+    """The report files: JSON + CSV for machines, Markdown and two SVG charts for people."""
     stats = json.dumps(result["population_stats"], indent=2).encode() + b"\n"
     best = reports_.best_year.to_csv(index=False, lineterminator="\n").encode()
     series = reports_.series_with_population.to_csv(index=False, lineterminator="\n").encode()
-    summary = summary_markdown(result, series_id, period, location, quarters_only).encode()
+    charts = report_charts(result, population, series_id, period)
+    titles = [title for title, _, _ in report_sections(result, series_id, period, quarters_only)]
+    files = dict(
+        zip(titles, (POPULATION_STATS_FILE, BEST_YEAR_FILE, series_file_name(series_id, period)), strict=True)
+    )
+    summary = summary_markdown(
+        result,
+        series_id,
+        period,
+        location,
+        quarters_only,
+        sorted(population),
+        files,
+        [(alt, name) for name, (alt, _) in charts.items()],
+    ).encode()
     return {
         POPULATION_STATS_FILE: (stats, "application/json"),
         BEST_YEAR_FILE: (best, "text/csv"),
         series_file_name(series_id, period): (series, "text/csv"),
         SUMMARY_FILE: (summary, "text/markdown"),
+        **{name: (svg.encode(), "image/svg+xml") for name, (_, svg) in charts.items()},
+    }
+
+
+def report_charts(
+    result: dict[str, Any], population: dict[int, int], series_id: str, period: str
+) -> dict[str, tuple[str, str]]:
+    """file name -> (alt text, SVG): population by year (the mean's window shaded), and the
+    series' value per year above the population of the same years."""
+    stats = result["population_stats"]
+    window = (stats["start_year"], stats["end_year"])
+    people = sorted((year, float(n)) for year, n in population.items())
+    series = [
+        (r["year"], float(r["value"])) for r in result["series_with_population"] if r["value"] is not None
+    ]
+    return {
+        POPULATION_CHART_FILE: (
+            "US population by year",
+            line_chart(
+                [Panel("US population by year", people, window, f"mean window {window[0]}–{window[1]}")]
+            ),
+        ),
+        series_chart_file_name(series_id, period): (
+            f"{series_id} {period} value per year beside the US population",
+            line_chart(
+                [
+                    Panel(f"{series_id} {period}: value per year", series),
+                    Panel(
+                        "US population, same years",
+                        [(y, n) for y, n in people if y in {s for s, _ in series}],
+                    ),
+                ]
+            ),
+        ),
     }
 
 
 def artifact_rows(records: list[dict[str, Any]], columns: Any) -> list[dict[str, Any]]:
-    """Table artifact rows: the contract values, lists (years) shown as text cells."""
-    return [{c: cell(r.get(c)) if isinstance(r.get(c), list) else r.get(c) for c in columns} for r in records]
+    """Table artifact rows: lists (years) and people counts shown as text cells, the rest as is."""
+    return [
+        {c: cell(r.get(c), c) if isinstance(r.get(c), list) or c in THOUSANDS else r.get(c) for c in columns}
+        for r in records
+    ]
+
+
+def _run_timestamp() -> str:
+    """The run's folder name: `reports_ts` when given, else its scheduled start (as the flow uses)."""
+    from prefect.runtime import flow_run
+
+    given = flow_run.parameters.get("reports_ts")
+    return str(given) if given else names.timestamp(flow_run.scheduled_start_time)
 
 
 def check_timestamp(value: str) -> str:
@@ -204,6 +293,7 @@ class BuiltReports:
     files: dict[str, tuple[bytes, str]]  # name -> (body, content type)
     warnings: tuple[str, ...]  # what a person should know (dropped rows, missing years, no series rows)
     location: str
+    population: dict[int, int]  # year -> population, all the snapshot has (the headline's gaps)
 
 
 class ReportRun(BaseModel):
@@ -249,25 +339,50 @@ def build_reports(
         warnings.append(f"{population_key} has no population for {', '.join(map(str, missing))}")
     if not result["series_with_population"]:
         warnings.append(f"{BLS_KEY} has no rows for series {request.series_id} period {request.period}")
-    files = output_files(computed, result, request.series_id, request.period, location, request.quarters_only)
-    return BuiltReports(result=result, files=files, warnings=tuple(warnings), location=location)
+    files = output_files(
+        computed, result, request.series_id, request.period, location, request.quarters_only, population
+    )
+    return BuiltReports(
+        result=result, files=files, warnings=tuple(warnings), location=location, population=population
+    )
 
 
 def log_reports(built: BuiltReports, request: ReportRequest, logger: Logger) -> None:
-    """Warnings, then each report as a text table: the run's log reads as the reports."""
+    """Warnings, the headline, then each report's first rows and where the rest is."""
     for warning in built.warnings:
         logger.warning("%s", warning)
-    for title, records, columns in report_sections(
-        built.result, request.series_id, request.period, request.quarters_only
+    logger.info(
+        "%s", "\n".join(line.replace("**", "") for line in headline(built.result, sorted(built.population)))
+    )
+    for (title, records, columns), key in zip(
+        report_sections(built.result, request.series_id, request.period, request.quarters_only),
+        request.artifact_keys,
+        strict=True,
     ):
-        logger.info("%s\n%s", title, text_table(records, columns))
+        title, shown, note = top_rows(title, records, columns, f"the `{key}` artifact and {built.location}")
+        logger.info("%s\n%s\n(%s)", title, text_table(shown, columns), note)
 
 
 def publish_artifacts(built: BuiltReports, request: ReportRequest, population_key: str) -> None:
-    """Three table artifacts and the Markdown summary: what the flow run's page shows."""
+    """The headline first, the charts, the three tables and the Markdown summary: the run's page."""
+    stats = built.result["population_stats"]
+    window = f"{stats['start_year']}–{stats['end_year']}"
+    create_markdown_artifact(
+        markdown="# Headline\n\n" + "\n".join(headline(built.result, sorted(built.population))) + "\n",
+        key="reports-headline",
+        description=f"US population {window}: mean {cell(stats['mean'], 'mean')}",
+    )
+    charts = [(name, body.decode()) for name, (body, kind) in built.files.items() if kind == "image/svg+xml"]
+    create_markdown_artifact(
+        markdown="# Charts\n\n" + "\n\n".join(f"![{alt}]({data_uri(svg)})" for alt, svg in charts) + "\n",
+        key="reports-charts",
+        description=f"{len(charts)} charts (also in {built.location})",
+    )
     sections = report_sections(built.result, request.series_id, request.period, request.quarters_only)
     for (title, records, columns), key in zip(sections, request.artifact_keys, strict=True):
-        create_table_artifact(table=artifact_rows(records, columns), key=key, description=title)
+        create_table_artifact(
+            table=artifact_rows(records, columns), key=key, description=f"{title}: {len(records):,} rows"
+        )
     create_markdown_artifact(
         markdown=built.files[SUMMARY_FILE][0].decode(),
         key="reports-summary",
@@ -275,7 +390,7 @@ def publish_artifacts(built: BuiltReports, request: ReportRequest, population_ke
     )
 
 
-@flow(name="reports")
+@flow(name="reports", flow_run_name=lambda: f"reports {_run_timestamp()}")
 @ends_failed_on_expected
 def reports(
     population_key: str | None = None,
@@ -291,7 +406,9 @@ def reports(
     """
     settings = current_settings()
     logger = get_run_logger()
-    request = ReportRequest.checked(population_key, quarters_only, series_id, period, reports_ts)
+    request = ReportRequest.checked(
+        population_key, quarters_only, series_id, period, reports_ts or _run_timestamp()
+    )
     store = store_from_settings(settings)
     retries, delay = settings.retries, settings.retry_delay_seconds
     find = find_population_key.with_options(retries=retries, retry_delay_seconds=delay)

@@ -14,12 +14,22 @@ BEST_YEAR_COLUMNS = ("series_id", "year", "value")
 SERIES_COLUMNS = ("series_id", "period", "year", "value", "population")
 
 
-def cell(value: Any) -> str:
-    """One table cell: integers plainly, floats without noise, lists joined, null as an empty cell."""
+# Columns of people counts: shown with thousands separators (years and values are not).
+THOUSANDS = frozenset({"population", "mean", "std", "std_population"})
+TOP_ROWS = 10  # logs and summary.md show this many rows of a long table, then point to the file
+# Why a year has no population: the reason the data gives (DataUSA serves ACS 1-year estimates).
+KNOWN_GAPS = {2020: "ACS 1-year estimates were not released for 2020 (COVID-19 disrupted collection)"}
+
+
+def cell(value: Any, column: str | None = None) -> str:
+    """One table cell: integers plainly, floats without noise, lists joined, null as an empty cell;
+    people counts with thousands separators."""
     if value is None:
         return ""
     if isinstance(value, bool):
         return str(value).lower()
+    if column in THOUSANDS and isinstance(value, int | float):
+        return f"{value:,}" if isinstance(value, int) else f"{value:,.2f}"
     if isinstance(value, float):
         return f"{value:,.2f}" if abs(value) >= 1e6 else f"{value:.10g}"
     if isinstance(value, list | tuple):
@@ -28,7 +38,7 @@ def cell(value: Any) -> str:
 
 
 def _rows(records: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> list[list[str]]:
-    return [[cell(r.get(c)) for c in columns] for r in records]
+    return [[cell(r.get(c), c) for c in columns] for r in records]
 
 
 def text_table(records: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
@@ -102,18 +112,67 @@ def text_report(result: Mapping[str, Any], series_id: str, period: str, quarters
     return "\n\n".join(parts)
 
 
-def summary_markdown(
-    result: Mapping[str, Any], series_id: str, period: str, location: str, quarters_only: bool = False
-) -> str:
-    inputs = result.get("inputs", {})
+def population_gaps(years: Sequence[int]) -> list[int]:
+    """Years missing between the first and last year the population data has."""
+    have = set(years)
+    return [y for y in range(min(have), max(have) + 1) if y not in have] if have else []
+
+
+def gap_text(year: int) -> str:
+    return f"{year} ({KNOWN_GAPS[year]})" if year in KNOWN_GAPS else f"{year} (not in the data)"
+
+
+def headline(result: Mapping[str, Any], population_years: Sequence[int]) -> list[str]:
+    """The numbers a person looks for first, as Markdown bullet lines."""
+    stats, inputs = result["population_stats"], result.get("inputs", {})
+    window = f"{stats['start_year']}–{stats['end_year']}"
     lines = [
-        "# Reports",
-        "",
-        f"- BLS file: `{inputs.get('bls_key')}`",
-        f"- population snapshot: `{inputs.get('population_key')}`",
-        f"- BLS rows dropped as unreadable: {dropped_text(inputs)}",
-        f"- written to: `{location}`",
+        f"- **US population {window}: mean {cell(stats['mean'], 'mean')}**; standard deviation "
+        f"{cell(stats['std'], 'std')} (sample, ddof=1), {cell(stats['std_population'], 'std')} "
+        "(population, ddof=0)",
+        f"- years used: {', '.join(map(str, stats['years'])) or 'none'}",
     ]
+    if stats.get("missing_years"):
+        lines.append(f"- missing in {window}: {'; '.join(gap_text(y) for y in stats['missing_years'])}")
+    gaps = population_gaps(population_years)
+    if gaps:
+        lines.append(f"- not in the population data at all: {'; '.join(gap_text(y) for y in gaps)}")
+    lines += [
+        f"- best year per series: {len(result['best_year_by_series']):,} series",
+        f"- BLS rows dropped as unreadable: {dropped_text(inputs)}",
+        f"- inputs: `{inputs.get('bls_key')}` and `{inputs.get('population_key')}`",
+    ]
+    return lines
+
+
+def top_rows(
+    title: str, records: Sequence[Mapping[str, Any]], columns: Sequence[str], where: str
+) -> tuple[str, list[Mapping[str, Any]], str]:
+    """A long table cut to its first TOP_ROWS rows, with a line pointing to the whole of it."""
+    shown = list(records[:TOP_ROWS])
+    note = f"{len(records):,} rows" + (
+        f"; the first {len(shown)} shown, all of them in {where}" if len(records) > len(shown) else ""
+    )
+    return title, shown, note
+
+
+def summary_markdown(
+    result: Mapping[str, Any],
+    series_id: str,
+    period: str,
+    location: str,
+    quarters_only: bool = False,
+    population_years: Sequence[int] = (),
+    files: Mapping[str, str] | None = None,
+    charts: Sequence[tuple[str, str]] = (),
+) -> str:
+    """summary.md: the headline, the charts (files next to it), then each report's first rows and
+    the file holding all of it (`files`: report title -> file name)."""
+    lines = ["# Reports", "", *headline(result, population_years), f"- written to: `{location}`"]
+    for alt, name in charts:
+        lines += ["", f"![{alt}]({name})"]
     for title, records, columns in report_sections(result, series_id, period, quarters_only):
-        lines += ["", f"## {title}", "", markdown_table(records, columns)]
+        where = f"`{(files or {}).get(title, 'the CSV')}`"
+        title, shown, note = top_rows(title, records, columns, where)
+        lines += ["", f"## {title}", "", markdown_table(shown, columns), "", f"_{note}_"]
     return "\n".join(lines) + "\n"

@@ -26,3 +26,53 @@ def test_markdown_table_escapes_pipes():
     md = markdown_table([{"id": "a|b", "n": 1}], ["id", "n"])
     assert md.splitlines() == ["| id | n |", "| --- | --- |", "| a\\|b | 1 |"]
     assert markdown_table([], ["id"]) == "_(no rows)_"
+
+
+def test_people_counts_have_thousands_separators_and_years_do_not():
+    from flows.core.report_format import cell
+
+    assert cell(316128839, "population") == "316,128,839"
+    assert cell(4158441.040908095, "std") == "4,158,441.04"
+    assert cell(2013, "year") == "2013" and cell(2013) == "2013"
+
+
+def test_the_headline_names_the_gap_and_its_reason():
+    from flows.core.report_format import headline, population_gaps
+
+    result = {
+        "population_stats": {
+            "start_year": 2013,
+            "end_year": 2018,
+            "years": [2013, 2014, 2015, 2016, 2017, 2018],
+            "missing_years": [],
+            "mean": 322069808.0,
+            "std": 4158441.040908095,
+            "std_population": 3796128.1,
+        },
+        "best_year_by_series": [{"series_id": "X", "year": 2014, "value": 1.0}] * 282,
+        "inputs": {
+            "bls_key": "bls/pr/pr.data.0.Current",
+            "population_key": "population/x.json",
+            "dropped_rows": 0,
+        },
+    }
+    assert population_gaps([2013, 2019, 2021]) == [2014, 2015, 2016, 2017, 2018, 2020]
+    text = "\n".join(headline(result, [2013, 2014, 2015, 2016, 2017, 2018, 2019, 2021]))
+    assert "mean 322,069,808.00**" in text and "4,158,441.04 (sample, ddof=1)" in text
+    assert "2020 (ACS 1-year estimates were not released for 2020" in text
+    assert "282 series" in text and "dropped as unreadable: 0" in text
+
+
+def test_charts_are_svg_with_a_point_per_year_and_a_gap_where_a_year_is_missing():
+    from xml.etree import ElementTree
+
+    from flows.core.charts import Panel, data_uri, line_chart
+
+    svg = line_chart([Panel("p", [(2018, 1.0), (2019, 2.0), (2021, 3.0)], (2013, 2018), "window")])
+    root = ElementTree.fromstring(svg)
+    ns = "{http://www.w3.org/2000/svg}"
+    assert len(root.findall(f".//{ns}circle")) == 3
+    assert len(root.findall(f".//{ns}polyline")) == 2  # 2018-2019, then 2021 alone: no line across 2020
+    assert len(root.findall(f".//{ns}rect")) == 2  # the card and the window band
+    assert data_uri(svg).startswith("data:image/svg+xml;base64,")
+    assert ElementTree.fromstring(line_chart([Panel("empty", [])])) is not None

@@ -32,8 +32,10 @@ def test_quest_demo(prefect_harness, tmp_path, capsys):
     [folder] = (tmp_path / "reports").iterdir()
     assert sorted(p.name for p in folder.iterdir()) == [
         "best_year_by_series.csv",
+        "population_by_year.svg",
         "population_stats.json",
         "series_PRS30006032_Q01.csv",
+        "series_PRS30006032_Q01.svg",
         "summary.md",
     ]
     stats = json.loads((folder / "population_stats.json").read_text())

@@ -52,12 +52,16 @@ def test_snapshot_to_reports_through_s3_sqs_and_the_lambda_handler(prefect_harne
         "best_year_by_series.csv",
         "series_PRS30006032_Q01.csv",
         "summary.md",
+        "population_by_year.svg",
+        "series_PRS30006032_Q01.svg",
     }
     want = expected(surveys["pr"]["pr.data.0.Current"], population, key)
     assert json.loads(files["population_stats.json"]) == want["population_stats"]
     assert store.read_bytes(BLS_KEY) == surveys["pr"]["pr.data.0.Current"]
     artifacts = asyncio.run(artifacts_of(run.id))
     assert {a.key for a in artifacts} == {
+        "reports-headline",
+        "reports-charts",
         "population-stats",
         "best-year-by-series",
         "series-prs30006032-q01",

@@ -6,8 +6,11 @@ import asyncio
 import csv
 import io
 import json
+import re
+from xml.etree import ElementTree
 
 import pytest
+from prefect.client.orchestration import get_client
 from reports_data import BLS_KEY, artifacts_of, expected, seed_store
 
 from flows.cli import main
@@ -35,11 +38,17 @@ def test_flow_writes_the_four_files_and_publishes_artifacts(prefect_harness, loc
         prefix + name
         for name in (
             "best_year_by_series.csv",
+            "population_by_year.svg",
             "population_stats.json",
             "series_PRS30006032_Q01.csv",
+            "series_PRS30006032_Q01.svg",
             "summary.md",
         )
     ]
+    for chart in ("population_by_year.svg", "series_PRS30006032_Q01.svg"):  # well-formed SVG with points
+        svg = ElementTree.fromstring(local_store.read_bytes(prefix + chart))
+        assert svg.tag == "{http://www.w3.org/2000/svg}svg"
+        assert len(svg.findall(".//{http://www.w3.org/2000/svg}circle")) >= 5
     assert json.loads(local_store.read_bytes(prefix + "population_stats.json")) == result["population_stats"]
     best = list(
         csv.DictReader(io.StringIO(local_store.read_bytes(prefix + "best_year_by_series.csv").decode()))
@@ -57,17 +66,32 @@ def test_flow_writes_the_four_files_and_publishes_artifacts(prefect_harness, loc
     assert any(r["population"] is None for r in result["series_with_population"])  # 2020 has no ACS 1-year
     summary = local_store.read_bytes(prefix + "summary.md").decode()
     assert "PRS30006032" in summary and key in summary
+    assert "![US population by year](population_by_year.svg)" in summary
+    stats = result["population_stats"]
+    assert f"mean {stats['mean']:,.2f}**" in summary
+    n_best = len(result["best_year_by_series"])
+    assert summary.count("\n| PRS") <= 2 * 10 and f"{n_best:,} rows" in summary  # top rows, not all
+    assert "2020 (ACS 1-year estimates were not released for 2020" in summary  # the gap, explained
 
-    artifacts = asyncio.run(artifacts_of(state.state_details.flow_run_id))
+    artifacts = sorted(asyncio.run(artifacts_of(state.state_details.flow_run_id)), key=lambda a: a.created)
     by_key = {a.key: a for a in artifacts}
-    assert set(by_key) == {
+    assert [a.key for a in artifacts] == [
+        "reports-headline",
+        "reports-charts",
         "population-stats",
         "best-year-by-series",
         "series-prs30006032-q01",
         "reports-summary",
-    }
+    ]
     assert {a.type for a in artifacts} == {"table", "markdown"}
     assert "PRS30006032" in by_key["reports-summary"].data
+    assert by_key["reports-charts"].data.count("](data:image/svg+xml;base64,") == 2
+    assert "standard deviation" in by_key["reports-headline"].data
+    assert by_key["best-year-by-series"].description.endswith(f": {n_best:,} rows")
+    assert not re.search(r"\d\.\d{7,}", by_key["population-stats"].data)  # no raw floats
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(state.state_details.flow_run_id)
+    assert run.name == f"reports {TS}"
 
 
 def test_legacy_generation_and_quarters_only(prefect_harness, local_store):
@@ -131,4 +155,4 @@ def test_flow_reads_s3(prefect_harness, s3_bucket, s3_client, monkeypatch):
     store = S3Store(s3_bucket, "root", client=s3_client)
     key, bls, body = seed_store(store)
     assert reports(reports_ts=TS).result == expected(bls, body, key)
-    assert len(store.list_keys(f"reports/{TS}/")) == 4
+    assert len(store.list_keys(f"reports/{TS}/")) == 6  # four reports and two charts

@@ -61,7 +61,7 @@ def test_snapshot_runs_the_reports_and_deletes_its_message(prefect_harness, wire
     assert report.result == expected(bls, body, key)
     assert report.location.startswith(f"s3://{BUCKET}/reports/")
     ts = report.location.rstrip("/").rsplit("/", 1)[-1]
-    assert len(store.list_keys(f"reports/{ts}/")) == 4
+    assert len(store.list_keys(f"reports/{ts}/")) == 6  # four reports and two charts
     assert queue_depth(sqs, wiring.queue_url) == 0
 
 

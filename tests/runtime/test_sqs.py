@@ -89,4 +89,6 @@ def test_without_a_prefect_api_the_reports_still_run(wired, monkeypatch):
     assert response == {"batchItemFailures": []}
     [stats_key] = [k for k in store.list_keys("reports/") if k.endswith("/population_stats.json")]
     assert json.loads(store.read_bytes(stats_key)) == expected(bls, body, key)["population_stats"]
-    assert len([k for k in store.list_keys("reports/") if k.startswith(stats_key.rsplit("/", 1)[0])]) == 4
+    assert (
+        len([k for k in store.list_keys("reports/") if k.startswith(stats_key.rsplit("/", 1)[0])]) == 6
+    )  # four reports and two charts
