@@ -18,7 +18,7 @@ SERIES_COLUMNS = ("series_id", "period", "year", "value", "population")
 THOUSANDS = frozenset({"population", "mean", "std", "std_population"})
 TOP_ROWS = 10  # logs and summary.md show this many rows of a long table, then point to the file
 # Why a year has no population: the reason the data gives (DataUSA serves ACS 1-year estimates).
-KNOWN_GAPS = {2020: "ACS 1-year estimates were not released for 2020 (COVID-19 disrupted collection)"}
+KNOWN_GAPS = {2020: "no ACS 1-year estimates were released for 2020, as COVID-19 disrupted collection"}
 
 
 def cell(value: Any, column: str | None = None) -> str:
@@ -119,7 +119,7 @@ def population_gaps(years: Sequence[int]) -> list[int]:
 
 
 def gap_text(year: int) -> str:
-    return f"{year} ({KNOWN_GAPS[year]})" if year in KNOWN_GAPS else f"{year} (not in the data)"
+    return f"{year}: {KNOWN_GAPS[year]}" if year in KNOWN_GAPS else f"{year}: not in the data"
 
 
 def headline(result: Mapping[str, Any], population_years: Sequence[int]) -> list[str]:
@@ -150,7 +150,7 @@ def top_rows(
 ) -> tuple[str, list[Mapping[str, Any]], str]:
     """A long table cut to its first TOP_ROWS rows, with a line pointing to the whole of it."""
     shown = list(records[:TOP_ROWS])
-    note = f"{len(records):,} rows" + (
+    note = f"{len(records):,} {'row' if len(records) == 1 else 'rows'}" + (
         f"; the first {len(shown)} shown, all of them in {where}" if len(records) > len(shown) else ""
     )
     return title, shown, note

@@ -59,7 +59,7 @@ def test_the_headline_names_the_gap_and_its_reason():
     assert population_gaps([2013, 2019, 2021]) == [2014, 2015, 2016, 2017, 2018, 2020]
     text = "\n".join(headline(result, [2013, 2014, 2015, 2016, 2017, 2018, 2019, 2021]))
     assert "mean 322,069,808.00**" in text and "4,158,441.04 (sample, ddof=1)" in text
-    assert "2020 (ACS 1-year estimates were not released for 2020" in text
+    assert "2020: no ACS 1-year estimates were released for 2020" in text
     assert "282 series" in text and "dropped as unreadable: 0" in text
 
 

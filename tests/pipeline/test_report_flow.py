@@ -71,7 +71,7 @@ def test_flow_writes_the_four_files_and_publishes_artifacts(prefect_harness, loc
     assert f"mean {stats['mean']:,.2f}**" in summary
     n_best = len(result["best_year_by_series"])
     assert summary.count("\n| PRS") <= 2 * 10 and f"{n_best:,} rows" in summary  # top rows, not all
-    assert "2020 (ACS 1-year estimates were not released for 2020" in summary  # the gap, explained
+    assert "2020: no ACS 1-year estimates were released for 2020" in summary  # the gap, explained
 
     artifacts = sorted(asyncio.run(artifacts_of(state.state_details.flow_run_id)), key=lambda a: a.created)
     by_key = {a.key: a for a in artifacts}
