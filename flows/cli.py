@@ -104,7 +104,7 @@ def cmd_reports(args: argparse.Namespace) -> int:
     from flows.reports import reports
 
     with cli_session(), use_settings(settings):  # an expected failure is one line, not Prefect's traceback
-        run = reports(population_key=args.population_key, quarters_only=args.quarters_only)
+        run = reports(population_key=args.population_key or "", quarters_only=args.quarters_only)
     if args.json:
         print(json.dumps(run.result, allow_nan=False))
         return 0

@@ -9,6 +9,9 @@ published as a Prefect artifact so a flow run in the UI shows its results.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -234,12 +237,28 @@ def artifact_rows(records: list[dict[str, Any]], columns: Any) -> list[dict[str,
     ]
 
 
+_folder: ContextVar[str | None] = ContextVar("quest_reports_folder", default=None)
+
+
+@contextmanager
+def reports_folder(ts: str) -> Iterator[None]:
+    """The reports runs started inside write to `reports/<ts>/` (and are named for it).
+
+    The S3-event path names the folder after the event, so a redelivered event rewrites the same
+    folder. Not a flow parameter: it would sit in the run form, where it means nothing to a person.
+    """
+    token = _folder.set(check_timestamp(ts))
+    try:
+        yield
+    finally:
+        _folder.reset(token)
+
+
 def _run_timestamp() -> str:
-    """The run's folder name: `reports_ts` when given, else its scheduled start (as the flow uses)."""
+    """The run's folder: as set by `reports_folder`, else the run's scheduled start."""
     from prefect.runtime import flow_run
 
-    given = flow_run.parameters.get("reports_ts")
-    return str(given) if given else names.timestamp(flow_run.scheduled_start_time)
+    return _folder.get() or names.timestamp(flow_run.scheduled_start_time)
 
 
 def check_timestamp(value: str) -> str:
@@ -269,7 +288,7 @@ class ReportRequest:
         reports_ts: str | None = None,
     ) -> ReportRequest:
         return cls(
-            population_key=check_population_key(population_key) if population_key is not None else None,
+            population_key=check_population_key(population_key) if population_key else None,
             quarters_only=quarters_only,
             series_id=check_code(series_id, "series_id"),
             period=check_code(period, "period"),
@@ -393,22 +412,26 @@ def publish_artifacts(built: BuiltReports, request: ReportRequest, population_ke
 @flow(name="reports", flow_run_name=lambda: f"reports {_run_timestamp()}")
 @ends_failed_on_expected
 def reports(
-    population_key: str | None = None,
+    population_key: str = "",
     quarters_only: bool = False,
     series_id: str = DEFAULT_SERIES_ID,
     period: str = DEFAULT_PERIOD,
-    reports_ts: str | None = None,
 ) -> ReportRun:
-    """Compute the three reports from the store (default: the newest population snapshot).
+    """Compute the three reports from the store, write them to `reports/<ts>/`, show them here.
 
-    `reports_ts` names the output folder `reports/<reports_ts>/` (default: now). Returns the
-    contract object (`result`, what `quest reports --json` prints) and where the files are.
+    Returns the contract object (`result`, what `quest reports --json` prints) and where the
+    files are. The folder's timestamp is the run's start, or the snapshot event's (`reports_folder`).
+
+    Args:
+        population_key: The population snapshot to use, e.g. `population/20250101T000000Z.json`.
+            Empty: the newest snapshot in the store.
+        quarters_only: Best year per series over Q01–Q04 only (default: every period, Q05 too).
+        series_id: The BLS series shown beside the population, e.g. PRS30006032.
+        period: That series' period, e.g. Q01.
     """
     settings = current_settings()
     logger = get_run_logger()
-    request = ReportRequest.checked(
-        population_key, quarters_only, series_id, period, reports_ts or _run_timestamp()
-    )
+    request = ReportRequest.checked(population_key, quarters_only, series_id, period, _run_timestamp())
     store = store_from_settings(settings)
     retries, delay = settings.retries, settings.retry_delay_seconds
     find = find_population_key.with_options(retries=retries, retry_delay_seconds=delay)

@@ -37,6 +37,7 @@ from flows.reports import (
     log_reports,
     read_object,
     reports,
+    reports_folder,
     reports_location,
     write_outputs,
 )
@@ -83,8 +84,8 @@ def run_ingest(payload: dict[str, Any], settings: Settings) -> dict[str, Any]:
 def run_reports(settings: Settings, population_key: str, reports_ts: str) -> ReportRun:
     """One snapshot's reports: the `reports` flow, or its steps here when there is no Prefect API."""
     if _orchestrated("reports"):
-        with use_settings(settings):
-            return reports(population_key=population_key, reports_ts=reports_ts)
+        with use_settings(settings), reports_folder(reports_ts):
+            return reports(population_key=population_key)
     return plain_reports(settings, population_key=population_key, reports_ts=reports_ts)
 
 

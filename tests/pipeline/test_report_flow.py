@@ -16,7 +16,7 @@ from reports_data import BLS_KEY, artifacts_of, expected, seed_store
 from flows.cli import main
 from flows.core.errors import QuestError
 from flows.io.store import LocalStore, S3Store
-from flows.reports import reports
+from flows.reports import reports, reports_folder
 
 TS = "20250102T030405Z"
 
@@ -30,7 +30,8 @@ def local_store(tmp_path, monkeypatch):
 
 def test_flow_writes_the_four_files_and_publishes_artifacts(prefect_harness, local_store):
     key, bls, body = seed_store(local_store)
-    state = reports(reports_ts=TS, return_state=True)
+    with reports_folder(TS):
+        state = reports(return_state=True)
     result = state.result().result
     assert result == expected(bls, body, key)
     prefix = f"reports/{TS}/"
@@ -96,7 +97,8 @@ def test_flow_writes_the_four_files_and_publishes_artifacts(prefect_harness, loc
 
 def test_legacy_generation_and_quarters_only(prefect_harness, local_store):
     key, bls, body = seed_store(local_store, generation="legacy")
-    result = reports(population_key=key, quarters_only=True, reports_ts=TS).result
+    with reports_folder(TS):
+        result = reports(population_key=key, quarters_only=True).result
     assert result == expected(bls, body, key, quarters_only=True)
     # The sample survey carries an annual-only series: listed, with no quarterly data.
     assert {"series_id": "PRS30006131", "year": None, "value": None} in result["best_year_by_series"]
@@ -108,7 +110,8 @@ def test_newest_snapshot_is_the_default(prefect_harness, local_store):
     local_store.put_bytes("population/notes.txt", b"not a snapshot")
     # A JSON body under a non-timestamp key sorts after the snapshots as text; it must not be chosen.
     local_store.put_bytes("population/manual-note.json", b'{"data": [{"Year": 2015, "Population": 1}]}')
-    result = reports(reports_ts=TS).result
+    with reports_folder(TS):
+        result = reports().result
     assert result["inputs"]["population_key"] == key
     assert result == expected(bls, body, key)
 
@@ -117,8 +120,11 @@ def test_missing_bls_file_is_a_clear_error_without_retries(prefect_harness, loca
     monkeypatch.setenv("QUEST_RETRY_DELAY_SECONDS", "30")  # a retry would make this test hang for minutes
     seed_store(local_store)
     local_store.delete(BLS_KEY)
-    with pytest.raises(QuestError, match=r"pr\.data\.0\.Current is not in the store: run `quest sync`"):
-        reports(reports_ts=TS)
+    with (
+        pytest.raises(QuestError, match=r"pr\.data\.0\.Current is not in the store: run `quest sync`"),
+        reports_folder(TS),
+    ):
+        reports()
     assert local_store.list_keys("reports/") == []
 
 
@@ -154,5 +160,6 @@ def test_flow_reads_s3(prefect_harness, s3_bucket, s3_client, monkeypatch):
     monkeypatch.setenv("QUEST_STORE", f"s3://{s3_bucket}/root")
     store = S3Store(s3_bucket, "root", client=s3_client)
     key, bls, body = seed_store(store)
-    assert reports(reports_ts=TS).result == expected(bls, body, key)
+    with reports_folder(TS):
+        assert reports().result == expected(bls, body, key)
     assert len(store.list_keys(f"reports/{TS}/")) == 6  # four reports and two charts

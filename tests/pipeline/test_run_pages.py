@@ -95,8 +95,9 @@ def test_every_deployment_parameter_has_a_description():
     from prefect.utilities.callables import parameter_schema
 
     from flows.ingest import ingest, mirror_survey
+    from flows.reports import reports
 
-    for flow in (ingest, mirror_survey):
+    for flow in (ingest, mirror_survey, reports):
         properties = parameter_schema(flow.fn).model_dump()["properties"]
         assert properties, flow.name
         for name, prop in properties.items():
