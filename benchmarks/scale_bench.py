@@ -428,8 +428,11 @@ def _all_runs(client: Any) -> list[Any]:
 
 
 def run_day(args: argparse.Namespace, api_url: str, lam: Any, up: Child, moto: Child, label: str) -> Day:
-    """Start one `ingest` deployment run and watch (the worker process submits) until all is final."""
+    """Start one `ingest` deployment run and watch (the worker process submits) until every run it
+    caused is final: its follow-up ingests too, so the next day never overlaps this one."""
     from prefect.client.orchestration import SyncPrefectClient
+
+    from flows.core.names import INGEST_CONTINUATION_TAG
 
     up.ask("clear")
     moto.ask("clear")
@@ -442,11 +445,15 @@ def run_day(args: argparse.Namespace, api_url: str, lam: Any, up: Child, moto: C
         last_print, stalled = 0.0, False
         while True:
             time.sleep(1.0)
-            # The day's runs: the ingest, its children and their follow-ups (not the cron's next days).
+            # The day's runs: the ingest, its follow-up ingests (the continuation tag), the mirror
+            # runs and their follow-ups; not the cron's next days (ingest runs without the tag).
             runs = [
                 r
                 for r in _all_runs(client)
-                if r.id not in before and (r.id == ingest_id or r.deployment_id != deployment.id)
+                if r.id not in before
+                and (
+                    r.id == ingest_id or r.deployment_id != deployment.id or INGEST_CONTINUATION_TAG in r.tags
+                )
             ]
             pool_runs = [r for r in runs if r.deployment_id is not None]
             done = bool(pool_runs) and all(r.state and r.state.type.value in FINAL for r in pool_runs)
