@@ -178,7 +178,7 @@ def main() -> int:
         type=float,
         default=0.0,
         help="requests/s to the upstream for both (quest's default for BLS is 2; rclone: --tpslimit); "
-        "0 (default) = unlimited for both, to compare the engines",
+        "0 (default) = unlimited for both (quest: its maximum, 1000/s), to compare the engines",
     )
     args = parser.parse_args()
     chosen = [s for s in args.surveys.split(",") if s]
@@ -211,7 +211,7 @@ def main() -> int:
         "QUEST_CONTACT": CONTACT,
         "QUEST_CONCURRENCY": str(args.concurrency),
         "QUEST_BLS_MAX_CONCURRENT_REQUESTS": str(args.concurrency),
-        "QUEST_BLS_REQUESTS_PER_SECOND": str(args.polite or 100000),
+        "QUEST_BLS_REQUESTS_PER_SECOND": str(args.polite or 1000),
     }
     quest = str(Path(sys.executable).with_name("quest"))
     print(f"upstream {base}  moto S3 {endpoint}  prefect server {api_url}  concurrency {args.concurrency}")
