@@ -224,37 +224,21 @@ def main() -> int:
         timed([quest, "sync", "--survey", "real12", "--dry-run"], quest_env)  # warm the server and caches
         for survey in chosen:
             size = survey_bytes(surveys, survey)
+            rclone_cmd = [
+                str(rclone), "sync", f"bls:{survey}/", f"s3:{BUCKET}/rclone/{survey}/",
+                "--transfers", str(args.concurrency), "--checkers", str(args.concurrency),
+                "--user-agent", f"rclone {CONTACT}",
+                *(["--tpslimit", str(args.polite)] if args.polite else []),
+            ]  # fmt: skip
+            tools = [("quest", [quest, "sync", "--survey", survey], quest_env)]
+            if rclone is not None:
+                tools.append(("rclone", rclone_cmd, rclone_env(base, endpoint)))
             for attempt in ("first", "no-change"):
-                up.ask("clear")
-                seconds = timed([quest, "sync", "--survey", survey], quest_env)
-                rows.append(
-                    (
-                        survey,
-                        f"quest {attempt}",
-                        seconds,
-                        size if attempt == "first" else 0,
-                        up.ask("counts")[survey],
-                    )
-                )
-                if rclone is None:
-                    continue
-                up.ask("clear")
-                cmd = [
-                    rclone, "sync", f"bls:{survey}/", f"s3:{BUCKET}/rclone/{survey}/",
-                    "--transfers", str(args.concurrency), "--checkers", str(args.concurrency),
-                    "--user-agent", f"rclone {CONTACT}",
-                    *(["--tpslimit", str(args.polite)] if args.polite else []),
-                ]  # fmt: skip
-                seconds = timed(cmd, rclone_env(base, endpoint))
-                rows.append(
-                    (
-                        survey,
-                        f"rclone {attempt}",
-                        seconds,
-                        size if attempt == "first" else 0,
-                        up.ask("counts")[survey],
-                    )
-                )
+                for tool, cmd, env in tools:
+                    up.ask("clear")
+                    seconds = timed(cmd, env)
+                    moved = size if attempt == "first" else 0
+                    rows.append((survey, f"{tool} {attempt}", seconds, moved, up.ask("counts")[survey]))
     finally:
         server.terminate()
         server.wait(timeout=30)
