@@ -581,7 +581,11 @@ def _fan_out(
             MIRROR_DEPLOYMENT, parameters, key, [f"survey:{check.survey}"], name=f"mirror {check.survey}"
         )
         get_run_logger().info(
-            "%s changed (%s): started mirror run %s (%s)", check.survey, check.changed, child.name, child.id
+            "%s changed (%s): started mirror run %s (%s)",
+            check.survey,
+            ", ".join(f"{n:,} to {action}" for action, n in check.changed.items()),
+            child.name,
+            child.id,
         )
         started[check.survey] = str(child.id)
     for survey, other in in_progress.items():
