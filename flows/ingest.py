@@ -605,7 +605,7 @@ def _fan_out(
     )
     remaining_surveys = order[checked:]
     if remaining_surveys and run is not None and run.deployment_id is not None:
-        tags = sorted({*run.tags, INGEST_CONTINUATION_TAG})  # given tags replace the deployment's
+        tags = sorted({*run.tags, INGEST_CONTINUATION_TAG})  # the server adds the deployment's too
         follow = _start_follow_up(
             run.deployment_id, {"surveys": remaining_surveys, "allow_mass_delete": allow_mass_delete}, tags
         )

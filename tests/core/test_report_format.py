@@ -61,18 +61,3 @@ def test_the_headline_names_the_gap_and_its_reason():
     assert "mean 322,069,808.00**" in text and "4,158,441.04 (sample, ddof=1)" in text
     assert "2020: no ACS 1-year estimates were released for 2020" in text
     assert "282 series" in text and "dropped as unreadable: 0" in text
-
-
-def test_charts_are_svg_with_a_point_per_year_and_a_gap_where_a_year_is_missing():
-    from xml.etree import ElementTree
-
-    from flows.core.charts import Panel, data_uri, line_chart
-
-    svg = line_chart([Panel("p", [(2018, 1.0), (2019, 2.0), (2021, 3.0)], (2013, 2018), "window")])
-    root = ElementTree.fromstring(svg)
-    ns = "{http://www.w3.org/2000/svg}"
-    assert len(root.findall(f".//{ns}circle")) == 3
-    assert len(root.findall(f".//{ns}polyline")) == 2  # 2018-2019, then 2021 alone: no line across 2020
-    assert len(root.findall(f".//{ns}rect")) == 2  # the card and the window band
-    assert data_uri(svg).startswith("data:image/svg+xml;base64,")
-    assert ElementTree.fromstring(line_chart([Panel("empty", [])])) is not None
