@@ -105,7 +105,7 @@ def test_prefect_yaml_deploys_every_deployment_on_the_lambda_pool(stack):
     (schedule,) = ingest.schedules
     assert schedule.schedule.cron == "0 6 * * *" and schedule.schedule.timezone == "UTC"
     assert schedule.active
-    assert reports.parameters == {"population_key": None, "quarters_only": False}
+    assert reports.parameters == {"population_key": "", "quarters_only": False}
     assert set(reports.parameter_openapi_schema["properties"]) >= {"population_key", "quarters_only"}
 
 
