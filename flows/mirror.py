@@ -291,6 +291,8 @@ class SurveySync:
                 for leftover in store.cleanup_stale(prefix, settings.stale_upload_grace_seconds):
                     logger.info("removed a leftover of an interrupted sync: %s", leftover)
             yield cls(settings, survey, url, store, client, lease, dry_run, logger)
+            if not dry_run:  # the next plan of this survey then costs a LIST and a GET, not a HEAD a file
+                store.refresh_stat_cache(prefix)
 
     def plan(
         self, listing: Listing, stored: dict[str, StoredFile], allow_mass_delete: bool

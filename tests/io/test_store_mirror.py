@@ -98,3 +98,25 @@ def test_a_sync_removes_a_killed_syncs_leftovers(prefect_harness, upstream, stor
     mirror_survey("pr")
     uploads = [u["Key"] for u in client.list_multipart_uploads(Bucket=BUCKET).get("Uploads", [])]
     assert uploads == [recent]
+
+
+@pytest.mark.parametrize("store", ["s3"], indirect=True)
+def test_after_a_sync_the_next_plan_heads_nothing(prefect_harness, upstream, store, monkeypatch):
+    """Issue 14: the sync records what it wrote in the survey's stat cache, so a no-change day
+    reads its plan's metadata from one LIST and one GET instead of a HEAD per file."""
+    from flows.ingest import mirror_survey
+
+    heads: list[str] = []
+    real_head = S3Store.head
+    monkeypatch.setattr(S3Store, "head", lambda self, key: heads.append(key) or real_head(self, key))
+    assert mirror_survey("pr").added
+    assert heads == []  # the sync's own writes were recorded without reading them back
+    upstream.touch_file("pr", "pr.series")  # a new Last-Modified upstream: transferred again
+    assert mirror_survey("pr").updated == ["pr.series"]
+    assert heads == []
+    assert mirror_survey("pr").updated == []
+    assert heads == []
+    break_metadata(store, "bls/pr/pr.series", "contradicting")  # written behind the sync's back
+    heads.clear()
+    assert mirror_survey("pr").updated == ["pr.series"]
+    assert heads == ["bls/pr/pr.series"]

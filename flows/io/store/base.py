@@ -22,6 +22,7 @@ S3_MAX_COPY = 5 * 1024**3
 INTERNAL_MARK = ".quest-"
 TMP_SEGMENT = ".quest-tmp"
 LEASE_NAME = ".quest-lease.json"
+STAT_CACHE_NAME = ".quest-stat.json"
 _TMP_STAMP = "%Y%m%dT%H%M%SZ"
 
 
@@ -34,6 +35,8 @@ class ObjectStore(Protocol):
     def list_keys(self, prefix: str = "") -> list[str]: ...
     def list_prefixes(self, prefix: str = "") -> list[str]: ...
     def head(self, key: str) -> StoredObject | None: ...
+    def stat_prefix(self, prefix: str, workers: int = 8) -> dict[str, StoredObject]: ...
+    def refresh_stat_cache(self, prefix: str, workers: int = 8) -> None: ...
     def read_bytes(self, key: str) -> bytes: ...
     def open_read(self, key: str) -> IO[bytes]: ...
     def put_bytes(
@@ -63,12 +66,12 @@ class ObjectStore(Protocol):
 
 
 def stat_prefix(store: ObjectStore, prefix: str, workers: int = 8) -> dict[str, StoredObject]:
-    """Every object under `prefix` with its metadata.
+    """Every object under `prefix` with its metadata (how is the store's business: see S3Store)."""
+    return store.stat_prefix(prefix, workers)
 
-    S3 lists no user metadata, so this is one HEAD per object: they run `workers` at a time, or a
-    survey of a few hundred files would spend seconds on round trips before planning anything.
-    """
-    keys = store.list_keys(prefix)
+
+def head_each(store: ObjectStore, keys: list[str], workers: int) -> dict[str, StoredObject]:
+    """A HEAD per key, `workers` at a time (round trips, not bandwidth, are what a HEAD costs)."""
     with ThreadPoolExecutor(max_workers=max(1, min(workers, len(keys) or 1))) as pool:
         heads = pool.map(store.head, keys)
         return {key: obj for key, obj in zip(keys, heads, strict=True) if obj is not None}

@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import contextlib
+import email.utils
 import hashlib
 import json
+import logging
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from datetime import datetime
 from typing import IO, Any
 
+from flows.core import stat_cache
 from flows.core.errors import StoreError
 from flows.core.objects import META_SHA256, META_SHA256_SIZE, StoredObject
 from flows.io.store.base import (
     LEASE_NAME,
     S3_MAX_COPY,
     S3_MIN_PART,
+    STAT_CACHE_NAME,
     TMP_SEGMENT,
     _check_key,
     _check_prefix,
@@ -27,10 +32,12 @@ from flows.io.store.base import (
     _one_line,
     _tmp_name,
     _tmp_started,
+    head_each,
     is_internal_key,
 )
 from flows.io.store.lease import Lease
 
+_log = logging.getLogger(__name__)
 _PRECONDITION_CODES = frozenset({"PreconditionFailed", "ConditionalRequestConflict", "412", "409"})
 _MISSING_KEY_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
 _ERROR_HINTS = {
@@ -99,6 +106,11 @@ class S3Store:
         self.part_size = max(part_size, S3_MIN_PART)
         self.part_concurrency = max(1, part_concurrency)
         self._bucket_seen = False
+        # What this store wrote (None: deleted) and when: lets `refresh_stat_cache` record a sync's
+        # own writes in the stat cache without a HEAD each.
+        self._written: dict[str, tuple[StoredObject, datetime | None] | None] = {}
+        self._last_write = 0.0
+        self._written_lock = threading.Lock()
 
     @property
     def client(self) -> Any:
@@ -176,6 +188,92 @@ class S3Store:
             last_modified=resp.get("LastModified"),
         )
 
+    def stat_prefix(self, prefix: str, workers: int = 8) -> dict[str, StoredObject]:
+        """Every object under `prefix` with its metadata: one LIST, one GET of the prefix's stat
+        cache, and a HEAD only for objects written since the cache was (see `flows.core.stat_cache`).
+
+        The cache is rewritten when it was missing or stale. It is an optimisation only: when it
+        cannot be read or written the answer is the same, just paid for in HEADs.
+        """
+        if prefix and not prefix.endswith("/"):  # no folder of its own to keep a cache in
+            return head_each(self, self.list_keys(prefix), workers)
+        listed, listed_at = self._list_with_facts(prefix)
+        cache_key = self.prefix + prefix + STAT_CACHE_NAME
+        cache = stat_cache.decode(self._read_optional(cache_key))
+        lookup = stat_cache.look_up(listed, cache)
+        with self._written_lock:
+            ours = {item.key: self._written.get(item.key) for item in lookup.misses}
+        known = {
+            item.key: write[0]
+            for item in lookup.misses
+            if (write := ours[item.key]) is not None and stat_cache.our_write(item, *write)
+        }
+        fresh = known | head_each(self, [m.key for m in lookup.misses if m.key not in known], workers)
+        entries = stat_cache.refreshed(listed, cache, fresh, listed_at)
+        if entries is not None:
+            self._write_optional(cache_key, stat_cache.encode(entries))
+        return {**lookup.hits, **fresh}
+
+    def refresh_stat_cache(self, prefix: str, workers: int = 8) -> None:
+        """After a sync wrote under `prefix`: bring its stat cache up to date from what was
+        written, so the next no-change plan needs no HEAD. Waits out the second of the last write
+        (at most a second), as objects of the listing's own second are not cached."""
+        with self._written_lock:
+            touched = any(key.startswith(prefix) for key in self._written)
+            last = self._last_write
+        if not touched:
+            return
+        time.sleep(max(0.0, int(last) + 1.05 - time.time()))
+        self.stat_prefix(prefix, workers)
+
+    def _wrote(self, key: str, obj: StoredObject | None, response: dict[str, Any]) -> None:
+        """Note a write (obj None: a delete), dated by S3's clock: the object's own LastModified
+        when the response has it (a copy), else the response's Date, which is never earlier."""
+        copied = response.get("CopyObjectResult", {}).get("LastModified")
+        written_at = copied if isinstance(copied, datetime) else _response_date(response)
+        with self._written_lock:
+            self._written[key] = (obj, written_at) if obj is not None else None
+            self._last_write = time.time()
+
+    def _list_with_facts(self, prefix: str) -> tuple[list[stat_cache.Listed], datetime | None]:
+        """The listed objects with size, ETag and LastModified, and the server's time of the
+        listing (its first page's Date header; None when absent, which disables caching)."""
+        where = f"s3://{self.bucket}/{self.prefix + prefix}"
+        listed = []
+        listed_at = None
+        for page in self._pages("list", where, "list_objects_v2", Prefix=self.prefix + prefix):
+            if listed_at is None:
+                listed_at = _response_date(page)
+            for item in page.get("Contents", []):
+                key = item["Key"][len(self.prefix) :]
+                if not is_internal_key(key):
+                    stamp = stat_cache.listed_stamp(item.get("LastModified", ""))
+                    etag = str(item.get("ETag", "")).strip('"')
+                    listed.append(stat_cache.Listed(key, int(item.get("Size", 0)), etag, stamp))
+        return listed, listed_at
+
+    def _read_optional(self, bucket_key: str) -> bytes:
+        """An internal object's bytes, or b"" when it is missing or unreadable (logged)."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            body: bytes = self.client.get_object(Bucket=self.bucket, Key=bucket_key)["Body"].read()
+            return body
+        except (ClientError, BotoCoreError) as exc:
+            if _error_code(exc) not in _MISSING_KEY_CODES:
+                _log.warning("%s", describe_s3_error("read", f"s3://{self.bucket}/{bucket_key}", exc))
+            return b""
+
+    def _write_optional(self, bucket_key: str, data: bytes) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.client.put_object(
+                Bucket=self.bucket, Key=bucket_key, Body=data, ContentType="application/json"
+            )
+        except (ClientError, BotoCoreError) as exc:
+            _log.warning("%s", describe_s3_error("write", f"s3://{self.bucket}/{bucket_key}", exc))
+
     def _check_bucket(self) -> None:
         """Raise unless the bucket exists (checked once per store: every later 404 is a key's)."""
         from botocore.exceptions import BotoCoreError, ClientError
@@ -229,7 +327,9 @@ class S3Store:
             Metadata=meta,
             **extra,
         )
-        return StoredObject(key=key, size=len(data), metadata=meta, etag=resp.get("ETag", "").strip('"'))
+        stored = StoredObject(key=key, size=len(data), metadata=meta, etag=resp.get("ETag", "").strip('"'))
+        self._wrote(key, stored, resp)
+        return stored
 
     def put_stream(
         self,
@@ -318,18 +418,22 @@ class S3Store:
         meta = _clean_metadata(metadata)
         meta.update(hashing.integrity())
         try:
-            etag = self._publish_copy(temp, full_key, hashing.size, meta, content_type, where)
+            published = self._publish_copy(temp, full_key, hashing.size, meta, content_type, where)
         finally:
             # Best effort: a temp object left here is removed by a later sync's `cleanup_stale`.
             with contextlib.suppress(Exception):
                 self.client.delete_object(Bucket=self.bucket, Key=temp)
-        return StoredObject(key=key, size=hashing.size, metadata=meta, etag=etag)
+        etag = published.get("CopyObjectResult", {}).get("ETag", "").strip('"') or None
+        stored = StoredObject(key=key, size=hashing.size, metadata=meta, etag=etag)
+        self._wrote(key, stored, published)
+        return stored
 
     def _publish_copy(
         self, temp: str, full_key: str, size: int, meta: dict[str, str], content_type: str | None, where: str
-    ) -> str | None:
+    ) -> dict[str, Any]:
         """Copy the completed temp object onto the final key with its metadata, in one request
-        (a multipart copy above 5 GiB, whose completion is just as atomic)."""
+        (a multipart copy above 5 GiB, whose completion is just as atomic); the copy's response,
+        empty for the multipart copy, whose ETag is not reported."""
         from botocore.exceptions import BotoCoreError, ClientError
 
         args: dict[str, Any] = {"MetadataDirective": "REPLACE", "Metadata": meta}
@@ -337,18 +441,20 @@ class S3Store:
             args["ContentType"] = content_type
         source = {"Bucket": self.bucket, "Key": temp}
         if size <= S3_MAX_COPY:
-            resp = self._call(
+            resp: dict[str, Any] = self._call(
                 "publish", where, "copy_object", Bucket=self.bucket, Key=full_key, CopySource=source, **args
             )
-            return resp.get("CopyObjectResult", {}).get("ETag", "").strip('"') or None
+            return resp
         try:
             self.client.copy(source, self.bucket, full_key, ExtraArgs=args)
         except (ClientError, BotoCoreError) as exc:
             raise StoreError(describe_s3_error("publish", where, exc)) from exc
-        return None
+        return {}
 
     def delete(self, key: str) -> None:
-        self._call("delete", self.location(key), "delete_object", Bucket=self.bucket, Key=self.full_key(key))
+        where = self.location(key)
+        resp = self._call("delete", where, "delete_object", Bucket=self.bucket, Key=self.full_key(key))
+        self._wrote(key, None, resp)
 
     def lease(
         self,
@@ -398,6 +504,17 @@ class S3Store:
                     self._call("delete", location, "delete_object", Bucket=self.bucket, Key=item["Key"])
                     removed.append(f"temp object {location} (written {_iso(started)})")
         return removed
+
+
+def _response_date(response: dict[str, Any]) -> datetime | None:
+    """When S3 answered, by its clock: the Date header (S3 always sends it; moto's in-process
+    mock sends Last-Modified on writes instead, which is never later)."""
+    headers = response.get("ResponseMetadata", {}).get("HTTPHeaders", {})
+    header = headers.get("date") or headers.get("last-modified")
+    try:
+        return email.utils.parsedate_to_datetime(header) if header else None
+    except (TypeError, ValueError):
+        return None
 
 
 def _started(bucket_key: str, reported: datetime | None) -> float:
