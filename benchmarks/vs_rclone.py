@@ -1,6 +1,7 @@
 """quest beside rclone on the same work: one loopback BLS, one moto S3, one run (issue 14; not a test).
 
     .venv/bin/python benchmarks/vs_rclone.py [--small-files 1000 --big-mib 512 --concurrency 4]
+                                             [--surveys real12,many,big] [--profile DIR]
 
 What a user would pick instead of quest: rclone's http backend reading the BLS listing, its s3
 backend writing the bucket, `rclone sync`. Both run as the user would run them, as commands:
@@ -163,6 +164,14 @@ def rclone_env(base_url: str, endpoint: str) -> dict[str, str]:
     }
 
 
+def quest_cmd(quest: str, survey: str, attempt: str, profile: str | None) -> list[str]:
+    if not profile:
+        return [quest, "sync", "--survey", survey]
+    Path(profile).mkdir(parents=True, exist_ok=True)
+    out = str(Path(profile, f"{survey}-{attempt}.prof"))
+    return [sys.executable, "-m", "cProfile", "-o", out, quest, "sync", "--survey", survey]
+
+
 def survey_bytes(surveys: dict[str, dict[str, object]], survey: str) -> int:
     return sum(len(b) if isinstance(b, bytes) else int(b.size) for b in surveys[survey].values())  # type: ignore[attr-defined]
 
@@ -179,6 +188,11 @@ def main() -> int:
         default=0.0,
         help="requests/s to the upstream for both (quest's default for BLS is 2; rclone: --tpslimit); "
         "0 (default) = unlimited for both (quest: its maximum, 1000/s), to compare the engines",
+    )
+    parser.add_argument(
+        "--profile",
+        metavar="DIR",
+        help="run quest under cProfile, writing DIR/<survey>-<run>.prof (read with python -m pstats)",
     )
     args = parser.parse_args()
     chosen = [s for s in args.surveys.split(",") if s]
@@ -230,10 +244,10 @@ def main() -> int:
                 "--user-agent", f"rclone {CONTACT}",
                 *(["--tpslimit", str(args.polite)] if args.polite else []),
             ]  # fmt: skip
-            tools = [("quest", [quest, "sync", "--survey", survey], quest_env)]
-            if rclone is not None:
-                tools.append(("rclone", rclone_cmd, rclone_env(base, endpoint)))
             for attempt in ("first", "no-change"):
+                tools = [("quest", quest_cmd(quest, survey, attempt, args.profile), quest_env)]
+                if rclone is not None:
+                    tools.append(("rclone", rclone_cmd, rclone_env(base, endpoint)))
                 for tool, cmd, env in tools:
                     up.ask("clear")
                     seconds = timed(cmd, env)
