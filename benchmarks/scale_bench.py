@@ -44,6 +44,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from child import Child  # benchmarks/ is the script's own folder, first on sys.path
+
 MIB = 1024 * 1024
 GIB = 1024 * MIB
 BUCKET = "quest-scale"
@@ -302,38 +304,6 @@ def child_moto() -> None:
                 counts.clear()
         print(json.dumps(answer), flush=True)
     server.shutdown()
-
-
-class Child:
-    """A child process of this script answering one JSON line per command line."""
-
-    def __init__(self, *args: str) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, __file__, *args],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            cwd=ROOT,
-        )
-        assert self.proc.stdout is not None
-        first = self.proc.stdout.readline()
-        if not first:
-            raise RuntimeError(f"child {args} did not start")
-        self.hello = json.loads(first)
-
-    def ask(self, command: str) -> Any:
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.proc.stdin.write(command + "\n")
-        self.proc.stdin.flush()
-        return json.loads(self.proc.stdout.readline())
-
-    def close(self) -> None:
-        if self.proc.stdin is not None:
-            self.proc.stdin.close()
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
 
 
 # --------------------------------------------------------------------------- raw copy
@@ -828,11 +798,12 @@ def main() -> int:
         " figures are noisy"
     )
 
-    moto = Child("--child-moto")
-    moto_url = f"http://127.0.0.1:{moto.hello}"
+    moto = Child(__file__, "--child-moto")
+    moto_url = f"http://127.0.0.1:{moto.first_line}"
     os.environ["AWS_ENDPOINT_URL"] = moto_url
-    up = Child("--child-upstream", args.scale)
-    bls, population = up.hello["bls"], up.hello["population"]
+    up = Child(__file__, "--child-upstream", args.scale)
+    hello = json.loads(up.first_line)
+    bls, population = hello["bls"], hello["population"]
     s3 = boto3.client("s3", endpoint_url=moto_url, region_name="us-east-1")
     s3.create_bucket(Bucket=BUCKET)
     workdir = Path(tempfile.mkdtemp(prefix="scale-bench-"))

@@ -35,6 +35,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT))
 
+from child import Child  # noqa: E402
 from sync_bench import BUCKET, MIB, child_moto  # noqa: E402 - the same moto child process
 
 SURVEYS = ("real12", "many", "big")
@@ -72,30 +73,6 @@ def child_upstream(small_files: int, big_mib: int) -> None:
                         "head": sum(1 for r in under if r.method == "HEAD"),
                     }
                 print(json.dumps(counts), flush=True)
-
-
-class Child:
-    def __init__(self, *args: str) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, __file__, *args],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            cwd=ROOT,
-        )
-        assert self.proc.stdout is not None and self.proc.stdin is not None
-        self.first_line = self.proc.stdout.readline().strip()
-
-    def ask(self, command: str) -> dict[str, dict[str, int]]:
-        assert self.proc.stdout is not None and self.proc.stdin is not None
-        self.proc.stdin.write(command + "\n")
-        self.proc.stdin.flush()
-        return json.loads(self.proc.stdout.readline())
-
-    def close(self) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.close()
-        self.proc.wait(timeout=30)
 
 
 def free_port() -> int:
@@ -203,14 +180,14 @@ def main() -> int:
     os.environ.update(
         AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1"
     )
-    moto = Child("--child-moto")
+    moto = Child(__file__, "--child-moto")
     endpoint = f"http://127.0.0.1:{moto.first_line}"
     os.environ["AWS_ENDPOINT_URL"] = endpoint
     from flows.io.store import make_s3_client
 
     s3 = make_s3_client()
     s3.create_bucket(Bucket=BUCKET)
-    up = Child("--child-upstream", str(args.small_files), str(args.big_mib))
+    up = Child(__file__, "--child-upstream", str(args.small_files), str(args.big_mib))
     base = up.first_line
     surveys = bench_surveys(args.small_files, args.big_mib)
     home = Path(tempfile.mkdtemp(prefix="vs-rclone-prefect-"))

@@ -108,32 +108,30 @@ def look_up(listed: Iterable[Listed], cache: Mapping[str, CachedStat]) -> Lookup
     return Lookup(hits, misses)
 
 
-def settled(item: Listed, listed_at: datetime | None) -> bool:
-    """True when the object's LastModified second was over before the listing was made."""
-    if listed_at is None:
-        return False
+def _seconds(item: Listed, when: datetime | None) -> tuple[int, int] | None:
+    """The whole seconds of the item's LastModified and of `when`; None when either is unknown
+    or has no time zone (no comparison is then trusted)."""
     try:
         stamp = datetime.fromisoformat(item.last_modified)
     except ValueError:
-        return False
-    if stamp.tzinfo is None or listed_at.tzinfo is None:
-        return False
-    return int(stamp.timestamp()) < int(listed_at.timestamp())
+        return None
+    if when is None or stamp.tzinfo is None or when.tzinfo is None:
+        return None
+    return int(stamp.timestamp()), int(when.timestamp())
+
+
+def settled(item: Listed, listed_at: datetime | None) -> bool:
+    """True when the object's LastModified second was over before the listing was made."""
+    pair = _seconds(item, listed_at)
+    return pair is not None and pair[0] < pair[1]
 
 
 def our_write(item: Listed, obj: StoredObject, written_at: datetime | None) -> bool:
     """True when the listed object is the one a store wrote itself: same size and ETag, stamped no
     later than the second the write's response was dated (a later rewrite by anyone else, even of
     the same bytes, carries a later stamp)."""
-    if (obj.size, obj.etag) != (item.size, item.etag) or written_at is None:
-        return False
-    try:
-        stamp = datetime.fromisoformat(item.last_modified)
-    except ValueError:
-        return False
-    if stamp.tzinfo is None or written_at.tzinfo is None:
-        return False
-    return int(stamp.timestamp()) <= int(written_at.timestamp())
+    pair = _seconds(item, written_at)
+    return (obj.size, obj.etag) == (item.size, item.etag) and pair is not None and pair[0] <= pair[1]
 
 
 def refreshed(

@@ -25,6 +25,18 @@ def writer(s3_bucket):
     return S3Store("quest-test", "root", client=boto3.client("s3", region_name="us-east-1"))
 
 
+def replace_metadata(s3_client, key: str, metadata: dict[str, str]) -> None:
+    """Same bytes (so the same ETag), other metadata: a copy of the object onto itself."""
+    full = f"root/{key}"
+    s3_client.copy_object(
+        Bucket="quest-test",
+        Key=full,
+        CopySource={"Bucket": "quest-test", "Key": full},
+        Metadata=metadata,
+        MetadataDirective="REPLACE",
+    )
+
+
 def _stat(store, calls, prefix="bls/pr/", settle=True):
     """Stat the prefix; `settle` first lets the second of the last write end, as listings stamp
     LastModified to the second and an object is cached only once its second is over."""
@@ -69,13 +81,7 @@ def test_metadata_replaced_by_a_copy_in_place_is_seen(counted, writer, s3_client
     store, calls = counted
     writer.put_bytes("bls/pr/a", b"1", {"upstream-size": "1"})
     _stat(store, calls)
-    s3_client.copy_object(
-        Bucket="quest-test",
-        Key="root/bls/pr/a",
-        CopySource={"Bucket": "quest-test", "Key": "root/bls/pr/a"},
-        Metadata={"upstream-size": "2"},
-        MetadataDirective="REPLACE",
-    )
+    replace_metadata(s3_client, "bls/pr/a", {"upstream-size": "2"})
     assert _stat(store, calls, settle=False)["bls/pr/a"].metadata == {"upstream-size": "2"}
 
 
@@ -148,12 +154,6 @@ def test_a_later_same_bytes_rewrite_of_our_own_write_is_headed(counted, s3_clien
     store, calls = counted
     store.put_bytes("bls/pr/a", b"1", {"upstream-size": "ours"})
     time.sleep(1.05)
-    s3_client.copy_object(
-        Bucket="quest-test",
-        Key="root/bls/pr/a",
-        CopySource={"Bucket": "quest-test", "Key": "root/bls/pr/a"},
-        Metadata={"upstream-size": "theirs"},
-        MetadataDirective="REPLACE",
-    )
+    replace_metadata(s3_client, "bls/pr/a", {"upstream-size": "theirs"})
     assert _stat(store, calls)["bls/pr/a"].metadata == {"upstream-size": "theirs"}
     assert calls.count("HeadObject") == 1
