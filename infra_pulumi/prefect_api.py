@@ -8,6 +8,7 @@ the key as a secret resource input (see `work_pool.py` for why).
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from flows.run_env import api_url_problem
@@ -18,6 +19,13 @@ if TYPE_CHECKING:  # annotations only; httpx is imported where used
 
 HTTP_TIMEOUT_SECONDS = 30.0
 OK = (200, 201, 204)
+ATTEMPTS = 4
+# Answers that mean "not done, ask again": Cloud's rate limit, a self-hosted server whose database
+# was busy (Prefect answers 503), a proxy in between. A POST is retried only on the two that say
+# the request was not processed, so a create is never made twice.
+TRANSIENT = frozenset({429, 502, 503, 504})
+TRANSIENT_FOR_POST = frozenset({429, 503})
+MAX_RETRY_AFTER_SECONDS = 10.0
 
 
 class PrefectApiError(Exception):
@@ -47,13 +55,34 @@ class PrefectApi:
     def call(
         self, method: str, url: str, body: dict[str, Any] | None = None, ok: tuple[int, ...] = OK
     ) -> httpx.Response:
+        """One call; a transient answer is asked again (up to `ATTEMPTS` times, honouring
+        Retry-After), any other refusal raises at once with the API's detail."""
         import httpx
 
-        response = httpx.request(method, url, json=body, headers=self.headers, timeout=HTTP_TIMEOUT_SECONDS)
-        if response.status_code not in ok:
-            detail = response.text[:500]
-            raise self.error(f"{method} {url} answered {response.status_code}: {detail}")
-        return response
+        retry_on = TRANSIENT_FOR_POST if method.upper() == "POST" else TRANSIENT
+        for attempt in range(1, ATTEMPTS + 1):
+            response = httpx.request(
+                method, url, json=body, headers=self.headers, timeout=HTTP_TIMEOUT_SECONDS
+            )
+            if response.status_code in ok:
+                return response
+            if response.status_code not in retry_on or attempt == ATTEMPTS:
+                break
+            time.sleep(retry_delay(response.headers.get("retry-after"), attempt))
+        detail = response.text[:500]
+        tries = f" (after {attempt} attempts)" if attempt > 1 else ""
+        raise self.error(f"{method} {url} answered {response.status_code}{tries}: {detail}")
+
+
+def retry_delay(retry_after: str | None, attempt: int) -> float:
+    """Retry-After in seconds when given (capped), else 0.5 s doubling per attempt."""
+    try:
+        seconds = float(retry_after) if retry_after is not None else -1.0
+    except ValueError:
+        seconds = -1.0
+    if seconds >= 0:
+        return min(seconds, MAX_RETRY_AFTER_SECONDS)
+    return 0.5 * 2.0 ** (attempt - 1)
 
 
 def target_failures(news: dict[str, Any], what: str) -> list[CheckFailure]:
