@@ -25,7 +25,8 @@ ATTEMPTS = 4
 # the request was not processed, so a create is never made twice.
 TRANSIENT = frozenset({429, 502, 503, 504})
 TRANSIENT_FOR_POST = frozenset({429, 503})
-MAX_RETRY_AFTER_SECONDS = 10.0
+RETRY_BASE_SECONDS = 0.5  # doubling per attempt; a Retry-After longer than that is honoured
+MAX_RETRY_SECONDS = 10.0
 
 
 class PrefectApiError(Exception):
@@ -55,10 +56,14 @@ class PrefectApi:
     def call(
         self, method: str, url: str, body: dict[str, Any] | None = None, ok: tuple[int, ...] = OK
     ) -> httpx.Response:
-        """One call; a transient answer is asked again (up to `ATTEMPTS` times, honouring
-        Retry-After), any other refusal raises at once with the API's detail."""
+        """One call; a transient answer is asked again (up to `ATTEMPTS` times, waiting as the
+        upstream client does: `flows.io.http.RetryPolicy`, honouring Retry-After), any other
+        refusal raises at once with the API's detail."""
         import httpx
 
+        from flows.io.http import RetryPolicy, parse_retry_after
+
+        policy = RetryPolicy(ATTEMPTS - 1, RETRY_BASE_SECONDS, MAX_RETRY_SECONDS, jitter=0.0)
         retry_on = TRANSIENT_FOR_POST if method.upper() == "POST" else TRANSIENT
         for attempt in range(1, ATTEMPTS + 1):
             response = httpx.request(
@@ -68,21 +73,10 @@ class PrefectApi:
                 return response
             if response.status_code not in retry_on or attempt == ATTEMPTS:
                 break
-            time.sleep(retry_delay(response.headers.get("retry-after"), attempt))
+            time.sleep(policy.delay(attempt, parse_retry_after(response.headers.get("retry-after"))))
         detail = response.text[:500]
         tries = f" (after {attempt} attempts)" if attempt > 1 else ""
         raise self.error(f"{method} {url} answered {response.status_code}{tries}: {detail}")
-
-
-def retry_delay(retry_after: str | None, attempt: int) -> float:
-    """Retry-After in seconds when given (capped), else 0.5 s doubling per attempt."""
-    try:
-        seconds = float(retry_after) if retry_after is not None else -1.0
-    except ValueError:
-        seconds = -1.0
-    if seconds >= 0:
-        return min(seconds, MAX_RETRY_AFTER_SECONDS)
-    return 0.5 * 2.0 ** (attempt - 1)
 
 
 def target_failures(news: dict[str, Any], what: str) -> list[CheckFailure]:

@@ -9,7 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from infra_pulumi import prefect_api
-from infra_pulumi.prefect_api import PrefectApi, PrefectApiError, retry_delay
+from infra_pulumi.prefect_api import PrefectApi, PrefectApiError
 
 
 class Scripted:
@@ -45,7 +45,7 @@ class Scripted:
 
 @pytest.fixture
 def scripted(monkeypatch) -> Iterator[Callable[[list[tuple[int, dict[str, str]]]], Scripted]]:
-    monkeypatch.setattr(prefect_api, "retry_delay", lambda retry_after, attempt: 0.01)
+    monkeypatch.setattr(prefect_api, "RETRY_BASE_SECONDS", 0.01)
     servers: list[Scripted] = []
 
     def make(answers: list[tuple[int, dict[str, str]]]) -> Scripted:
@@ -81,9 +81,15 @@ def test_a_refusal_is_not_retried_and_persistent_busy_gives_up(scripted):
     assert busy.seen == ["GET"] * prefect_api.ATTEMPTS
 
 
-@pytest.mark.parametrize(
-    ("header", "attempt", "seconds"),
-    [(None, 1, 0.5), (None, 3, 2.0), ("3", 1, 3.0), ("999", 1, 10.0), ("soon", 2, 1.0), ("-1", 1, 0.5)],
-)
-def test_retry_delay(header, attempt, seconds):
-    assert retry_delay(header, attempt) == seconds
+def test_waits_back_off_and_honour_retry_after_up_to_the_cap(monkeypatch):
+    waits: list[float] = []
+    monkeypatch.setattr(prefect_api.time, "sleep", waits.append)
+    api = Scripted([(503, {}), (503, {}), (429, {"retry-after": "3"}), (204, {})])
+    capped = Scripted([(429, {"retry-after": "999"}), (204, {})])
+    try:
+        PrefectApi(api.url, None).call("GET", api.url + "/work_pools/p")
+        PrefectApi(capped.url, None).call("GET", capped.url + "/work_pools/p")
+    finally:
+        api.server.shutdown()
+        capped.server.shutdown()
+    assert waits == [0.5, 1.0, 3.0, 10.0]
