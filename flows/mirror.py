@@ -39,7 +39,7 @@ from flows.io.http import (
     make_client,
     request_deadline,
 )
-from flows.io.store import Lease, ObjectStore, stat_prefix, store_from_settings
+from flows.io.store import Lease, ObjectStore, store_from_settings
 from flows.progress import current_sink
 from flows.settings import Settings
 
@@ -184,7 +184,7 @@ def read_mirror_state(store: ObjectStore, survey: str, workers: int = 8) -> dict
     """Stored files directly under `bls/<survey>/`, with the listing facts recorded at mirror time."""
     prefix = bls_survey_prefix(survey)
     state = {}
-    for key, obj in stat_prefix(store, prefix, workers).items():
+    for key, obj in store.stat_prefix(prefix, workers).items():
         name = key[len(prefix) :]
         if "/" not in name:
             state[name] = StoredFile.from_object(name, obj)

@@ -7,7 +7,7 @@ import time
 import boto3
 import pytest
 
-from flows.io.store import S3Store, stat_prefix
+from flows.io.store import S3Store
 from flows.io.store.base import STAT_CACHE_NAME
 
 
@@ -43,7 +43,7 @@ def _stat(store, calls, prefix="bls/pr/", settle=True):
     if settle:
         time.sleep(1.05)
     calls.clear()
-    return stat_prefix(store, prefix)
+    return store.stat_prefix(prefix)
 
 
 def test_second_stat_needs_no_head_and_writes_nothing(counted, writer):

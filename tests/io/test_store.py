@@ -7,7 +7,7 @@ import hashlib
 import pytest
 
 from flows.core.errors import SizeMismatch, StoreError
-from flows.io.store import LocalStore, S3Store, stat_prefix
+from flows.io.store import LocalStore, S3Store
 from flows.io.store.s3 import _rechunk
 
 MIB = 1024 * 1024
@@ -43,7 +43,7 @@ def test_list_and_stat_prefix(store):
     store.put_bytes("population/x.json", b"{}")
     assert store.list_keys("bls/pr/") == ["bls/pr/a", "bls/pr/b"]
     assert store.list_keys() == ["bls/cu/c", "bls/pr/a", "bls/pr/b", "population/x.json"]
-    stats = stat_prefix(store, "bls/")
+    stats = store.stat_prefix("bls/")
     assert {k: v.size for k, v in stats.items()} == {"bls/cu/c": 3, "bls/pr/a": 1, "bls/pr/b": 2}
 
 

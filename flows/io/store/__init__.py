@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from flows.core.errors import StoreError
-from flows.io.store.base import ObjectStore, is_internal_key, stat_prefix
+from flows.io.store.base import ObjectStore, is_internal_key
 from flows.io.store.lease import Lease
 from flows.io.store.local import LocalStore
 from flows.io.store.s3 import S3Store, describe_s3_error, make_s3_client
@@ -34,7 +34,6 @@ __all__ = [
     "make_s3_client",
     "open_store",
     "parse_store_url",
-    "stat_prefix",
     "store_from_settings",
 ]
 

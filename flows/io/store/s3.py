@@ -201,13 +201,12 @@ class S3Store:
         cache_key = self.prefix + prefix + STAT_CACHE_NAME
         cache = stat_cache.decode(self._read_optional(cache_key))
         lookup = stat_cache.look_up(listed, cache)
-        with self._written_lock:
-            ours = {item.key: self._written.get(item.key) for item in lookup.misses}
-        known = {
-            item.key: write[0]
-            for item in lookup.misses
-            if (write := ours[item.key]) is not None and stat_cache.our_write(item, *write)
-        }
+        with self._written_lock:  # objects this store wrote itself need no HEAD
+            known = {
+                item.key: write[0]
+                for item in lookup.misses
+                if (write := self._written.get(item.key)) is not None and stat_cache.our_write(item, *write)
+            }
         fresh = known | head_each(self, [m.key for m in lookup.misses if m.key not in known], workers)
         entries = stat_cache.refreshed(listed, cache, fresh, listed_at)
         if entries is not None:
