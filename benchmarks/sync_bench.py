@@ -26,6 +26,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from child import Child, answer_counts  # benchmarks/ is the script's own folder, first on sys.path
+
 MIB = 1024 * 1024
 BUCKET = "quest-bench"
 ROOT = Path(__file__).resolve().parents[1]
@@ -111,44 +113,29 @@ def child_upstream(files: int, file_mib: int, big_mib: int) -> None:
 
     with UpstreamServer(bench_surveys(files, file_mib, big_mib)) as up:
         print(up.bls_base_url, flush=True)
-        for line in sys.stdin:
-            if line.strip() == "clear":
-                up.clear_log()
-                print("{}", flush=True)
-            elif line.strip() == "counts":
-                counts = {"listing": len(up.listing_gets("pr")), "files": len(up.file_gets("pr"))}
-                print(json.dumps(counts), flush=True)
+        answer_counts(up, lambda: {"listing": len(up.listing_gets("pr")), "files": len(up.file_gets("pr"))})
 
 
 class _Upstream:
     """The parent's handle on `child_upstream`."""
 
     def __init__(self, args: argparse.Namespace):
-        cmd = [sys.executable, __file__, "--child-upstream", str(args.files), str(args.file_mib)]
-        self._proc = subprocess.Popen(
-            [*cmd, str(args.big_mib)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT
-        )
-        self.bls_base_url = self._proc.stdout.readline().strip()
-        if not self.bls_base_url:
-            raise RuntimeError("the upstream child did not start")
+        sizes = (str(args.files), str(args.file_mib), str(args.big_mib))
+        self._child = Child(__file__, "--child-upstream", *sizes)
+        self.bls_base_url = self._child.first_line
 
     def survey_url(self, survey: str) -> str:
         return f"{self.bls_base_url}{survey}/"
 
-    def _ask(self, command: str) -> dict[str, int]:
-        self._proc.stdin.write(command + "\n")
-        self._proc.stdin.flush()
-        return json.loads(self._proc.stdout.readline())
-
     def clear_log(self) -> None:
-        self._ask("clear")
+        self._child.ask("clear")
 
     def counts(self) -> dict[str, int]:
-        return self._ask("counts")
+        counts: dict[str, int] = self._child.ask("counts")
+        return counts
 
     def close(self) -> None:
-        self._proc.stdin.close()
-        self._proc.wait(timeout=30)
+        self._child.close()
 
 
 def child_rss(variant: str, url: str) -> None:
@@ -275,14 +262,8 @@ def main() -> int:
 
     from flows.io.store import make_s3_client
 
-    moto = subprocess.Popen(
-        [sys.executable, __file__, "--child-moto"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    port = int(moto.stdout.readline())
+    moto = Child(__file__, "--child-moto", quiet=True)
+    port = int(moto.first_line)
     endpoint = f"http://127.0.0.1:{port}"
     os.environ["AWS_ENDPOINT_URL"] = endpoint
     s3 = make_s3_client()
@@ -366,8 +347,7 @@ def main() -> int:
                 print("  target: flow growth < 150 MiB")
     finally:
         up.close()
-        moto.stdin.close()
-        moto.wait(timeout=30)
+        moto.close()
     return 0
 
 

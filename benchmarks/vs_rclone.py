@@ -20,7 +20,6 @@ rclone's on `big` and `many`; a no-change re-sync of `real12` <= 1.5 s and of `m
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import socket
@@ -29,13 +28,14 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT))
 
-from child import Child  # noqa: E402
+from child import Child, answer_counts  # noqa: E402
 from sync_bench import BUCKET, MIB, child_moto  # noqa: E402 - the same moto child process
 
 SURVEYS = ("real12", "many", "big")
@@ -59,20 +59,17 @@ def child_upstream(small_files: int, big_mib: int) -> None:
 
     with UpstreamServer(bench_surveys(small_files, big_mib), require_contact=True) as up:
         print(up.bls_base_url, flush=True)
-        for line in sys.stdin:
-            if line.strip() == "clear":
-                up.clear_log()
-                print("{}", flush=True)
-            elif line.strip() == "counts":
-                counts: dict[str, dict[str, int]] = {}
-                for survey in SURVEYS:
-                    under = [r for r in up.requests if f"/{survey}/" in r.path]
-                    counts[survey] = {
-                        "listing": sum(1 for r in under if r.method == "GET" and r.path.endswith("/")),
-                        "get": sum(1 for r in under if r.method == "GET" and not r.path.endswith("/")),
-                        "head": sum(1 for r in under if r.method == "HEAD"),
-                    }
-                print(json.dumps(counts), flush=True)
+        answer_counts(up, lambda: {survey: request_counts(up.requests, survey) for survey in SURVEYS})
+
+
+def request_counts(requests: list[Any], survey: str) -> dict[str, int]:
+    """The upstream requests under `survey`: listing GETs, file GETs, HEADs."""
+    under = [r for r in requests if f"/{survey}/" in r.path]
+    return {
+        "listing": sum(1 for r in under if r.method == "GET" and r.path.endswith("/")),
+        "get": sum(1 for r in under if r.method == "GET" and not r.path.endswith("/")),
+        "head": sum(1 for r in under if r.method == "HEAD"),
+    }
 
 
 def free_port() -> int:
