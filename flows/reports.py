@@ -86,17 +86,18 @@ def check_code(value: str, what: str) -> str:
     return value
 
 
-def newest_population_key(keys: list[str]) -> str | None:
-    """The snapshot with the latest timestamp; keys not of the form `population/<YYYYMMDDTHHMMSSZ>.json`
-    (`population/manual-note.json`, `population/latest.json`) are not snapshots and never chosen."""
-    stamped = [(ts, k) for k in keys if (ts := parse_population_key(k)) is not None]
-    return max(stamped)[1] if stamped else None
-
-
 def newest_population_keys(keys: list[str], n: int) -> list[str]:
-    """The `n` newest snapshots, newest first (the hint when a given key is not there)."""
+    """The `n` newest snapshots, newest first; keys not of the form
+    `population/<YYYYMMDDTHHMMSSZ>.json` (`population/manual-note.json`, `population/latest.json`)
+    are not snapshots and never chosen."""
     stamped = sorted(((ts, k) for k in keys if (ts := parse_population_key(k)) is not None), reverse=True)
     return [k for _, k in stamped[:n]]
+
+
+def newest_population_key(keys: list[str]) -> str | None:
+    """The snapshot with the latest timestamp, if any."""
+    newest = newest_population_keys(keys, 1)
+    return newest[0] if newest else None
 
 
 def check_population_key(key: str) -> str:
@@ -378,7 +379,7 @@ def log_reports(built: BuiltReports, request: ReportRequest, logger: Logger) -> 
         request.artifact_keys,
         strict=True,
     ):
-        title, shown, note = top_rows(title, records, columns, f"the `{key}` artifact and {built.location}")
+        shown, note = top_rows(records, f"the `{key}` artifact and {built.location}")
         logger.info("%s\n%s\n(%s)", title, text_table(shown, columns), note)
 
 

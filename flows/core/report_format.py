@@ -145,15 +145,13 @@ def headline(result: Mapping[str, Any], population_years: Sequence[int]) -> list
     return lines
 
 
-def top_rows(
-    title: str, records: Sequence[Mapping[str, Any]], columns: Sequence[str], where: str
-) -> tuple[str, list[Mapping[str, Any]], str]:
+def top_rows(records: Sequence[Mapping[str, Any]], where: str) -> tuple[list[Mapping[str, Any]], str]:
     """A long table cut to its first TOP_ROWS rows, with a line pointing to the whole of it."""
     shown = list(records[:TOP_ROWS])
     note = f"{len(records):,} {'row' if len(records) == 1 else 'rows'}" + (
         f"; the first {len(shown)} shown, all of them in {where}" if len(records) > len(shown) else ""
     )
-    return title, shown, note
+    return shown, note
 
 
 def summary_markdown(
@@ -173,6 +171,6 @@ def summary_markdown(
         lines += ["", f"![{alt}]({name})"]
     for title, records, columns in report_sections(result, series_id, period, quarters_only):
         where = f"`{(files or {}).get(title, 'the CSV')}`"
-        title, shown, note = top_rows(title, records, columns, where)
+        shown, note = top_rows(records, where)
         lines += ["", f"## {title}", "", markdown_table(shown, columns), "", f"_{note}_"]
     return "\n".join(lines) + "\n"
