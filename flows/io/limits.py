@@ -16,27 +16,35 @@ Facts of Prefect 3.8.8 this module relies on (`prefect/concurrency/`):
 - a missing limit: with `strict=False` the acquisition is skipped with a warning; `strict=True`
   (used here: never run unlimited by accident) raises `ConcurrencySlotAcquisitionError`. Nothing
   is created automatically (the server's `create_if_missing` is deprecated and unused).
-- waiting: the server answers 423 with `Retry-After` (for a rate limit `(1 + denied) / decay`;
-  for a concurrency limit the average occupancy times the queue, capped at 30 s) and the client
-  sleeps that long and asks again, without a limit unless `timeout_seconds`/`max_retries` are
-  given. Acquisitions for one set of names go through one queue per process, one at a time.
-- the sync `concurrency()` blocks the calling thread (`run_coro_as_sync` on Prefect's loop
-  thread), so it works from worker threads; it cannot be interrupted, hence the helper thread
-  here, which lets an aborted transfer stop waiting (a slot granted later is released at once).
-- a lease (`lease_duration`, at least 60 s) frees the slot of a process killed mid-request; a
-  renewal thread renews it at once and every 0.75 x duration.
+- waiting: the server answers 423 with `Retry-After` (`prefect/server/api/concurrency_limits_v2.py`,
+  `_generate_concurrency_locked_response`): for a rate limit `(1 + denied) / decay`, uncapped, for
+  a concurrency limit the average occupancy times the queue, capped at 30 s; both times up to 1.3
+  for jitter (`clamped_poisson_interval`). Every denial adds to `denied`. Prefect's client sleeps
+  that long and asks again. With slots held for whole file bodies (a 300 MB file holds one for
+  minutes) and dozens of waiters, that is a 30-40 s sleep while a slot may free a second later:
+  a survey's one listing GET then waited out its run's whole budget (issue 12, `scale_bench`).
+  So this module asks through the client itself, one request an ask (`increment-with-lease` for
+  the slot, `increment` for the token; `concurrency(max_retries=0)` would log an ERROR line in
+  Prefect's service for every denial, and `rate_limit()` has no such knob), and sleeps
+  `min(Retry-After, max_retry_seconds)` with jitter between asks, watching `stopped()`. Granting
+  depends only on the slots held (`denied` only sets Retry-After), so asking sooner costs the
+  server a request, not fairness.
+- a lease (`lease_duration`, at least 60 s) frees the slot of a process killed mid-request; it is
+  renewed every 0.75 x duration while held, as Prefect's own renewal thread does.
+- each acquisition runs in a helper thread, so an aborted transfer stops waiting at once (a slot
+  granted after that is released at once).
 """
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import logging
+import random
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from flows.core.errors import PolitenessLimitError
 from flows.core.names import BLS_CONCURRENCY_LIMIT, BLS_RATE_LIMIT
@@ -44,10 +52,14 @@ from flows.core.names import BLS_CONCURRENCY_LIMIT, BLS_RATE_LIMIT
 log = logging.getLogger(__name__)
 
 Release = Callable[[], None]
+T = TypeVar("T")
 Stopped = Callable[[], bool]
 
 POLL_SECONDS = 0.05  # how often a waiting request looks at `stopped()`
 LEASE_SECONDS = 60.0  # Prefect's minimum: a killed process's slot comes back after a minute
+MAX_RETRY_SECONDS = 2.0  # the longest sleep between two asks for a Prefect slot, whatever it says
+MIN_RETRY_SECONDS = 0.1  # and the shortest (jittered below Retry-After, so waiters do not herd)
+LOG_WAIT_SECONDS = 5.0  # a request that waited longer than this for its slot says so in the run log
 CHOICE_TTL_SECONDS = 300.0  # a warm Lambda container sees limits created after it started
 
 
@@ -128,6 +140,68 @@ def in_process_limiter(max_concurrent: int, per_second: float) -> InProcessLimit
         return limiter
 
 
+_lines: dict[tuple[str, str], threading.Lock] = {}
+_lines_lock = threading.Lock()
+
+
+def _line(concurrency_limit: str, rate_limit: str) -> threading.Lock:
+    """The one line of this process for these limits (shared by every limiter made for them)."""
+    with _lines_lock:
+        return _lines.setdefault((concurrency_limit, rate_limit), threading.Lock())
+
+
+def _retry_after(exc: BaseException) -> float | None:
+    """The seconds Prefect's 423 ("no slot now") asks to wait; None for any other error."""
+    for cause in (exc, exc.__cause__):
+        response = getattr(cause, "response", None)
+        if response is not None and getattr(response, "status_code", None) == 423:
+            try:
+                return max(0.0, float(response.headers.get("Retry-After", "1")))
+            except ValueError:
+                return 1.0
+    return None
+
+
+@dataclass
+class _Waited:
+    """How long one request waited for its slot and token, and what Prefect said meanwhile."""
+
+    started: float
+    denials: int = 0
+    longest_told: float = 0.0
+
+    def denied(self, told: float) -> None:
+        self.denials += 1
+        self.longest_told = max(self.longest_told, told)
+
+    def report(self, limiter: PrefectLimiter, granted: bool) -> None:
+        """Into the run's log (the UI) when the wait was long enough for a user to wonder."""
+        seconds = time.monotonic() - self.started
+        if seconds < LOG_WAIT_SECONDS:
+            return
+        what = "took its BLS request slot" if granted else "stopped waiting for a BLS request slot"
+        _run_logger().info(
+            "a request %s after %.1f s (%d denials from %r/%r; Prefect suggested up to %.1f s,"
+            " asked again after at most %.1f s)",
+            what,
+            seconds,
+            self.denials,
+            limiter.concurrency_limit,
+            limiter.rate_limit,
+            self.longest_told,
+            limiter.max_retry_seconds,
+        )
+
+
+def _run_logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
+    try:
+        from prefect import get_run_logger
+
+        return get_run_logger()
+    except Exception:  # no run (a plain process): the module's logger
+        return log
+
+
 @dataclass
 class _Pending:
     """One acquisition running in a helper thread; abandoned when the request stops waiting."""
@@ -148,35 +222,127 @@ class PrefectLimiter:
         rate_limit: str = BLS_RATE_LIMIT,
         lease_seconds: float = LEASE_SECONDS,
         detail: str = "",
+        max_retry_seconds: float = MAX_RETRY_SECONDS,
     ):
         self.concurrency_limit, self.rate_limit = concurrency_limit, rate_limit
         self.lease_seconds, self.detail = lease_seconds, detail
+        self.max_retry_seconds = max_retry_seconds
+        self._api: Any = None
+        self._client_lock = threading.Lock()
 
     @property
     def description(self) -> str:
         names = f"{self.concurrency_limit!r} and {self.rate_limit!r}"
         return f"Prefect global limits {names}" + (f" ({self.detail})" if self.detail else "")
 
-    def _take(self) -> Release:
-        """Slot first, then the rate token, so a request starts right after its token."""
-        from prefect.concurrency.sync import concurrency, rate_limit
+    def _take(self, abandoned: Stopped) -> Release | None:
+        """Slot first, then the rate token, so a request starts right after its token.
 
-        stack = contextlib.ExitStack()
+        Each ask is one request to the API; `_asking` sleeps between them. The requests of one
+        process wait in one line and only its head asks, as Prefect's own acquisition queue does:
+        otherwise every waiting thread of every invocation asks the API several times a second.
+        None when `abandoned()` while waiting (a slot already held is released).
+        """
+        waited = _Waited(time.monotonic())
+        line = _line(self.concurrency_limit, self.rate_limit)
+        while not line.acquire(timeout=POLL_SECONDS):
+            if abandoned():
+                waited.report(self, granted=False)
+                return None
         try:
-            stack.enter_context(
-                concurrency(
-                    self.concurrency_limit,
-                    occupy=1,
-                    lease_duration=self.lease_seconds,
-                    strict=True,
-                    raise_on_lease_renewal_failure=False,  # no exception injected into a stream
-                )
+            release = self._asking(self._slot, abandoned, waited)
+            try:
+                token = release is not None and self._asking(self._rate_token, abandoned, waited)
+            except BaseException:
+                if release is not None:
+                    release()
+                raise
+        finally:
+            line.release()
+        waited.report(self, granted=bool(token))
+        if release is not None and not token:
+            release()
+            return None
+        return release
+
+    def _slot(self) -> Release:
+        """One ask for a concurrency slot under a lease, renewed while held; its release.
+
+        A lease, as Prefect's `concurrency()` takes: a process killed mid-request (Lambda's limit)
+        holds its slot only until the lease lapses. Renewed every 0.75 x the lease, as Prefect does.
+        A failed renewal or release is logged, never raised into a stream: the lease lapses anyway.
+        """
+        answer = self._client().increment_concurrency_slots_with_lease(
+            names=[self.concurrency_limit], slots=1, mode="concurrency", lease_duration=self.lease_seconds
+        )
+        body = answer.json()
+        if not body.get("limits"):  # strict: never run unlimited because the limit went away
+            raise PolitenessLimitError(
+                f"the Prefect concurrency limit {self.concurrency_limit!r} does not exist"
             )
-            rate_limit(self.rate_limit, occupy=1, strict=True)
-        except BaseException:
-            stack.close()
-            raise
-        return _once(stack.close)
+        lease_id = body["lease_id"]
+        stop = threading.Event()
+
+        def renew() -> None:
+            while not stop.wait(self.lease_seconds * 0.75):
+                try:
+                    self._client().renew_concurrency_lease(lease_id, self.lease_seconds)
+                except Exception as exc:
+                    log.warning("could not renew the BLS slot's lease %s: %s", lease_id, exc)
+
+        threading.Thread(target=renew, name="quest-bls-lease", daemon=True).start()
+
+        def release() -> None:
+            stop.set()
+            try:
+                self._client().release_concurrency_slots_with_lease(lease_id)
+            except Exception as exc:
+                log.warning(
+                    "could not return the BLS slot of lease %s (%s); it is freed when the lease lapses"
+                    " within %g s",
+                    lease_id,
+                    exc,
+                    self.lease_seconds,
+                )
+
+        return _once(release)
+
+    def _rate_token(self) -> bool:
+        """One ask for a rate-limit token: True when granted; Prefect's 423 raised as it comes."""
+        granted = self._client().increment_concurrency_slots(
+            names=[self.rate_limit], slots=1, mode="rate_limit"
+        )
+        if not granted.json():  # strict: never run unlimited because the limit went away
+            raise PolitenessLimitError(f"no Prefect rate limit {self.rate_limit!r}")
+        return True
+
+    def _client(self) -> Any:
+        """One API client for the limiter's life (thread-safe, as httpx's), not a connection an ask."""
+        with self._client_lock:
+            if self._api is None:
+                from prefect.client.orchestration import get_client
+
+                self._api = get_client(sync_client=True).__enter__()
+            return self._api
+
+    def _asking(self, ask: Callable[[], T], abandoned: Stopped, waited: _Waited) -> T | None:
+        """`ask()` until granted (its value), sleeping between denials; None once `abandoned()`."""
+        while True:
+            if abandoned():
+                return None
+            try:
+                return ask()
+            except BaseException as exc:
+                told = _retry_after(exc)
+                if told is None:
+                    raise
+            waited.denied(told)
+            pause = max(MIN_RETRY_SECONDS, min(told, self.max_retry_seconds) * random.uniform(0.5, 1.0))
+            until = time.monotonic() + pause
+            while (left := until - time.monotonic()) > 0:
+                if abandoned():
+                    return None
+                time.sleep(min(left, POLL_SECONDS))
 
     def acquire(self, stopped: Stopped) -> Release | None:
         pending = _Pending()
@@ -184,10 +350,12 @@ class PrefectLimiter:
 
         def work() -> None:
             try:
-                release = context.run(self._take)
+                release = context.run(self._take, lambda: pending.abandoned)
             except BaseException as exc:
                 pending.error = exc
             else:
+                if release is None:
+                    return
                 with pending.lock:
                     pending.release = release
                     abandoned = pending.abandoned

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -131,3 +132,202 @@ def test_an_unreachable_api_falls_back_to_the_in_process_limiter(tmp_path: Path)
             assert isinstance(limiter_for(Settings(contact="tests@example.com")), InProcessLimiter)
     finally:
         limits.reset_choices()
+
+
+# --------------------------------------------------------------------------- waiting for a slot
+# Prefect's 423 asks a waiter to sleep `Retry-After` seconds, which grows with every denial (up to
+# 39 s for a concurrency limit, without bound for a rate limit) while the slot may free a second
+# later. Each test first drives that figure up with denials and checks the server now says so, then
+# frees the slot: the limiter must take it within about its own retry cap, not Prefect's figure.
+
+
+def _limit(api_url: str, name: str, **body: float) -> None:
+    httpx.delete(f"{api_url}/v2/concurrency_limits/{name}")
+    httpx.post(f"{api_url}/v2/concurrency_limits/", json={"name": name, **body}).raise_for_status()
+
+
+def _long_held(api_url: str, name: str) -> None:
+    """A history of slots held for 5 minutes each (whole big-file bodies): Prefect's average."""
+    for _ in range(4):
+        body = {"names": [name], "slots": 1}
+        httpx.post(
+            f"{api_url}/v2/concurrency_limits/increment", json={**body, "mode": "concurrency"}
+        ).raise_for_status()
+        httpx.post(
+            f"{api_url}/v2/concurrency_limits/decrement", json={**body, "occupancy_seconds": 300}
+        ).raise_for_status()
+
+
+def _deny(api_url: str, name: str, mode: str, times: int) -> float:
+    """`times` asks that the server refuses; the Retry-After it gave the last."""
+    told = 0.0
+    for _ in range(times):
+        answer = httpx.post(
+            f"{api_url}/v2/concurrency_limits/increment", json={"names": [name], "slots": 1, "mode": mode}
+        )
+        assert answer.status_code == 423, answer.text
+        told = float(answer.headers["Retry-After"])
+    return told
+
+
+def _held_elsewhere_with_a_long_retry_after(api_url: str, conc: str, rate: str) -> httpx.Response:
+    """A one-slot limit whose slot another process holds, and a server that now says "retry in
+    10+ s"; the holder's lease (its answer)."""
+    _limit(api_url, conc, limit=1)
+    _limit(api_url, rate, limit=10, slot_decay_per_second=10)
+    _long_held(api_url, conc)
+    held = httpx.post(
+        f"{api_url}/v2/concurrency_limits/increment-with-lease",
+        json={"names": [conc], "slots": 1, "mode": "concurrency", "lease_duration": 60},
+    )
+    held.raise_for_status()
+    assert _deny(api_url, conc, "concurrency", 40) >= 10  # Prefect would have us sleep that long
+    return held
+
+
+def _acquire_in_thread(limiter: PrefectLimiter, stopped=lambda: False):
+    """`acquire` in a thread with this thread's context (its Prefect settings: the API URL)."""
+    import contextvars
+    import threading
+
+    got: dict[str, object] = {}
+    context = contextvars.copy_context()
+
+    def run() -> None:
+        got["release"] = limiter.acquire(stopped)
+        got["at"] = time.monotonic()
+
+    thread = threading.Thread(target=context.run, args=(run,), daemon=True)
+    thread.start()
+    return thread, got
+
+
+def test_a_freed_slot_is_taken_at_once_whatever_the_retry_after(api_url, monkeypatch):
+    import logging
+
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    conc, rate = "test-wait-conc", "test-wait-rate"
+    monkeypatch.setattr(limits, "LOG_WAIT_SECONDS", 0.5)
+    said: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: said.append(record.getMessage())  # type: ignore[method-assign]
+    limits.log.addHandler(handler)
+    monkeypatch.setattr(limits.log, "level", logging.INFO)
+    held = _held_elsewhere_with_a_long_retry_after(api_url, conc, rate)
+    try:
+        with temporary_settings({PREFECT_API_URL: api_url}):
+            limiter = PrefectLimiter(conc, rate, max_retry_seconds=0.5)
+            thread, got = _acquire_in_thread(limiter)
+            time.sleep(2.0)
+            assert "release" not in got  # the slot is held elsewhere
+            freed = time.monotonic()
+            httpx.post(
+                f"{api_url}/v2/concurrency_limits/decrement-with-lease",
+                json={"lease_id": held.json()["lease_id"]},
+            ).raise_for_status()
+            thread.join(timeout=30)
+            release = got["release"]
+            assert callable(release)
+            assert got["at"] - freed < 3.0  # about the cap, not Prefect's figure
+            assert httpx.get(f"{api_url}/v2/concurrency_limits/{conc}").json()["active_slots"] == 1
+            release()
+            assert httpx.get(f"{api_url}/v2/concurrency_limits/{conc}").json()["active_slots"] == 0
+        assert any("took its BLS request slot after" in line for line in said), said
+    finally:
+        limits.log.removeHandler(handler)
+        for name in (conc, rate):
+            httpx.delete(f"{api_url}/v2/concurrency_limits/{name}")
+
+
+def test_a_denied_rate_token_is_asked_for_again_and_taken_once_it_decays(api_url):
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    conc, rate = "test-token-conc", "test-token-rate"
+    _limit(api_url, conc, limit=4)
+    _limit(api_url, rate, limit=1, slot_decay_per_second=0.5)  # a token every 2 s
+    try:
+        httpx.post(
+            f"{api_url}/v2/concurrency_limits/increment",
+            json={"names": [rate], "slots": 1, "mode": "rate_limit"},
+        ).raise_for_status()
+        _deny(api_url, rate, "rate_limit", 5)
+        with temporary_settings({PREFECT_API_URL: api_url}):
+            started = time.monotonic()
+            release = PrefectLimiter(conc, rate, max_retry_seconds=0.5).acquire(lambda: False)
+            assert callable(release)
+            assert 0.5 < time.monotonic() - started < 6.0  # denied first; the token is back within 2 s
+            release()
+        assert httpx.get(f"{api_url}/v2/concurrency_limits/{conc}").json()["active_slots"] == 0
+    finally:
+        for name in (conc, rate):
+            httpx.delete(f"{api_url}/v2/concurrency_limits/{name}")
+
+
+def test_a_stopped_request_stops_waiting_and_holds_nothing(api_url):
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    conc, rate = "test-stop-conc", "test-stop-rate"
+    _held_elsewhere_with_a_long_retry_after(api_url, conc, rate)
+    try:
+        stop_at = time.monotonic() + 1.5
+        with temporary_settings({PREFECT_API_URL: api_url}):
+            thread, got = _acquire_in_thread(PrefectLimiter(conc, rate), lambda: time.monotonic() > stop_at)
+            thread.join(timeout=30)
+        assert got["release"] is None and got["at"] - stop_at < 1.0
+        time.sleep(3.0)  # the helper thread asks no more and takes nothing later
+        assert httpx.get(f"{api_url}/v2/concurrency_limits/{conc}").json()["active_slots"] == 1
+    finally:
+        for name in (conc, rate):
+            httpx.delete(f"{api_url}/v2/concurrency_limits/{name}")
+
+
+def test_one_thread_of_a_process_asks_at_a_time(api_url, monkeypatch):
+    """Eight requests waiting in one process ask the API one at a time, each ask after a pause:
+    eight threads asking on their own overloaded the server of `scale_bench` until runs crashed."""
+    import threading
+
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    conc, rate = "test-line-conc", "test-line-rate"
+    held = _held_elsewhere_with_a_long_retry_after(api_url, conc, rate)
+    asking, most, asks = 0, 0, 0
+    lock = threading.Lock()
+    real_slot = PrefectLimiter._slot
+
+    def counted_slot(self):
+        nonlocal asking, most, asks
+        with lock:
+            asking, asks = asking + 1, asks + 1
+            most = max(most, asking)
+        try:
+            return real_slot(self)
+        finally:
+            with lock:
+                asking -= 1
+
+    monkeypatch.setattr(PrefectLimiter, "_slot", counted_slot)
+    try:
+        with temporary_settings({PREFECT_API_URL: api_url}):
+            limiter = PrefectLimiter(conc, rate, max_retry_seconds=0.5)
+            waiting = [_acquire_in_thread(limiter) for _ in range(8)]
+            time.sleep(3.0)
+            assert most == 1 and asks <= 3.0 / 0.25 + 2, (most, asks)
+            httpx.post(
+                f"{api_url}/v2/concurrency_limits/decrement-with-lease",
+                json={"lease_id": held.json()["lease_id"]},
+            ).raise_for_status()
+            done: set[int] = set()
+            deadline = time.monotonic() + 60
+            while len(done) < len(waiting) and time.monotonic() < deadline:  # one slot: each in turn
+                for i, (_, got) in enumerate(waiting):
+                    if i not in done and "release" in got:
+                        release = got["release"]
+                        assert callable(release)
+                        release()
+                        done.add(i)
+                time.sleep(0.05)
+            assert len(done) == len(waiting)
+    finally:
+        for name in (conc, rate):
+            httpx.delete(f"{api_url}/v2/concurrency_limits/{name}")
