@@ -210,10 +210,12 @@ def test_a_freed_slot_is_taken_at_once_whatever_the_retry_after(api_url, monkeyp
     conc, rate = "test-wait-conc", "test-wait-rate"
     monkeypatch.setattr(limits, "LOG_WAIT_SECONDS", 0.5)
     said: list[str] = []
-    handler = logging.Handler()
-    handler.emit = lambda record: said.append(record.getMessage())  # type: ignore[method-assign]
-    limits.log.addHandler(handler)
-    monkeypatch.setattr(limits.log, "level", logging.INFO)
+
+    class Said(logging.Logger):  # what the run log is given, whatever logging's config is now
+        def info(self, msg, *args, **kwargs):  # type: ignore[no-untyped-def, override]
+            said.append(msg % args)
+
+    monkeypatch.setattr(limits, "_run_logger", lambda: Said("said"))
     held = _held_elsewhere_with_a_long_retry_after(api_url, conc, rate)
     try:
         with temporary_settings({PREFECT_API_URL: api_url}):
@@ -235,7 +237,6 @@ def test_a_freed_slot_is_taken_at_once_whatever_the_retry_after(api_url, monkeyp
             assert httpx.get(f"{api_url}/v2/concurrency_limits/{conc}").json()["active_slots"] == 0
         assert any("took its BLS request slot after" in line for line in said), said
     finally:
-        limits.log.removeHandler(handler)
         for name in (conc, rate):
             httpx.delete(f"{api_url}/v2/concurrency_limits/{name}")
 
