@@ -13,9 +13,10 @@ the same numbers hold in-process for every client and thread of this process.
 `stopped()` says the transfer is being aborted; it returns the release, which is idempotent.
 
 Facts of Prefect 3.8.8 this module relies on (`prefect/concurrency/`):
-- a missing limit: with `strict=False` the acquisition is skipped with a warning; `strict=True`
-  (used here: never run unlimited by accident) raises `ConcurrencySlotAcquisitionError`. Nothing
-  is created automatically (the server's `create_if_missing` is deprecated and unused).
+- a missing limit: the server grants the ask with no limits in its answer (Prefect's own
+  `concurrency()` then skips it with a warning unless `strict=True`). Here that raises
+  `PolitenessLimitError`: never run unlimited by accident. Nothing is created automatically (the
+  server's `create_if_missing` is deprecated and unused).
 - waiting: the server answers 423 with `Retry-After` (`prefect/server/api/concurrency_limits_v2.py`,
   `_generate_concurrency_locked_response`): for a rate limit `(1 + denied) / decay`, uncapped, for
   a concurrency limit the average occupancy times the queue, capped at 30 s; both times up to 1.3
@@ -152,14 +153,13 @@ def _line(concurrency_limit: str, rate_limit: str) -> threading.Lock:
 
 def _retry_after(exc: BaseException) -> float | None:
     """The seconds Prefect's 423 ("no slot now") asks to wait; None for any other error."""
-    for cause in (exc, exc.__cause__):
-        response = getattr(cause, "response", None)
-        if response is not None and getattr(response, "status_code", None) == 423:
-            try:
-                return max(0.0, float(response.headers.get("Retry-After", "1")))
-            except ValueError:
-                return 1.0
-    return None
+    response = getattr(exc, "response", None)
+    if response is None or getattr(response, "status_code", None) != 423:
+        return None
+    try:
+        return max(0.0, float(response.headers.get("Retry-After", "1")))
+    except ValueError:
+        return 1.0
 
 
 @dataclass
@@ -244,25 +244,24 @@ class PrefectLimiter:
         None when `abandoned()` while waiting (a slot already held is released).
         """
         waited = _Waited(time.monotonic())
+        release: Release | None = None
         line = _line(self.concurrency_limit, self.rate_limit)
         while not line.acquire(timeout=POLL_SECONDS):
             if abandoned():
-                waited.report(self, granted=False)
-                return None
-        try:
-            release = self._asking(self._slot, abandoned, waited)
+                break
+        else:
             try:
-                token = release is not None and self._asking(self._rate_token, abandoned, waited)
+                release = self._asking(self._slot, abandoned, waited)
+                if release is not None and self._asking(self._rate_token, abandoned, waited) is None:
+                    release()
+                    release = None
             except BaseException:
                 if release is not None:
                     release()
                 raise
-        finally:
-            line.release()
-        waited.report(self, granted=bool(token))
-        if release is not None and not token:
-            release()
-            return None
+            finally:
+                line.release()
+        waited.report(self, granted=release is not None)
         return release
 
     def _slot(self) -> Release:
