@@ -146,25 +146,32 @@ def _limit(api_url: str, name: str, **body: float) -> None:
     httpx.post(f"{api_url}/v2/concurrency_limits/", json={"name": name, **body}).raise_for_status()
 
 
+def _post(url: str, body: dict) -> httpx.Response:
+    """A POST to the test server, asked again while it answers 503 (its SQLite busy under the
+    suite's load, as Prefect's own client retries it); any other answer is returned as it is."""
+    for _ in range(50):
+        answer = httpx.post(url, json=body)
+        if answer.status_code != 503:
+            return answer
+        time.sleep(0.2)
+    return answer
+
+
 def _long_held(api_url: str, name: str) -> None:
     """A history of slots held for 5 minutes each (whole big-file bodies): Prefect's average."""
     for _ in range(4):
         body = {"names": [name], "slots": 1}
-        httpx.post(
-            f"{api_url}/v2/concurrency_limits/increment", json={**body, "mode": "concurrency"}
-        ).raise_for_status()
-        httpx.post(
-            f"{api_url}/v2/concurrency_limits/decrement", json={**body, "occupancy_seconds": 300}
-        ).raise_for_status()
+        limits_url = f"{api_url}/v2/concurrency_limits"
+        _post(f"{limits_url}/increment", {**body, "mode": "concurrency"}).raise_for_status()
+        _post(f"{limits_url}/decrement", {**body, "occupancy_seconds": 300}).raise_for_status()
 
 
 def _deny(api_url: str, name: str, mode: str, times: int) -> float:
     """`times` asks that the server refuses; the Retry-After it gave the last."""
     told = 0.0
     for _ in range(times):
-        answer = httpx.post(
-            f"{api_url}/v2/concurrency_limits/increment", json={"names": [name], "slots": 1, "mode": mode}
-        )
+        body = {"names": [name], "slots": 1, "mode": mode}
+        answer = _post(f"{api_url}/v2/concurrency_limits/increment", body)
         assert answer.status_code == 423, answer.text
         told = float(answer.headers["Retry-After"])
     return told
@@ -176,9 +183,9 @@ def _held_elsewhere_with_a_long_retry_after(api_url: str, conc: str, rate: str) 
     _limit(api_url, conc, limit=1)
     _limit(api_url, rate, limit=10, slot_decay_per_second=10)
     _long_held(api_url, conc)
-    held = httpx.post(
+    held = _post(
         f"{api_url}/v2/concurrency_limits/increment-with-lease",
-        json={"names": [conc], "slots": 1, "mode": "concurrency", "lease_duration": 60},
+        {"names": [conc], "slots": 1, "mode": "concurrency", "lease_duration": 60},
     )
     held.raise_for_status()
     assert _deny(api_url, conc, "concurrency", 40) >= 10  # Prefect would have us sleep that long
