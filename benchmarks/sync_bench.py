@@ -254,6 +254,13 @@ def main() -> int:
     parser.add_argument("--big-mib", type=int, default=1024)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--skip-rss", action="store_true")
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=1000.0,
+        help="BLS requests/s for the flow (default 1000, its maximum: the raw copy has no limit, so "
+        "the ratio compares the engines; the project's polite default is 2)",
+    )
     args = parser.parse_args()
 
     sys.path.insert(0, str(ROOT))
@@ -280,10 +287,14 @@ def main() -> int:
                 QUEST_STORE=f"s3://{BUCKET}/mirror",
                 QUEST_BLS_BASE_URL=up.bls_base_url,
                 QUEST_CONCURRENCY=str(args.concurrency),
+                QUEST_BLS_REQUESTS_PER_SECOND=f"{args.rate:g}",
             )
             from flows.ingest import mirror_survey
 
-            print(f"upstream {up.bls_base_url}  moto S3 {endpoint}  concurrency {args.concurrency}")
+            print(
+                f"upstream {up.bls_base_url}  moto S3 {endpoint}  concurrency {args.concurrency}"
+                f"  BLS rate limit {args.rate:g}/s (polite floor {(len(files) + 1) / args.rate:.1f} s)"
+            )
             mirror_survey("pr", dry_run=True)  # warm-up: Prefect client, imports
             up.clear_log()
 

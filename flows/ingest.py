@@ -30,6 +30,7 @@ from pydantic import BaseModel
 
 from flows import discovery, mirror, snapshot
 from flows.budget import Budget, TransferMeter, current_budget
+from flows.checking import ConcurrentChecks, not_checked
 from flows.core import continuation as rules
 from flows.core.errors import QuestError, TransferFailed, one_line
 from flows.core.listing import Listing
@@ -521,7 +522,8 @@ def _ingest_run_name() -> str:
 def _fan_out(
     settings: Settings, selection: SurveySelection, allow_mass_delete: bool, mirror_deployment: UUID
 ) -> IngestFanOut:
-    """Check the surveys (`pr` first), start a mirror run per changed one, and decide the snapshot.
+    """Check the surveys (`pr` first, QUEST_CONCURRENCY at a time: `flows.checking`), start a
+    mirror run per changed one as its check finishes, and decide the snapshot.
 
     A survey whose mirror runs from an earlier day (a continuation chain still going) is not
     checked and gets no second run: its chain re-plans at every step, so it takes the new changes
@@ -532,62 +534,42 @@ def _fan_out(
     ingest run, tagged `INGEST_CONTINUATION_TAG`. The snapshot is decided by the run that checks
     `pr` (checked first), or, without `pr`, by the first run of the chain.
     """
-    budget = current_budget()
     margin = settings.continuation_margin_seconds
     order = sorted(selection.surveys, key=lambda s: s != REPORT_SURVEY)  # pr first, then as listed
     busy = _mirrors_in_progress(mirror_deployment)
     unchanged: list[MirrorSummary] = []
     started: dict[str, str] = {}
-    in_progress: dict[str, FlowRun] = {}
     failed: dict[str, str] = {}
     context = FlowRunContext.get()
     run = context.flow_run if context is not None else None
-    checked = 0
-    for survey in order:
-        remaining = budget.remaining() if budget is not None else None
-        if checked and rules.time_is_up(remaining, margin):
-            break
-        if survey in busy:
-            in_progress[survey] = busy[survey]
-            checked += 1
-            continue
-        stop_in = None if remaining is None else remaining - rules.hard_stop_seconds(margin)
+    in_progress = {s: busy[s] for s in order if s in busy}
+
+    def check(survey: str, stop_in: float | None) -> SurveyCheck | QuestError | None:
         try:
-            check = check_survey(settings, survey, stop_in)
-        except QuestError as exc:
-            failed[survey] = one_line(str(exc))
-            checked += 1
-            continue
-        if check is None and checked == 0:  # a follow-up would do no better: never an endless chain
+            return check_survey(settings, survey, stop_in)
+        except QuestError as exc:  # reported; the other surveys go on and the run ends Failed
+            return exc
+
+    to_check = [s for s in order if s not in busy]
+    checks: ConcurrentChecks[SurveyCheck | QuestError] = ConcurrentChecks(
+        to_check, check, settings.concurrency, margin, progressed=bool(in_progress)
+    )
+    done: list[str] = list(in_progress)
+    for survey, result in checks:
+        done.append(survey)
+        if isinstance(result, QuestError):
+            failed[survey] = one_line(str(result))
+        elif result.summary is not None:
+            unchanged.append(result.summary)
+        else:
+            started[survey] = _start_mirror(result, allow_mass_delete, run)
+    if checks.stopped and not done:  # a follow-up would do no better: never an endless chain
+        for survey in checks.stopped:
             failed[survey] = (
                 "its listing and stored state could not be read within one run "
                 f"({settings.continuation_margin_seconds:g} s margin; a slow upstream?)"
             )
-            checked += 1
-            continue
-        if check is None:  # stopped at the hard stop: the follow-up checks it
-            break
-        checked += 1
-        if check.summary is not None:
-            unchanged.append(check.summary)
-            continue
-        parameters = {
-            "survey": check.survey,
-            "allow_mass_delete": allow_mass_delete,
-            "snapshot_population": check.survey == REPORT_SURVEY,
-        }
-        key = f"{run.id}:mirror:{check.survey}" if run is not None else None
-        child = _start_run(  # a retried ingest starts it once (the key)
-            MIRROR_DEPLOYMENT, parameters, key, [f"survey:{check.survey}"], name=f"mirror {check.survey}"
-        )
-        get_run_logger().info(
-            "%s changed (%s): started mirror run %s (%s)",
-            check.survey,
-            ", ".join(f"{n:,} to {action}" for action, n in check.changed.items()),
-            child.name,
-            child.id,
-        )
-        started[check.survey] = str(child.id)
+        done.extend(checks.stopped)
     for survey, other in in_progress.items():
         get_run_logger().info(
             "%s: mirror run %s (%s) is still %s; no second run started (it takes today's changes too)",
@@ -603,13 +585,13 @@ def _fan_out(
         in_progress={s: f"{r.name} {r.id}" for s, r in in_progress.items()},
         failed=failed,
     )
-    remaining_surveys = order[checked:]
+    remaining_surveys = not_checked(order, done)
     if remaining_surveys and run is not None and run.deployment_id is not None:
         tags = sorted({*run.tags, INGEST_CONTINUATION_TAG})  # the server adds the deployment's too
         follow = _start_follow_up(
             run.deployment_id, {"surveys": remaining_surveys, "allow_mass_delete": allow_mass_delete}, tags
         )
-        fanned.checked, fanned.continues_in = checked, f"{follow.name} ({follow.id})"
+        fanned.checked, fanned.continues_in = len(done), f"{follow.name} ({follow.id})"
     if REPORT_SURVEY in started:
         fanned.population_by = started[REPORT_SURVEY]
     elif REPORT_SURVEY in in_progress:
@@ -623,11 +605,32 @@ def _fan_out(
             )
     elif REPORT_SURVEY in failed:
         fanned.population_note = f"not written: {REPORT_SURVEY} could not be checked"
-    elif REPORT_SURVEY in order[:checked] or (
+    elif REPORT_SURVEY in done or (
         REPORT_SURVEY not in order and not (run is not None and INGEST_CONTINUATION_TAG in run.tags)
     ):
         fanned.population = population_snapshot()
     return fanned
+
+
+def _start_mirror(check: SurveyCheck, allow_mass_delete: bool, run: FlowRun | None) -> str:
+    """Start the changed survey's `mirror-survey` run as a child of this one (not waited for)."""
+    parameters = {
+        "survey": check.survey,
+        "allow_mass_delete": allow_mass_delete,
+        "snapshot_population": check.survey == REPORT_SURVEY,
+    }
+    key = f"{run.id}:mirror:{check.survey}" if run is not None else None
+    child = _start_run(  # a retried ingest starts it once (the key)
+        MIRROR_DEPLOYMENT, parameters, key, [f"survey:{check.survey}"], name=f"mirror {check.survey}"
+    )
+    get_run_logger().info(
+        "%s changed (%s): started mirror run %s (%s)",
+        check.survey,
+        ", ".join(f"{n:,} to {action}" for action, n in check.changed.items()),
+        child.name,
+        child.id,
+    )
+    return str(child.id)
 
 
 def _mirror_deployment() -> UUID | None:

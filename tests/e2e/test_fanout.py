@@ -245,12 +245,18 @@ def test_checks_that_outlast_the_ingest_budget_continue_in_a_follow_up_ingest(st
     upstream: UpstreamServer = stack["upstream"]
     lp: LambdaPool = stack["lp"]
     upstream.touch_file("la", "la.series")  # la changed: the follow-up must check it and start its mirror
-    size = len(httpx.get(upstream.survey_url("ce"), headers={"User-Agent": "tests@example.com"}).content)
-    upstream.trickle("*/time.series/ce/", bytes_per_second=max(1, size // 8), times=1)  # ~8 s, once
+    for survey in ("pr", "ce"):  # the two checks that start at once (QUEST_CONCURRENCY=2): ~8 s each
+        url = upstream.survey_url(survey)
+        size = len(httpx.get(url, headers={"User-Agent": "tests@example.com"}).content)
+        upstream.trickle(f"*/time.series/{survey}/", bytes_per_second=max(1, size // 8), times=1)
     snapshots = len(_keys(stack, "population/"))
-    # This ingest stops checking once less than 20 of its 25 s are left: after pr (first) and ce.
+    upstream.clear_log()
+    # This ingest stops starting checks once less than 20 of its 25 s are left: after pr and ce,
+    # which run side by side.
     ingest, runs = _day(stack, job_variables={"env": {"QUEST_CONTINUATION_MARGIN_SECONDS": "20"}})
     assert all(r.state.type.value == "COMPLETED" for r in runs), [(r.name, r.state) for r in runs]
+    (pr,), (ce,) = upstream.listing_gets("pr"), upstream.listing_gets("ce")
+    assert max(pr.started, ce.started) < min(pr.ended, ce.ended), "pr and ce were checked one after the other"
     match = re.match(
         r"partial: checked 2 of 3 surveys; continues in run .+? \((\S+)\)", ingest.state.message or ""
     )

@@ -150,10 +150,13 @@ def test_a_check_still_running_at_the_hard_stop_is_left_for_the_follow_up_ingest
 ):
     import httpx
 
-    size = len(httpx.get(upstream.survey_url("ce"), headers={"User-Agent": "tests@example.com"}).content)
-    upstream.trickle("*/time.series/ce/", bytes_per_second=max(1, size // 60))  # a minute: past the run
-    # 6 s: pr is checked (changed, started), ce's listing is still trickling at the hard stop (2 s
-    # before the end); without the stop it would run into the run's deadline and crash it.
+    for survey in ("ce", "la"):  # a minute each: past the run
+        url = upstream.survey_url(survey)
+        size = len(httpx.get(url, headers={"User-Agent": "tests@example.com"}).content)
+        upstream.trickle(f"*/time.series/{survey}/", bytes_per_second=max(1, size // 60))
+    # 6 s: pr is checked (changed, started) beside ce, whose listing is still trickling at the hard
+    # stop (2 s before the end), as is la's if it started once pr's check was done; without the
+    # stop they would run into the run's deadline and crash it.
     run = _ingest(deployments, seconds=6, surveys=["pr", "ce", "la"])
     assert run.state.type.value == "COMPLETED", run.state
     match = re.match(
@@ -181,12 +184,15 @@ def test_a_first_check_that_never_fits_in_a_run_fails_instead_of_chaining_foreve
 ):
     import httpx
 
-    size = len(httpx.get(upstream.survey_url("pr"), headers={"User-Agent": "tests@example.com"}).content)
-    upstream.trickle("*/time.series/pr/", bytes_per_second=max(1, size // 60))
-    run = _ingest(deployments, seconds=6, surveys=["pr", "ce"])
+    for survey in ("pr", "ce"):  # both checks start at once (QUEST_CONCURRENCY=2); neither ends
+        url = upstream.survey_url(survey)
+        size = len(httpx.get(url, headers={"User-Agent": "tests@example.com"}).content)
+        upstream.trickle(f"*/time.series/{survey}/", bytes_per_second=max(1, size // 60))
+    run = _ingest(deployments, seconds=6, surveys=["pr", "ce", "la"])
     assert run.state.type.value == "FAILED", run.state
     message = run.state.message
-    assert "pr FAILED: its listing and stored state could not be read within one run" in message, message
+    for survey in ("pr", "ce"):
+        assert f"{survey} FAILED: its listing and stored state could not be read within one run" in message
     assert "population snapshot not written: pr could not be checked" in message
-    follow = _children(run.id).get("ingest")  # ce was not reached: the follow-up checks it
-    assert follow is not None and follow.parameters["surveys"] == ["ce"]
+    follow = _children(run.id).get("ingest")  # la was not reached: the follow-up checks it
+    assert follow is not None and follow.parameters["surveys"] == ["la"]
