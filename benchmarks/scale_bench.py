@@ -590,14 +590,14 @@ def deploy(api_url: str, lam: Any, moto_url: str, args: argparse.Namespace, home
     from prefect.client.orchestration import SyncPrefectClient
     from prefect.client.schemas.actions import WorkPoolCreate
 
-    from flows.core.names import BLS_CONCURRENCY_LIMIT, BLS_RATE_LIMIT
+    from flows.core.names import BLS_CONCURRENCY_LIMIT, BLS_RATE_HEADROOM, BLS_RATE_LIMIT
     from flows.worker import base_job_template_for
 
     sqs = boto3.client("sqs", endpoint_url=moto_url, region_name="us-east-1")
     queue_url = sqs.create_queue(QueueName="quest-invoke-failures")["QueueUrl"]
     for body in (
         {"name": BLS_CONCURRENCY_LIMIT, "limit": args.max_concurrent},
-        {"name": BLS_RATE_LIMIT, "limit": 1, "slot_decay_per_second": args.rps},
+        {"name": BLS_RATE_LIMIT, "limit": 1, "slot_decay_per_second": args.rps * BLS_RATE_HEADROOM},
     ):
         httpx.post(f"{api_url}/v2/concurrency_limits/", json=body).raise_for_status()
     template = base_job_template_for(
@@ -757,6 +757,12 @@ def main() -> int:
     parser.add_argument("--day-timeout", type=float, default=3600)
     parser.add_argument("--progress-seconds", type=float, default=20)
     parser.add_argument("--skip-raw", action="store_true")
+    parser.add_argument(
+        "--database-url",
+        help="the Prefect server's database (default: SQLite in the bench's folder), e.g. "
+        "postgresql+asyncpg://prefect:prefect@127.0.0.1/prefect for an empty Postgres database, as "
+        "a production server has",
+    )
     parser.add_argument("--catch-up", type=int, default=3, help="days to finish a first mirror left undone")
     parser.add_argument("--real-surveys", type=int, default=70)
     parser.add_argument("--real-files", type=int, default=2500)
@@ -768,7 +774,7 @@ def main() -> int:
     sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
     if args.measure_root:
         return measure_root(args.measure_root)
-    from flows.core.names import ENV_FUNCTION_TIMEOUT_SECONDS
+    from flows.core.names import BLS_RATE_HEADROOM, ENV_FUNCTION_TIMEOUT_SECONDS
     from flows.settings import Settings
 
     defaults = Settings()
@@ -793,6 +799,7 @@ def main() -> int:
         f" {args.concurrency} transfers"
         f" per run; BLS limits N={args.max_concurrent} concurrent, R={args.rps:g}/s"
     )
+    print(f"prefect server database: {(args.database_url or 'sqlite').split('://')[0]}")
     print(
         f"machine: {os.cpu_count()} cores shared with other work (load {os.getloadavg()[0]:.1f}):"
         " figures are noisy"
@@ -811,7 +818,7 @@ def main() -> int:
     worker: subprocess.Popen[bytes] | None = None
     try:
         with (
-            prefect_server(workdir / "server") as api_url,
+            prefect_server(workdir / "server", database_url=args.database_url) as api_url,
             LambdaEmulator(sqs=moto_url, cloudwatch_logs=moto_url) as lam,
         ):
             queue_url = deploy(api_url, lam, moto_url, args, workdir)
@@ -890,10 +897,11 @@ def main() -> int:
             print(f"  wall {first.seconds:.1f} s: {mb / first.seconds:.1f} MB/s for {total / MIB:,.0f} MiB")
             print(f"  invocations {first.attempts()}, GB-s {first.gb_seconds(args.memory_mb):,.1f}")
             u = first.upstream
-            polite_floor = (u["root_gets"] + u["listing_gets"] + u["file_gets"]) / args.rps
+            spaced = args.rps * BLS_RATE_HEADROOM  # what the rate limit admits (flows.core.names)
+            polite_floor = (u["root_gets"] + u["listing_gets"] + u["file_gets"]) / spaced
             print(
                 f"  polite floor: {polite_floor:.1f} s for its {u['file_gets']} file GETs etc."
-                f" at R={args.rps:g}/s"
+                f" at R={args.rps:g}/s (tokens {spaced:g}/s: the headroom)"
             )
             if not args.skip_raw:
                 urls = [f"{bls}{s}/{name}" for s, f in sorted(mix.items()) for name in sorted(f)]

@@ -12,7 +12,9 @@ every request to BLS (`flows/io/limits.py`), under the names in `flows.core.name
   R slots would let R requests start at once and R more within that second (about 2R in one
   second). Prefect's decay is `floor(R x seconds since the row last changed)`, so the rate it
   admits is at most R (a denied attempt also restarts that clock under contention: slower, never
-  faster).
+  faster). The decay is R x `BLS_RATE_HEADROOM` (0.85): tokens granted exactly 1/R apart
+  reach BLS a little closer under load (the time between grant and request varies), and BLS must
+  never see more than R in one second.
 
 The names are fixed (the function reads them from `flows.core.names`), so every stack on one
 workspace shares them, as they share BLS; an existing limit of the name is adopted (PATCHed to
@@ -37,7 +39,7 @@ from pulumi.dynamic import (
 )
 from pulumi.dynamic import Resource as DynamicResource
 
-from flows.core.names import BLS_CONCURRENCY_LIMIT, BLS_RATE_LIMIT
+from flows.core.names import BLS_CONCURRENCY_LIMIT, BLS_RATE_HEADROOM, BLS_RATE_LIMIT
 from infra_pulumi.prefect_api import PrefectApi, PrefectApiError, target_failures
 
 # Properties whose change is an in-place PATCH; another name or API is another limit (replace).
@@ -196,7 +198,7 @@ class BlsPolitenessLimits(pulumi.ComponentResource):
                 **common,
                 "name": args.rate_limit_name,
                 "limit": RATE_LIMIT_BURST,
-                "slot_decay_per_second": float(args.requests_per_second),
+                "slot_decay_per_second": float(args.requests_per_second) * BLS_RATE_HEADROOM,
             },
             opts=child,
         )

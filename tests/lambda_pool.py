@@ -65,12 +65,14 @@ def release_prefect_services(timeout: float = 30) -> None:
 
 
 @contextlib.contextmanager
-def prefect_server(home: Path, startup_seconds: float = 120, **extra_env: str) -> Iterator[str]:
-    """`prefect server start` on loopback (its own home and SQLite database); yields the API URL."""
+def prefect_server(
+    home: Path, startup_seconds: float = 120, database_url: str | None = None, **extra_env: str
+) -> Iterator[str]:
+    """`prefect server start` on loopback (its own home; a SQLite database there unless
+    `database_url` names another, e.g. `postgresql+asyncpg://...`); yields the API URL."""
     port = free_port()
-    env = quiet_env(
-        home, PREFECT_SERVER_DATABASE_CONNECTION_URL=f"sqlite+aiosqlite:///{home}/server.db", **extra_env
-    )
+    database = database_url or f"sqlite+aiosqlite:///{home}/server.db"
+    env = quiet_env(home, PREFECT_SERVER_DATABASE_CONNECTION_URL=database, **extra_env)
     log_path = home / "server.log"
     with open(log_path, "wb") as server_log:
         proc = subprocess.Popen(

@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from flows.core.errors import PolitenessLimitError
-from flows.core.names import BLS_CONCURRENCY_LIMIT, BLS_RATE_LIMIT
+from flows.core.names import BLS_CONCURRENCY_LIMIT, BLS_RATE_HEADROOM, BLS_RATE_LIMIT
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,8 @@ def _once(release: Callable[[], None]) -> Release:
 
 
 class InProcessLimiter:
-    """A semaphore of N and starts spaced 1/R apart (a token bucket holding one token)."""
+    """A semaphore of N and starts spaced 1/(R x BLS_RATE_HEADROOM) apart (a token bucket holding
+    one token, as the Prefect rate limit Pulumi creates)."""
 
     def __init__(self, max_concurrent: int, per_second: float):
         if max_concurrent < 1 or not per_second > 0:
@@ -119,7 +120,7 @@ class InProcessLimiter:
         with self._lock:
             now = time.monotonic()
             start = max(now, self._next_start)
-            self._next_start = start + 1.0 / self.per_second
+            self._next_start = start + 1.0 / (self.per_second * BLS_RATE_HEADROOM)
         while (left := start - time.monotonic()) > 0:
             if stopped():
                 return False

@@ -11,7 +11,7 @@ import httpx
 import pytest
 from pulumi_mocks import ROOT, install, is_secret_value, run, stack_outputs, stack_yaml_config
 
-from flows.core.names import BLS_CONCURRENCY_LIMIT, BLS_RATE_LIMIT
+from flows.core.names import BLS_CONCURRENCY_LIMIT, BLS_RATE_HEADROOM, BLS_RATE_LIMIT
 from infra_pulumi.config import StackConfigError, parse
 from infra_pulumi.limits import (
     RATE_LIMIT_BURST,
@@ -189,7 +189,10 @@ def test_a_prefect_stack_creates_both_limits_with_the_pool(package_zip):
     assert set(limits) == {BLS_CONCURRENCY_LIMIT, BLS_RATE_LIMIT}
     conc, rate = limits[BLS_CONCURRENCY_LIMIT], limits[BLS_RATE_LIMIT]
     assert (conc["limit"], conc["slot_decay_per_second"], conc["active"]) == (3, 0.0, True)
-    assert (rate["limit"], rate["slot_decay_per_second"], rate["active"]) == (RATE_LIMIT_BURST, 1.5, True)
+    # Tokens at R x the headroom: what reaches BLS stays within R in any second (flows.core.names).
+    assert (rate["limit"], rate["active"]) == (RATE_LIMIT_BURST, True)
+    assert rate["slot_decay_per_second"] == pytest.approx(1.5 * BLS_RATE_HEADROOM)
+    assert 0.7 <= BLS_RATE_HEADROOM < 1.0
     for inputs in (conc, rate):
         assert inputs["api_url"] == "https://prefect.example/api"
         assert is_secret_value(inputs["api_key"]) and inputs["api_key"]["value"] == API_KEY
@@ -204,7 +207,7 @@ def test_defaults_are_four_concurrent_two_per_second_and_a_stack_without_prefect
     )
     limits = {r.inputs["name"]: r.inputs for r in mocks.resources if r.type == LIMIT_TYPE}
     assert limits[BLS_CONCURRENCY_LIMIT]["limit"] == 4
-    assert limits[BLS_RATE_LIMIT]["slot_decay_per_second"] == 2.0
+    assert limits[BLS_RATE_LIMIT]["slot_decay_per_second"] == pytest.approx(2.0 * BLS_RATE_HEADROOM)
     mocks, _ = _program(package_zip)
     assert [r for r in mocks.resources if r.type == LIMIT_TYPE] == []
 
