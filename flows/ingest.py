@@ -41,7 +41,7 @@ from flows.core.names import (
     population_key,
     timestamp,
 )
-from flows.core.plan import Action, PlanItem, StoredFile, SyncPlan, plan_sync
+from flows.core.plan import Action, PlanItem, StoredFile, SyncPlan, plan_sync, transfer_units
 from flows.core.population import normalise_population
 from flows.discovery import SurveySelection
 from flows.expected import ends_failed_on_expected
@@ -64,6 +64,8 @@ __all__ = [
 
 
 # --------------------------------------------------------------------------- tasks (I/O only)
+
+Outcome = tuple[PlanItem, int, str | None]  # a transfer's item, bytes moved, error (None: done)
 
 
 @task(name="list-survey", task_run_name="list {url}", cache_policy=NO_CACHE)
@@ -89,6 +91,44 @@ def transfer_file(
             raise
     # A returned state is the task run's final state (Prefect's return_value_to_state).
     return cast(int, Cancelled(message=f"{item.name}: not done yet ({mirror.CONTINUATION_REASON})"))
+
+
+@task(name="transfer-files", task_run_name="transfer {label}", cache_policy=NO_CACHE)
+def transfer_files(
+    client: httpx.Client,
+    store: ObjectStore,
+    survey: str,
+    items: list[PlanItem],
+    settings: Settings,
+    label: str,
+    ledger: dict[str, Outcome],
+) -> int:
+    """Small files one after another in one task run (`flows.core.plan.transfer_units`), each
+    retried and logged as `transfer-file` does. Each file's outcome goes into `ledger` as it ends,
+    so the mirror knows them whatever this task's state; a failed file does not stop the others,
+    and the task then ends Failed naming them. Aborted at the hard stop, it ends Cancelled: the
+    files not in the ledger are not done yet."""
+    logger = get_run_logger()
+    for item in items:
+        try:
+            size = mirror.transfer_file(client, store, survey, item, settings, logger)
+        except Exception as exc:
+            guard = guarded_transport(client)
+            if guard is not None and guard.aborted == mirror.CONTINUATION_REASON:
+                done = f"{len(ledger)} of {len(items)} files done; the rest not done yet"
+                return cast(int, Cancelled(message=f"{done} ({mirror.CONTINUATION_REASON})"))
+            if guard is not None and guard.aborted is not None:
+                raise  # the run is stopping: the files left are not tried
+            ledger[item.name] = (item, 0, one_line(str(exc)))
+            logger.error("%s: %s", item.name, one_line(str(exc)))
+            continue
+        ledger[item.name] = (item, size, None)
+    failed = [(item.name, error) for item, _, error in ledger.values() if error is not None]
+    if failed:
+        raise TransferFailed(
+            f"{len(failed)} of {len(items)} files failed: " + "; ".join(f"{n}: {e}" for n, e in failed)
+        )
+    return sum(size for _, size, _ in ledger.values())
 
 
 @task(name="delete-files", task_run_name="delete from bls/{survey}/", cache_policy=NO_CACHE)
@@ -223,9 +263,6 @@ class FollowUp:
         return "?" if self.run is None else f"{self.run.name} ({self.run.id})"
 
 
-Outcome = tuple[PlanItem, int, str | None]
-
-
 def _transfer_gated(
     sync: SurveySync,
     items: list[PlanItem],
@@ -242,13 +279,17 @@ def _transfer_gated(
     then, scheduled for the end of this run's time."""
     settings = sync.settings
     margin = settings.continuation_margin_seconds
-    pending = list(items)
-    flying: dict[Future[Any], tuple[PlanItem, PrefectFuture[int]]] = {}
+    pending = transfer_units(items)
+    flying: dict[Future[Any], tuple[Unit, PrefectFuture[int], dict[str, Outcome]]] = {}
     outcomes: list[Outcome] = []
     not_done: list[PlanItem] = []
     started = 0
 
-    def collect(item: PlanItem, future: PrefectFuture[int]) -> None:
+    def collect(unit: Unit, future: PrefectFuture[int], ledger: dict[str, Outcome]) -> None:
+        if len(unit) > 1:
+            _batch_outcomes(unit, future, ledger, outcomes, not_done)
+            return
+        (item,) = unit
         outcome = _outcome(item, future)
         if outcome is not None:
             outcomes.append(outcome)
@@ -266,8 +307,8 @@ def _transfer_gated(
         remaining = budget.remaining() if budget is not None else None
         if flying and rules.must_abort(remaining, margin):
             sync.stop_for_continuation()
-            for item, future in flying.values():
-                collect(item, future)
+            for unit, future, ledger in flying.values():
+                collect(unit, future, ledger)
             flying.clear()
             break
         if (
@@ -287,15 +328,21 @@ def _transfer_gated(
         rate = meter.rate().per_second()
         while pending and len(flying) < settings.concurrency:
             pick = next(
-                (i for i in pending if rules.may_start(remaining, margin, i.size, rate, len(flying))), None
+                (u for u in pending if rules.may_start(remaining, margin, _size(u), rate, len(flying))), None
             )
             if pick is None:
                 break
             pending.remove(pick)
             started += 1
-            future = runner.submit(transfer_file, sync.transfer_args(pick))
+            book: dict[str, Outcome] = {}
+            if len(pick) == 1:
+                future = runner.submit(transfer_file, sync.transfer_args(pick[0]))
+            else:
+                batch = {**sync.transfer_args(pick[0]), "items": list(pick), "label": _label(pick)}
+                del batch["item"]
+                future = runner.submit(transfer_files, {**batch, "ledger": book})
             assert isinstance(future, PrefectWrappedFuture)
-            flying[future.wrapped_future] = (pick, future)
+            flying[future.wrapped_future] = (pick, future, book)
         if not flying:
             break  # nothing may start: what is left waits for the follow-up run
         wait = None if remaining is None else max(0.05, min(1.0, remaining - rules.hard_stop_seconds(margin)))
@@ -304,8 +351,40 @@ def _transfer_gated(
             collect(*flying.pop(key))
     # Never started: not done yet. (Only a file's own attempt says it cannot fit: the aggregate
     # rate includes the waits for BLS's request limits, which say nothing about one file.)
-    not_done.extend(pending)
+    not_done.extend(item for unit in pending for item in unit)
     return outcomes, not_done, started
+
+
+Unit = tuple[PlanItem, ...]  # one file, or a batch of small ones (flows.core.plan.transfer_units)
+
+
+def _size(unit: Unit) -> int:
+    return sum(item.size for item in unit)
+
+
+def _label(unit: Unit) -> str:
+    """A batch's task run name, e.g. `50 small files: ce.data.0 … ce.data.49` (each is in its log)."""
+    return f"{len(unit)} small files: {unit[0].name} … {unit[-1].name}"
+
+
+def _batch_outcomes(
+    unit: Unit,
+    future: PrefectFuture[int],
+    ledger: dict[str, Outcome],
+    outcomes: list[Outcome],
+    not_done: list[PlanItem],
+) -> None:
+    """A batch's files: each one's own outcome from the ledger; one it never reached is not done
+    yet when the batch was stopped (Cancelled, at the hard stop), else failed with the batch."""
+    future.wait()
+    stopped = future.state.is_cancelled()
+    for item in unit:
+        if item.name in ledger:
+            outcomes.append(ledger[item.name])
+        elif stopped:
+            not_done.append(item)
+        else:
+            outcomes.append((item, 0, f"not transferred: {future.state.message or future.state.name}"))
 
 
 def _outcome(item: PlanItem, future: PrefectFuture[int]) -> Outcome | None:

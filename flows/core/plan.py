@@ -154,3 +154,30 @@ def check_delete_guard(plan: SyncPlan, max_fraction: float, allow_mass_delete: b
             f"(> {max_fraction:.0%}); nothing was changed. If upstream really dropped them, "
             "run again with --allow-mass-delete"
         )
+
+
+# Small files of a big plan move in batches, one task run each (issue 14): a task run costs
+# Prefect's engine and the server about as much as moving a small file itself, so 1,000 small
+# files cost more in task runs than in bytes. Plans with few small files keep a task run per file
+# (what the UI shows for `pr`); big files always do. The run's log and artifact name every file.
+SMALL_FILE_BYTES = 1024 * 1024
+BATCH_FILES = 50
+BATCH_ABOVE = 100  # small transfers in a plan beyond which they are batched
+
+
+def transfer_units(
+    items: Iterable[PlanItem],
+    small_bytes: int = SMALL_FILE_BYTES,
+    batch_files: int = BATCH_FILES,
+    batch_above: int = BATCH_ABOVE,
+) -> list[tuple[PlanItem, ...]]:
+    """The transfers as units of work, in the plan's order (a batch stands where its first file
+    did): one file each, except that when more than `batch_above` files are under `small_bytes`,
+    those go `batch_files` to a unit."""
+    items = list(items)
+    small = [i for i in items if i.size < small_bytes]
+    if len(small) <= batch_above:
+        return [(i,) for i in items]
+    batches = [tuple(small[k : k + batch_files]) for k in range(0, len(small), batch_files)]
+    first = {batch[0].name: batch for batch in batches}
+    return [first.get(i.name, (i,)) for i in items if i.size >= small_bytes or i.name in first]

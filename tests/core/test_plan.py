@@ -9,7 +9,16 @@ from hypothesis import strategies as st
 from flows.core.errors import MassDeleteError
 from flows.core.listing import ListingEntry
 from flows.core.objects import META_UPSTREAM_SIZE, StoredObject
-from flows.core.plan import Action, StoredFile, check_delete_guard, plan_sync
+from flows.core.plan import (
+    BATCH_ABOVE,
+    SMALL_FILE_BYTES,
+    Action,
+    PlanItem,
+    StoredFile,
+    check_delete_guard,
+    plan_sync,
+    transfer_units,
+)
 
 SHA = "ab" * 32
 
@@ -167,3 +176,37 @@ def test_a_stored_upstream_size_that_is_not_ascii_digits_is_unknown(raw):
     """Hypothesis found `int('¹')` raising: str.isdigit() accepts superscripts. Metadata is not trusted."""
     stored = StoredFile.from_object("a", StoredObject("bls/pr/a", 3, {META_UPSTREAM_SIZE: raw}))
     assert stored.upstream_size is None
+
+
+def _transfers(sizes: list[int]) -> list[PlanItem]:
+    return [
+        PlanItem(Action.ADD, f"f{n:04d}", size, "new upstream", f"http://x/f{n:04d}")
+        for n, size in enumerate(sizes)
+    ]
+
+
+def test_a_plan_with_few_small_files_keeps_a_unit_per_file():
+    items = _transfers([10] * BATCH_ABOVE + [SMALL_FILE_BYTES] * 3)
+    assert transfer_units(items) == [(i,) for i in items]
+
+
+@given(
+    st.lists(
+        st.sampled_from([0, 1, SMALL_FILE_BYTES - 1, SMALL_FILE_BYTES, 50 * SMALL_FILE_BYTES]), max_size=400
+    )
+)
+def test_units_hold_every_transfer_once_in_order_and_batch_only_small_files_of_big_plans(sizes):
+    items = _transfers(sizes)
+    units = transfer_units(items, batch_files=7, batch_above=20)
+    flat = [i for unit in units for i in unit]
+    assert sorted(i.name for i in flat) == sorted(i.name for i in items)  # each once, none lost
+    assert [u[0].name for u in units] == sorted(u[0].name for u in units)  # a unit stands at its first file
+    small = [i for i in items if i.size < SMALL_FILE_BYTES]
+    for unit in units:
+        assert len(unit) <= 7
+        if len(unit) > 1:
+            assert len(small) > 20 and all(i.size < SMALL_FILE_BYTES for i in unit)
+    if len(small) > 20:  # batched: every unit but the last batch is full
+        batches = [u for u in units if u[0].size < SMALL_FILE_BYTES]
+        assert all(len(b) == 7 for b in batches[:-1])
+        assert all(len(u) == 1 for u in units if u[0].size >= SMALL_FILE_BYTES)

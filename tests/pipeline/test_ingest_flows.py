@@ -289,3 +289,58 @@ def test_lambda_path_without_a_prefect_api_runs_plain(upstream, store, env, monk
     # A second plain run changes nothing.
     again = plain.run_ingest({}, Settings())
     assert again["surveys"][0]["added"] == again["surveys"][0]["updated"] == []
+
+
+def _task_runs(flow_run_id):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterFlowRunId
+
+    with get_client(sync_client=True) as client:
+        return client.read_task_runs(
+            task_run_filter=TaskRunFilter(flow_run_id=TaskRunFilterFlowRunId(any_=[flow_run_id]))
+        )
+
+
+def _logs(flow_run_id) -> list[str]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    with get_client(sync_client=True) as client:
+        return [
+            log.message
+            for log in client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))
+        ]
+
+
+def test_many_small_files_move_in_batches_that_name_every_file(prefect_harness, upstream, store, env):
+    """A plan of more small files than BATCH_ABOVE moves them BATCH_FILES to a task run (issue 14);
+    big files keep their own; the log names every file; one failing file fails its batch and the
+    run, naming it, while the rest of its batch and the other batches are stored."""
+    from flows.core.plan import BATCH_ABOVE, BATCH_FILES
+    from flows.ingest import mirror_survey
+
+    small = {f"many.part.{i:04d}": GeneratedFile(512 + i, seed=i) for i in range(BATCH_ABOVE + 30)}
+    big = {"many.big.bin": GeneratedFile(2 * 1024 * 1024, seed=1)}
+    upstream.add_survey("many", {**small, **big})
+    upstream.fail("*/many.part.0007", 503, times=None)  # retried, then given up: its batch fails
+    state = mirror_survey("many", return_state=True)
+    assert state.is_failed()
+    assert "1 of 131 transfers failed" in state.message and "many.part.0007" in state.message
+    run_id = state.state_details.flow_run_id
+    transfers = {t.name: t for t in _task_runs(run_id) if t.name.startswith("transfer ")}
+    batches = sorted(n for n in transfers if "small files" in n)
+    sizes = [BATCH_FILES] * (len(small) // BATCH_FILES) + [len(small) % BATCH_FILES]
+    assert [int(n.split()[1]) for n in batches] == sorted(s for s in sizes if s)
+    assert "transfer many.big.bin" in transfers  # a big file has a task run of its own
+    first = f"transfer {BATCH_FILES} small files: many.part.0000 … many.part.{BATCH_FILES - 1:04d}"
+    assert transfers[first].state.type.value == "FAILED"
+    assert all(t.state.type.value == "COMPLETED" for n, t in transfers.items() if n != first)
+    logs = "\n".join(_logs(run_id))
+    for name in small:
+        assert name in logs, name  # the UI shows what moved (and what did not)
+    stored = set(store.list_keys("bls/many/"))
+    assert stored == {f"bls/many/{n}" for n in {**small, **big} if n != "many.part.0007"}
+    upstream.clear_faults()
+    upstream.clear_log()
+    again = mirror_survey("many")  # the next run moves only the one that failed
+    assert again.added == ["many.part.0007"] and len(upstream.file_gets()) == 1

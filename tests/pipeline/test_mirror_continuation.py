@@ -8,6 +8,7 @@ run created through Prefect; the test runs it the way the pool's next invocation
 
 from __future__ import annotations
 
+import functools
 import itertools
 import re
 import uuid
@@ -58,9 +59,20 @@ def _env(monkeypatch, upstream: UpstreamServer, store_dir, margin: float) -> Loc
     return LocalStore(store_dir)
 
 
-def test_a_survey_too_big_for_one_run_completes_over_follow_up_runs(prefect_harness, monkeypatch, tmp_path):
+@pytest.mark.parametrize("batched", [False, True], ids=["a-task-run-per-file", "small-files-batched"])
+def test_a_survey_too_big_for_one_run_completes_over_follow_up_runs(
+    prefect_harness, monkeypatch, tmp_path, batched
+):
     # 10 files of 256 KiB at 128 KiB/s each, two at a time: ~10 s of transfers for runs of 8 s.
+    # Batched: the same files 3 to a task run (as a plan of many small files has them), so the hard
+    # stop falls inside batches and the files a batch did not reach go to the follow-up.
     files = {f"pr.part.{i:02d}": GeneratedFile(256 * KIB, seed=i) for i in range(10)}
+    if batched:
+        from flows import ingest
+        from flows.core import plan
+
+        units = functools.partial(plan.transfer_units, batch_files=3, batch_above=2)
+        monkeypatch.setattr(ingest, "transfer_units", units)
     with UpstreamServer({"pr": files}, require_contact=True) as upstream:
         upstream.trickle("*/pr.part.*", bytes_per_second=128 * KIB)
         store = _env(monkeypatch, upstream, tmp_path / "data", margin=4)
