@@ -363,8 +363,9 @@ def _size(unit: Unit) -> int:
 
 
 def _label(unit: Unit) -> str:
-    """A batch's task run name, e.g. `50 small files: ce.data.0 … ce.data.49` (each is in its log)."""
-    return f"{len(unit)} small files: {unit[0].name} … {unit[-1].name}"
+    """A batch's task run name, e.g. `50 small files: ce.data.0 to ce.data.49` (each is in its log;
+    plain words, as the UI's font may lack an ellipsis)."""
+    return f"{len(unit)} small files: {unit[0].name} to {unit[-1].name}"
 
 
 def _batch_outcomes(

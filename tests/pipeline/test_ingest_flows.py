@@ -332,7 +332,7 @@ def test_many_small_files_move_in_batches_that_name_every_file(prefect_harness, 
     sizes = [BATCH_FILES] * (len(small) // BATCH_FILES) + [len(small) % BATCH_FILES]
     assert [int(n.split()[1]) for n in batches] == sorted(s for s in sizes if s)
     assert "transfer many.big.bin" in transfers  # a big file has a task run of its own
-    first = f"transfer {BATCH_FILES} small files: many.part.0000 … many.part.{BATCH_FILES - 1:04d}"
+    first = f"transfer {BATCH_FILES} small files: many.part.0000 to many.part.{BATCH_FILES - 1:04d}"
     assert transfers[first].state.type.value == "FAILED"
     assert all(t.state.type.value == "COMPLETED" for n, t in transfers.items() if n != first)
     logs = "\n".join(_logs(run_id))
