@@ -313,8 +313,13 @@ class S3Store:
     def put_bytes(
         self, key: str, data: bytes, metadata: dict[str, str] | None = None, content_type: str | None = None
     ) -> StoredObject:
-        meta = _clean_metadata(metadata)
-        meta.update({META_SHA256: hashlib.sha256(data).hexdigest(), META_SHA256_SIZE: str(len(data))})
+        integrity = {META_SHA256: hashlib.sha256(data).hexdigest(), META_SHA256_SIZE: str(len(data))}
+        return self._put_object(key, data, {**_clean_metadata(metadata), **integrity}, content_type)
+
+    def _put_object(
+        self, key: str, data: bytes, meta: dict[str, str], content_type: str | None
+    ) -> StoredObject:
+        """One PutObject of `data` with its metadata, integrity included (hashed by the caller)."""
         extra = {"ContentType": content_type} if content_type else {}
         resp = self._call(
             "put",
@@ -347,9 +352,11 @@ class S3Store:
             total += len(piece)
             if total > self.multipart_threshold:
                 return self._multipart(key, buffered, parts, hashing, metadata, content_type, expected_size)
-        # The whole stream fit below the threshold: one PutObject.
+        # The whole stream fit below the threshold: one PutObject, with the sha256 hashed on the way
+        # in (hashing the joined bytes again cost a second pass over every small object).
         _check_size(key, hashing.size, expected_size)
-        return self.put_bytes(key, b"".join(buffered), metadata, content_type)
+        meta = {**_clean_metadata(metadata), **hashing.integrity()}
+        return self._put_object(key, b"".join(buffered), meta, content_type)
 
     def _temp_key(self, key: str) -> str:
         """A bucket key for a private upload next to `key`: same directory, so the same IAM prefix."""
