@@ -26,6 +26,7 @@ from prefect.context import FlowRunContext
 from prefect.futures import PrefectFuture, PrefectWrappedFuture
 from prefect.states import Cancelled, Completed, Failed
 from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.utilities.annotations import quote
 from pydantic import BaseModel
 
 from flows import discovery, mirror, snapshot
@@ -340,7 +341,8 @@ def _transfer_gated(
             else:
                 batch = {**sync.transfer_args(pick[0]), "items": list(pick), "label": _label(pick)}
                 del batch["item"]
-                future = runner.submit(transfer_files, {**batch, "ledger": book})
+                # quote: the task gets this very dict (Prefect would copy a collection it rewrote)
+                future = runner.submit(transfer_files, {**batch, "ledger": quote(book)})
             assert isinstance(future, PrefectWrappedFuture)
             flying[future.wrapped_future] = (pick, future, book)
         if not flying:
