@@ -87,8 +87,7 @@ def transfer_file(
     try:
         return mirror.transfer_file(client, store, survey, item, settings, get_run_logger())
     except Exception:
-        guard = guarded_transport(client)
-        if guard is None or guard.aborted != mirror.CONTINUATION_REASON:
+        if not mirror.stopped_for_continuation(client):
             raise
     # A returned state is the task run's final state (Prefect's return_value_to_state).
     return cast(int, Cancelled(message=f"{item.name}: not done yet ({mirror.CONTINUATION_REASON})"))
@@ -114,10 +113,10 @@ def transfer_files(
         try:
             size = mirror.transfer_file(client, store, survey, item, settings, logger)
         except Exception as exc:
-            guard = guarded_transport(client)
-            if guard is not None and guard.aborted == mirror.CONTINUATION_REASON:
+            if mirror.stopped_for_continuation(client):
                 done = f"{len(ledger)} of {len(items)} files done; the rest not done yet"
                 return cast(int, Cancelled(message=f"{done} ({mirror.CONTINUATION_REASON})"))
+            guard = guarded_transport(client)
             if guard is not None and guard.aborted is not None:
                 raise  # the run is stopping: the files left are not tried
             ledger[item.name] = (item, 0, one_line(str(exc)))

@@ -238,6 +238,12 @@ def transfer_once(
     return stored.size
 
 
+def stopped_for_continuation(client: httpx.Client) -> bool:
+    """True when `client`'s transfers were aborted at the run's hard stop (not done yet, not failed)."""
+    guard = guarded_transport(client)
+    return guard is not None and guard.aborted == CONTINUATION_REASON
+
+
 def transfer_file(
     client: httpx.Client, store: ObjectStore, survey: str, item: PlanItem, settings: Settings, logger: Logger
 ) -> int:
@@ -352,8 +358,7 @@ class SurveySync:
             guard.abort(CONTINUATION_REASON)
 
     def stopped_for_continuation(self) -> bool:
-        guard = guarded_transport(self.client)
-        return guard is not None and guard.aborted == CONTINUATION_REASON
+        return stopped_for_continuation(self.client)
 
     def deletions(
         self,
