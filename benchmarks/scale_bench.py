@@ -590,14 +590,15 @@ def deploy(api_url: str, lam: Any, moto_url: str, args: argparse.Namespace, home
     from prefect.client.orchestration import SyncPrefectClient
     from prefect.client.schemas.actions import WorkPoolCreate
 
-    from flows.core.names import BLS_CONCURRENCY_LIMIT, BLS_RATE_HEADROOM, BLS_RATE_LIMIT
+    from flows.core.names import BLS_CONCURRENCY_LIMIT, BLS_RATE_LIMIT
+    from flows.core.pacing import pacing_for
     from flows.worker import base_job_template_for
 
     sqs = boto3.client("sqs", endpoint_url=moto_url, region_name="us-east-1")
     queue_url = sqs.create_queue(QueueName="quest-invoke-failures")["QueueUrl"]
     for body in (
         {"name": BLS_CONCURRENCY_LIMIT, "limit": args.max_concurrent},
-        {"name": BLS_RATE_LIMIT, "limit": 1, "slot_decay_per_second": args.rps * BLS_RATE_HEADROOM},
+        {"name": BLS_RATE_LIMIT, "limit": pacing_for(args.rps).slots},  # the pacer, as Pulumi makes it
     ):
         httpx.post(f"{api_url}/v2/concurrency_limits/", json=body).raise_for_status()
     template = base_job_template_for(
@@ -774,7 +775,7 @@ def main() -> int:
     sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
     if args.measure_root:
         return measure_root(args.measure_root)
-    from flows.core.names import BLS_RATE_HEADROOM, ENV_FUNCTION_TIMEOUT_SECONDS
+    from flows.core.names import ENV_FUNCTION_TIMEOUT_SECONDS
     from flows.settings import Settings
 
     defaults = Settings()
@@ -897,11 +898,10 @@ def main() -> int:
             print(f"  wall {first.seconds:.1f} s: {mb / first.seconds:.1f} MB/s for {total / MIB:,.0f} MiB")
             print(f"  invocations {first.attempts()}, GB-s {first.gb_seconds(args.memory_mb):,.1f}")
             u = first.upstream
-            spaced = args.rps * BLS_RATE_HEADROOM  # what the rate limit admits (flows.core.names)
-            polite_floor = (u["root_gets"] + u["listing_gets"] + u["file_gets"]) / spaced
+            polite_floor = (u["root_gets"] + u["listing_gets"] + u["file_gets"]) / args.rps
             print(
                 f"  polite floor: {polite_floor:.1f} s for its {u['file_gets']} file GETs etc."
-                f" at R={args.rps:g}/s (tokens {spaced:g}/s: the headroom)"
+                f" at R={args.rps:g}/s"
             )
             if not args.skip_raw:
                 urls = [f"{bls}{s}/{name}" for s, f in sorted(mix.items()) for name in sorted(f)]

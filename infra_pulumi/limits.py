@@ -6,15 +6,13 @@ where they all look: Prefect. `BlsPolitenessLimits` creates the two limits the f
 every request to BLS (`flows/io/limits.py`), under the names in `flows.core.names`:
 
 - `BLS_CONCURRENCY_LIMIT`: `limit` = N slots, no decay: a slot is held for a whole request.
-- `BLS_RATE_LIMIT`: a rate limit (Prefect's `rate_limit()` needs `slot_decay_per_second` > 0).
-  Prefect documents a rate limit as a limit whose slots decay at `slot_decay_per_second`; the
-  `limit` is the burst. It is one slot decaying at R per second, so starts are spaced 1/R apart:
-  R slots would let R requests start at once and R more within that second (about 2R in one
-  second). Prefect's decay is `floor(R x seconds since the row last changed)`, so the rate it
-  admits is at most R (a denied attempt also restarts that clock under contention: slower, never
-  faster). The decay is R x `BLS_RATE_HEADROOM` (0.85): tokens granted exactly 1/R apart
-  reach BLS a little closer under load (the time between grant and request varies), and BLS must
-  never see more than R in one second.
+- `BLS_RATE_LIMIT`: the pacer, K = `pacer_slots(R)` slots, no decay: a request holds one from
+  before it is sent until at least a second after its answer, so BLS sees at most K requests in
+  any second whatever the delays in between (`flows/core/pacing.py`). Not a Prefect rate limit
+  (slots decaying at R per second): that decay is timed by the server's transaction clock, and
+  under load `scale_bench` saw 3 requests in one second at R=2 through it. An older stack's
+  decaying limit of this name is PATCHed to the pacer on the next `up`; until then the function
+  refuses to request BLS, naming the fix (`flows.io.limits.MisfitLimiter`).
 
 The names are fixed (the function reads them from `flows.core.names`), so every stack on one
 workspace shares them, as they share BLS; an existing limit of the name is adopted (PATCHed to
@@ -39,14 +37,14 @@ from pulumi.dynamic import (
 )
 from pulumi.dynamic import Resource as DynamicResource
 
-from flows.core.names import BLS_CONCURRENCY_LIMIT, BLS_RATE_HEADROOM, BLS_RATE_LIMIT
+from flows.core.names import BLS_CONCURRENCY_LIMIT, BLS_RATE_LIMIT
+from flows.core.pacing import pacing_for
 from infra_pulumi.prefect_api import PrefectApi, PrefectApiError, target_failures
 
 # Properties whose change is an in-place PATCH; another name or API is another limit (replace).
 UPDATABLE = ("limit", "slot_decay_per_second", "active", "api_key")
 REPLACING = ("name", "api_url")
 BODY_FIELDS = ("limit", "slot_decay_per_second", "active")
-RATE_LIMIT_BURST = 1  # the rate limit's slots: see the module doc
 
 
 class ConcurrencyLimitApiError(PrefectApiError):
@@ -197,8 +195,8 @@ class BlsPolitenessLimits(pulumi.ComponentResource):
             {
                 **common,
                 "name": args.rate_limit_name,
-                "limit": RATE_LIMIT_BURST,
-                "slot_decay_per_second": float(args.requests_per_second) * BLS_RATE_HEADROOM,
+                "limit": pacing_for(args.requests_per_second).slots,
+                "slot_decay_per_second": 0.0,
             },
             opts=child,
         )

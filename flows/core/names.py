@@ -81,16 +81,11 @@ LAMBDA_RUN_TAG = "quest-in-lambda"
 # `QUEST_BLS_SURVEYS=all`: every survey folder the `time.series/` root listing shows (issue 12).
 ALL_SURVEYS = "all"
 # Prefect global concurrency limits keeping every invocation together polite to BLS: at most N
-# requests in flight, at most R started per second (a limit whose slots decay at R per second).
+# requests in flight, at most R started per second (the pacer: `flows.core.pacing`).
 BLS_CONCURRENCY_LIMIT = "quest-bls-requests"
 BLS_RATE_LIMIT = "quest-bls-rate"
 BLS_MAX_CONCURRENT_REQUESTS_DEFAULT = 4
 BLS_REQUESTS_PER_SECOND_DEFAULT = 2.0
-# Requests are spaced 1/(R x this) apart, not 1/R: between a token's grant and the request's
-# arrival at BLS lie a thread switch and a connection, tens of ms under load, so tokens granted
-# exactly 1/R apart reached the upstream as 3 in one second at R=2 (scale_bench, full scale,
-# saturated). 15% is 75 ms of slack at R=2; BLS then never sees more than R in any second.
-BLS_RATE_HEADROOM = 0.85
 # The deployment each survey's mirror runs as on the work pool (prefect.yaml: flow/deployment).
 MIRROR_DEPLOYMENT = "mirror-survey/mirror-survey"
 # A survey mirror in Lambda stops starting transfers when less than this is left of its time

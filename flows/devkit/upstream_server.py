@@ -136,6 +136,13 @@ class _Trickle:
     remaining: int | None
 
 
+@dataclass
+class _Delay:
+    pattern: str
+    seconds: float
+    remaining: int | None
+
+
 class _Rule(Protocol):
     """A fault, cut, redirect or trickle: the paths it applies to and how many more times."""
 
@@ -187,6 +194,7 @@ class UpstreamServer:
         self._cuts: list[_Cut] = []
         self._redirects: list[_Redirect] = []
         self._trickles: list[_Trickle] = []
+        self._delays: list[_Delay] = []
         self._stopping = threading.Event()
         self._log: list[LoggedRequest] = []
         self.population: bytes | None = population
@@ -366,9 +374,16 @@ class UpstreamServer:
         with self._lock:
             self._trickles.append(_Trickle(pattern, max(1, bytes_per_second), times))
 
+    def delay(self, pattern: str, seconds: float, times: int | None = None) -> None:
+        """GETs matching `pattern` are taken up `seconds` late: their start is logged, and their
+        answer sent, only then (a busy server, a slow network in; what a client cannot see)."""
+        with self._lock:
+            self._delays.append(_Delay(pattern, seconds, times))
+
     def clear_faults(self) -> None:
         with self._lock:
             self._faults.clear()
+            self._delays.clear()
             self._cuts.clear()
             self._redirects.clear()
             self._trickles.clear()
@@ -543,6 +558,10 @@ class _Handler(BaseHTTPRequestHandler):
         up = self.upstream
         path = urlsplit(self.path).path
         ua = self.headers.get("User-Agent", "")
+        with up._lock:
+            late = up._take(up._delays, path)
+        if late is not None:
+            time.sleep(late.seconds)
         started = time.monotonic()
         sent = 0
         status = 500

@@ -32,7 +32,7 @@ from flows.core.errors import (
     SizeMismatch,
     TransfersCancelled,
 )
-from flows.io.limits import Limiter, Release, is_bls_url, limiter_for
+from flows.io.limits import Limiter, Permit, Release, is_bls_url, limiter_for
 
 T = TypeVar("T")
 
@@ -216,7 +216,8 @@ class GuardedTransport(httpx.BaseTransport):
     - `abort()` (a signal, a cancelled run, a failed sibling) shuts down every open socket, so
       transfers blocked in a read end now instead of after their read timeout.
     - With a `limiter` (requests to BLS), every request (each retry, each redirect hop) first takes
-      a rate token and a concurrency slot, held until its body is closed. The deadline starts once
+      a concurrency slot, held until its body is closed, and a pacer slot, freed a moment after
+      its answer (`flows.core.pacing`). The deadline starts once
       the slot is held, so waiting in line does not eat the request's own budget; an abort ends
       the wait at once.
     """
@@ -276,25 +277,26 @@ class GuardedTransport(httpx.BaseTransport):
                 "(a redirect to another host, or from https to http?)"
             )
         self.check(url, math.inf)  # an aborted transport does not queue for a slot
-        release = self._take_slot(url)
+        permit = self._take_slot(url)
         try:
             response, ends_at = self._send(request, url)
         except BaseException:
-            release()
+            permit.release()
             raise
+        permit.answered()  # the headers are in: the request has reached the site
         assert isinstance(response.stream, httpx.SyncByteStream)
-        response.stream = _GuardedStream(response.stream, url, ends_at, self, release)
+        response.stream = _GuardedStream(response.stream, url, ends_at, self, permit.release)
         return response
 
-    def _take_slot(self, url: str) -> Release:
-        """The limiter's slot (nothing to take without one); TransfersCancelled on an abort meanwhile."""
+    def _take_slot(self, url: str) -> Permit:
+        """The limiter's permit (an empty one without); TransfersCancelled on an abort meanwhile."""
         if self.limiter is None:
-            return _nothing
-        release = self.limiter.acquire(lambda: self._aborted is not None)
-        if release is None:
+            return Permit()
+        permit = self.limiter.acquire(lambda: self._aborted is not None)
+        if permit is None:
             self.check(url, math.inf)
             raise TransfersCancelled(f"GET {url} aborted while waiting for a request slot")
-        return release
+        return permit
 
     def _send(self, request: httpx.Request, url: str) -> tuple[httpx.Response, float]:
         budget = float(request.extensions.get(DEADLINE_EXTENSION) or self.default_deadline)

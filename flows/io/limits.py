@@ -3,33 +3,37 @@
 BLS blocks robots that make several requests per second, and with one flow run per survey on
 Lambda many processes talk to it at once, so the numbers must hold across processes. Prefect's
 global concurrency limits do that: `BLS_CONCURRENCY_LIMIT` (N slots, held for the whole request
-including its streamed body) and `BLS_RATE_LIMIT` (a rate limit: slots that decay at R per second,
-one taken before each request). Pulumi creates both with the work pool (`infra_pulumi/limits.py`).
-Without them (no Prefect API, or an API without the two limits: `quest run` on a laptop, tests)
-the same numbers hold in-process for every client and thread of this process.
+including its streamed body) and `BLS_RATE_LIMIT`, the pacer: K slots, each held from before a
+request is sent until at least a second after its answer (`flows.core.pacing`: why answers).
+Pulumi creates both with the work pool (`infra_pulumi/limits.py`). Without them (no Prefect API, or
+an API without the two limits: `quest run` on a laptop, tests) the same rule holds in-process for
+every client and thread of this process.
 
 `limiter_for(settings)` makes the choice once per process and settings (cached) and logs it once.
-`Limiter.acquire(stopped)` waits for a rate token and a slot, giving up (None) as soon as
-`stopped()` says the transfer is being aborted; it returns the release, which is idempotent.
+`Limiter.acquire(stopped)` waits for a slot and a pacer slot, giving up (None) as soon as
+`stopped()` says the transfer is being aborted; it returns the request's `Permit`.
+`settle()` waits for the pacer slots still to be given back (Lambda freezes a returned handler).
 
-Facts of Prefect 3.8.8 this module relies on (`prefect/concurrency/`):
+Facts of Prefect 3.8-3.9 this module relies on (`prefect/concurrency/`, `prefect/server/`):
+- Prefect's own rate limit (slots decaying at R per second) is not used for R: its decay is timed
+  from the row's `updated`, stamped with the database's `now()` (on Postgres the transaction's
+  start), so grants land closer than 1/R when the server is loaded; `scale_bench` saw 3 requests
+  in one second at R=2 that way, even at 0.85 R. A lease held past the answer has no such clock.
 - a missing limit: the server grants the ask with no limits in its answer (Prefect's own
   `concurrency()` then skips it with a warning unless `strict=True`). Here that raises
   `PolitenessLimitError`: never run unlimited by accident. Nothing is created automatically (the
   server's `create_if_missing` is deprecated and unused).
 - waiting: the server answers 423 with `Retry-After` (`prefect/server/api/concurrency_limits_v2.py`,
-  `_generate_concurrency_locked_response`): for a rate limit `(1 + denied) / decay`, uncapped, for
-  a concurrency limit the average occupancy times the queue, capped at 30 s; both times up to 1.3
-  for jitter (`clamped_poisson_interval`). Every denial adds to `denied`. Prefect's client sleeps
-  that long and asks again. With slots held for whole file bodies (a 300 MB file holds one for
-  minutes) and dozens of waiters, that is a 30-40 s sleep while a slot may free a second later:
-  a survey's one listing GET then waited out its run's whole budget (issue 12, `scale_bench`).
-  So this module asks through the client itself, one request an ask (`increment-with-lease` for
-  the slot, `increment` for the token; `concurrency(max_retries=0)` would log an ERROR line in
-  Prefect's service for every denial, and `rate_limit()` has no such knob), and sleeps
-  `min(Retry-After, max_retry_seconds)` with jitter between asks, watching `stopped()`. Granting
-  depends only on the slots held (`denied` only sets Retry-After), so asking sooner costs the
-  server a request, not fairness.
+  `_generate_concurrency_locked_response`): the average occupancy times the queue, capped at 30 s,
+  times up to 1.3 for jitter (`clamped_poisson_interval`). Prefect's client sleeps that long and
+  asks again. With slots held for whole file bodies (a 300 MB file holds one for minutes) and
+  dozens of waiters, that is a 30-40 s sleep while a slot may free a second later: a survey's one
+  listing GET then waited out its run's whole budget (issue 12, `scale_bench`). So this module asks
+  through the client itself, one request an ask (`increment-with-lease`; `concurrency(max_retries=0)`
+  would log an ERROR line in Prefect's service for every denial), and sleeps
+  `min(Retry-After, cap)` with jitter between asks, watching `stopped()`; the cap is
+  `max_retry_seconds` for a slot and half the hold for the pacer, whose slots free every hold.
+  Granting depends only on the slots held, so asking sooner costs the server a request, not fairness.
 - a lease (`lease_duration`, at least 60 s) frees the slot of a process killed mid-request; it is
   renewed every 0.75 x duration while held, as Prefect's own renewal thread does.
 - each acquisition runs in a helper thread, so an aborted transfer stops waiting at once (a slot
@@ -45,10 +49,12 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Protocol, TypeVar
 
 from flows.core.errors import PolitenessLimitError
-from flows.core.names import BLS_CONCURRENCY_LIMIT, BLS_RATE_HEADROOM, BLS_RATE_LIMIT
+from flows.core.names import BLS_CONCURRENCY_LIMIT, BLS_RATE_LIMIT
+from flows.core.pacing import PacerBook, Pacing, pacing_for
 
 log = logging.getLogger(__name__)
 
@@ -62,17 +68,7 @@ MAX_RETRY_SECONDS = 2.0  # the longest sleep between two asks for a Prefect slot
 MIN_RETRY_SECONDS = 0.1  # and the shortest (jittered below Retry-After, so waiters do not herd)
 LOG_WAIT_SECONDS = 5.0  # a request that waited longer than this for its slot says so in the run log
 CHOICE_TTL_SECONDS = 300.0  # a warm Lambda container sees limits created after it started
-
-
-class Limiter(Protocol):
-    """Takes one rate token and one concurrency slot per request."""
-
-    @property
-    def description(self) -> str: ...
-
-    def acquire(self, stopped: Stopped) -> Release | None:
-        """Wait for a token and a slot; the release, or None when `stopped()` while waiting."""
-        ...
+SETTLE_SECONDS = 5.0  # the longest `settle()` waits for pacer slots to be given back
 
 
 def _once(release: Callable[[], None]) -> Release:
@@ -90,42 +86,80 @@ def _once(release: Callable[[], None]) -> Release:
     return run
 
 
+def _nothing() -> None:
+    pass
+
+
+class Permit:
+    """One request's hold on the limits.
+
+    `answered()` when its answer's headers are in, or it failed: from then on its pacer slot frees
+    after the hold. `release()` when its body is closed: the concurrency slot frees now (and it
+    counts as answered if it was not yet). Both idempotent.
+    """
+
+    def __init__(self, on_answer: Release = _nothing, on_release: Release = _nothing):
+        self._answer, self._release = _once(on_answer), _once(on_release)
+
+    def answered(self) -> None:
+        self._answer()
+
+    def release(self) -> None:
+        try:
+            self._answer()
+        finally:
+            self._release()
+
+
+class Limiter(Protocol):
+    """Takes one concurrency slot and one pacer slot per request."""
+
+    @property
+    def description(self) -> str: ...
+
+    def acquire(self, stopped: Stopped) -> Permit | None:
+        """Wait for both slots; the request's permit, or None when `stopped()` while waiting."""
+        ...
+
+
 class InProcessLimiter:
-    """A semaphore of N and starts spaced 1/(R x BLS_RATE_HEADROOM) apart (a token bucket holding
-    one token, as the Prefect rate limit Pulumi creates)."""
+    """A semaphore of N and a pacer of K slots, each freed a hold after its answer (`flows.core.pacing`)."""
 
     def __init__(self, max_concurrent: int, per_second: float):
         if max_concurrent < 1 or not per_second > 0:
             raise ValueError(f"need N >= 1 and R > 0, got N={max_concurrent}, R={per_second}")
         self.max_concurrent, self.per_second = max_concurrent, per_second
+        self.pacing = pacing_for(per_second)
         self._slots = threading.BoundedSemaphore(max_concurrent)
-        self._lock = threading.Lock()
-        self._next_start = 0.0
+        self._pace = threading.Lock()
+        self._book = PacerBook(self.pacing)
 
     @property
     def description(self) -> str:
         return f"in-process limits: {self.max_concurrent} concurrent, {self.per_second:g}/s"
 
-    def acquire(self, stopped: Stopped) -> Release | None:
+    def acquire(self, stopped: Stopped) -> Permit | None:
         while not self._slots.acquire(timeout=POLL_SECONDS):
             if stopped():
                 return None
-        release = _once(self._slots.release)
-        if not self._wait_for_token(stopped):
-            release()
+        if not self._take_pacer(stopped):
+            self._slots.release()
             return None
-        return release
+        return Permit(self._answered, self._slots.release)
 
-    def _wait_for_token(self, stopped: Stopped) -> bool:
-        with self._lock:
-            now = time.monotonic()
-            start = max(now, self._next_start)
-            self._next_start = start + 1.0 / (self.per_second * BLS_RATE_HEADROOM)
-        while (left := start - time.monotonic()) > 0:
+    def _take_pacer(self, stopped: Stopped) -> bool:
+        while True:
+            with self._pace:
+                left = self._book.take(time.monotonic())
+            if left == 0.0:
+                return True
             if stopped():
                 return False
-            time.sleep(min(left, POLL_SECONDS))
-        return True
+            time.sleep(min(max(left, 0.001), POLL_SECONDS))
+
+    def _answered(self) -> None:
+        with self._pace:
+            self._book.answered(time.monotonic())
 
 
 _shared: dict[tuple[int, float], InProcessLimiter] = {}
@@ -150,6 +184,47 @@ def _line(concurrency_limit: str, rate_limit: str) -> threading.Lock:
     """The one line of this process for these limits (shared by every limiter made for them)."""
     with _lines_lock:
         return _lines.setdefault((concurrency_limit, rate_limit), threading.Lock())
+
+
+_freeing: set[threading.Thread] = set()
+_freeing_lock = threading.Lock()
+
+
+def _free_later(release: Release, after: float) -> None:
+    """`release()` in `after` seconds, in a thread the interpreter waits for at exit (not a daemon):
+    a pacer slot of an exiting process comes back now, not when its lease lapses a minute on."""
+
+    def run() -> None:
+        try:
+            time.sleep(after)
+            release()
+        finally:
+            with _freeing_lock:
+                _freeing.discard(thread)
+
+    thread = threading.Thread(target=run, name="quest-bls-pacer", daemon=False)
+    with _freeing_lock:
+        _freeing.add(thread)
+    thread.start()
+
+
+def settle(timeout: float = SETTLE_SECONDS) -> bool:
+    """Wait until the pacer slots this process holds are given back; False if some were not in time.
+
+    Lambda freezes the process once the handler returns: a slot it still held would be lost to
+    every invocation until its lease lapses.
+    """
+    ends = time.monotonic() + timeout
+    while True:
+        with _freeing_lock:
+            pending = list(_freeing)
+        if not pending:
+            return True
+        left = ends - time.monotonic()
+        if left <= 0:
+            log.warning("%d BLS pacer slot(s) not given back within %g s", len(pending), timeout)
+            return False
+        pending[0].join(timeout=left)
 
 
 def _retry_after(exc: BaseException) -> float | None:
@@ -209,13 +284,13 @@ class _Pending:
 
     done: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
-    release: Release | None = None
+    permit: Permit | None = None
     error: BaseException | None = None
     abandoned: bool = False
 
 
 class PrefectLimiter:
-    """Prefect's global concurrency limit (held until the body is closed) and rate limit."""
+    """Prefect's global concurrency limit (held until the body is closed) and its pacer limit."""
 
     def __init__(
         self,
@@ -224,10 +299,12 @@ class PrefectLimiter:
         lease_seconds: float = LEASE_SECONDS,
         detail: str = "",
         max_retry_seconds: float = MAX_RETRY_SECONDS,
+        pacing: Pacing | None = None,
     ):
         self.concurrency_limit, self.rate_limit = concurrency_limit, rate_limit
         self.lease_seconds, self.detail = lease_seconds, detail
         self.max_retry_seconds = max_retry_seconds
+        self.pacing = pacing or pacing_for(1.0)
         self._api: Any = None
         self._client_lock = threading.Lock()
 
@@ -236,8 +313,8 @@ class PrefectLimiter:
         names = f"{self.concurrency_limit!r} and {self.rate_limit!r}"
         return f"Prefect global limits {names}" + (f" ({self.detail})" if self.detail else "")
 
-    def _take(self, abandoned: Stopped) -> Release | None:
-        """Slot first, then the rate token, so a request starts right after its token.
+    def _take(self, abandoned: Stopped) -> Permit | None:
+        """Slot first, then the pacer slot, so a request is sent right after it is paced.
 
         Each ask is one request to the API; `_asking` sleeps between them. The requests of one
         process wait in one line and only its head asks, as Prefect's own acquisition queue does:
@@ -245,41 +322,46 @@ class PrefectLimiter:
         None when `abandoned()` while waiting (a slot already held is released).
         """
         waited = _Waited(time.monotonic())
-        release: Release | None = None
+        permit: Permit | None = None
         line = _line(self.concurrency_limit, self.rate_limit)
+        pacer_cap = max(MIN_RETRY_SECONDS, min(self.max_retry_seconds, self.pacing.hold_seconds / 2))
         while not line.acquire(timeout=POLL_SECONDS):
             if abandoned():
                 break
         else:
+            slot: Release | None = None
             try:
-                release = self._asking(self._slot, abandoned, waited)
-                if release is not None and self._asking(self._rate_token, abandoned, waited) is None:
-                    release()
-                    release = None
+                slot = self._asking(
+                    lambda: self._lease(self.concurrency_limit), abandoned, waited, self.max_retry_seconds
+                )
+                if slot is not None:
+                    pacer = self._asking(lambda: self._lease(self.rate_limit), abandoned, waited, pacer_cap)
+                    if pacer is None:
+                        slot()
+                    else:
+                        permit = Permit(partial(_free_later, pacer, self.pacing.hold_seconds), slot)
             except BaseException:
-                if release is not None:
-                    release()
+                if slot is not None and permit is None:
+                    slot()
                 raise
             finally:
                 line.release()
-        waited.report(self, granted=release is not None)
-        return release
+        waited.report(self, granted=permit is not None)
+        return permit
 
-    def _slot(self) -> Release:
-        """One ask for a concurrency slot under a lease, renewed while held; its release.
+    def _lease(self, name: str) -> Release:
+        """One ask for a slot of `name` under a lease, renewed while held; its release.
 
         A lease, as Prefect's `concurrency()` takes: a process killed mid-request (Lambda's limit)
         holds its slot only until the lease lapses. Renewed every 0.75 x the lease, as Prefect does.
         A failed renewal or release is logged, never raised into a stream: the lease lapses anyway.
         """
         answer = self._client().increment_concurrency_slots_with_lease(
-            names=[self.concurrency_limit], slots=1, mode="concurrency", lease_duration=self.lease_seconds
+            names=[name], slots=1, mode="concurrency", lease_duration=self.lease_seconds
         )
         body = answer.json()
         if not body.get("limits"):  # strict: never run unlimited because the limit went away
-            raise PolitenessLimitError(
-                f"the Prefect concurrency limit {self.concurrency_limit!r} does not exist"
-            )
+            raise PolitenessLimitError(f"the Prefect concurrency limit {name!r} does not exist")
         lease_id = body["lease_id"]
         stop = threading.Event()
 
@@ -307,15 +389,6 @@ class PrefectLimiter:
 
         return _once(release)
 
-    def _rate_token(self) -> bool:
-        """One ask for a rate-limit token: True when granted; Prefect's 423 raised as it comes."""
-        granted = self._client().increment_concurrency_slots(
-            names=[self.rate_limit], slots=1, mode="rate_limit"
-        )
-        if not granted.json():  # strict: never run unlimited because the limit went away
-            raise PolitenessLimitError(f"no Prefect rate limit {self.rate_limit!r}")
-        return True
-
     def _client(self) -> Any:
         """One API client for the limiter's life (thread-safe, as httpx's), not a connection an ask."""
         with self._client_lock:
@@ -325,7 +398,7 @@ class PrefectLimiter:
                 self._api = get_client(sync_client=True).__enter__()
             return self._api
 
-    def _asking(self, ask: Callable[[], T], abandoned: Stopped, waited: _Waited) -> T | None:
+    def _asking(self, ask: Callable[[], T], abandoned: Stopped, waited: _Waited, cap: float) -> T | None:
         """`ask()` until granted (its value), sleeping between denials; None once `abandoned()`."""
         while True:
             if abandoned():
@@ -337,30 +410,30 @@ class PrefectLimiter:
                 if told is None:
                     raise
             waited.denied(told)
-            pause = max(MIN_RETRY_SECONDS, min(told, self.max_retry_seconds) * random.uniform(0.5, 1.0))
+            pause = max(MIN_RETRY_SECONDS, min(told, cap) * random.uniform(0.5, 1.0))
             until = time.monotonic() + pause
             while (left := until - time.monotonic()) > 0:
                 if abandoned():
                     return None
                 time.sleep(min(left, POLL_SECONDS))
 
-    def acquire(self, stopped: Stopped) -> Release | None:
+    def acquire(self, stopped: Stopped) -> Permit | None:
         pending = _Pending()
         context = contextvars.copy_context()  # the caller's Prefect settings and run logger
 
         def work() -> None:
             try:
-                release = context.run(self._take, lambda: pending.abandoned)
+                permit = context.run(self._take, lambda: pending.abandoned)
             except BaseException as exc:
                 pending.error = exc
             else:
-                if release is None:
+                if permit is None:
                     return
                 with pending.lock:
-                    pending.release = release
+                    pending.permit = permit
                     abandoned = pending.abandoned
                 if abandoned:
-                    release()
+                    permit.release()
             finally:
                 pending.done.set()
 
@@ -369,16 +442,30 @@ class PrefectLimiter:
             if stopped():
                 with pending.lock:
                     pending.abandoned = True
-                    release = pending.release
-                if release is not None:
-                    release()
+                    permit = pending.permit
+                if permit is not None:
+                    permit.release()
                 return None
         if pending.error is not None:
             raise PolitenessLimitError(
                 f"could not take a BLS request slot from Prefect ({self.description}): {pending.error}"
             ) from pending.error
-        assert pending.release is not None
-        return pending.release
+        assert pending.permit is not None
+        return pending.permit
+
+
+class MisfitLimiter:
+    """Prefect holds a pacer this process cannot keep R with: every request fails, naming the fix."""
+
+    def __init__(self, why: str):
+        self.why = why
+
+    @property
+    def description(self) -> str:
+        return f"no requests: {self.why}"
+
+    def acquire(self, stopped: Stopped) -> Permit | None:
+        raise PolitenessLimitError(self.why)
 
 
 # --------------------------------------------------------------------------- the choice
@@ -430,6 +517,25 @@ def _read_limits(names: tuple[str, str]) -> list[dict[str, Any]] | None:
     return found
 
 
+def _prefect_limiter(conc: dict[str, Any], pacer: dict[str, Any], per_second: float) -> Limiter:
+    """The limiter for the two limits as read, or a `MisfitLimiter` naming what to fix.
+
+    The pacer must not decay: a decaying slot frees before its answer's hold (an older stack's
+    rate limit); `pulumi up` makes it the pacer. Its size is the most requests in any second, for
+    every process, whatever R each was given (`pacing_for`).
+    """
+    fix = "`pulumi up` sets it from the stack's config"
+    if float(pacer.get("slot_decay_per_second") or 0.0) > 0:
+        return MisfitLimiter(
+            f"the Prefect limit {BLS_RATE_LIMIT!r} decays ({pacer['slot_decay_per_second']:g} slots/s):"
+            f" it must be a plain limit of slots held after each answer; {fix}"
+        )
+    pacing = pacing_for(per_second, int(pacer["limit"]))  # the limit's size bounds every second
+    active = "" if conc["active"] and pacer["active"] else "; INACTIVE in Prefect"
+    detail = f"{conc['limit']} concurrent, {pacing.describe()}{active}"
+    return PrefectLimiter(detail=detail, pacing=pacing)
+
+
 @dataclass
 class _Choice:
     limiter: Limiter
@@ -465,12 +571,7 @@ def limiter_for(settings: Any) -> Limiter:
                     names = f"{BLS_CONCURRENCY_LIMIT!r}/{BLS_RATE_LIMIT!r}"
                     why = f"the Prefect API at {api_url} has no {names} limits"
                 else:
-                    conc, rate = limits
-                    detail = (
-                        f"{conc['limit']} concurrent, {rate['slot_decay_per_second']:g}/s"
-                        f"{'' if conc['active'] and rate['active'] else '; INACTIVE in Prefect'}"
-                    )
-                    limiter = PrefectLimiter(detail=detail)
+                    limiter = _prefect_limiter(limits[0], limits[1], r)
                     why = f"at {api_url}"
         _choices[key] = _Choice(limiter, time.monotonic() + CHOICE_TTL_SECONDS)
     log.info("requests to BLS use %s (%s)", limiter.description, why)

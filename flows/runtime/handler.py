@@ -110,6 +110,9 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
         with tags(LAMBDA_RUN_TAG):
             return _dispatch(kind, event, context, settings)
     finally:
+        from flows.io.limits import settle
+
+        settle()  # BLS pacer slots come back before Lambda freezes the process
         flush_prefect(flush_seconds(context))
 
 

@@ -11,10 +11,9 @@ import httpx
 import pytest
 from pulumi_mocks import ROOT, install, is_secret_value, run, stack_outputs, stack_yaml_config
 
-from flows.core.names import BLS_CONCURRENCY_LIMIT, BLS_RATE_HEADROOM, BLS_RATE_LIMIT
+from flows.core.names import BLS_CONCURRENCY_LIMIT, BLS_RATE_LIMIT
 from infra_pulumi.config import StackConfigError, parse
 from infra_pulumi.limits import (
-    RATE_LIMIT_BURST,
     ConcurrencyLimitApiError,
     ConcurrencyLimitProvider,
     limit_body,
@@ -83,19 +82,21 @@ def test_adopts_an_existing_limit_of_the_same_name(api_url):
     ConcurrencyLimitProvider().delete(created.id, created.outs)
 
 
-def test_the_limits_it_creates_are_what_prefects_concurrency_and_rate_limit_take(api_url):
+def test_the_limits_it_creates_are_what_prefects_concurrency_takes(api_url):
+    """Both limits are plain concurrency limits taken under a lease (the pacer's slots are held
+    past each answer, `flows/core/pacing.py`); neither is a decaying rate limit."""
     from prefect.concurrency.sync import concurrency, rate_limit
 
     provider = ConcurrencyLimitProvider()
     conc = provider.create(_props(api_url, limit=2))
-    rate = provider.create(_props(api_url, limit=RATE_LIMIT_BURST, decay=50.0))
+    rate = provider.create(_props(api_url, limit=2))
     try:
-        with concurrency(conc.outs["name"], occupy=1, strict=True, lease_duration=60):
-            stored = _get(api_url, conc.id)
-            assert stored is not None and stored["active_slots"] == 1
-        rate_limit(rate.outs["name"], strict=True)  # refused (422) without a decay
+        for made in (conc, rate):
+            with concurrency(made.outs["name"], occupy=1, strict=True, lease_duration=60):
+                stored = _get(api_url, made.id)
+                assert stored is not None and stored["active_slots"] == 1
         with pytest.raises(Exception, match="slot decay"):
-            rate_limit(conc.outs["name"], strict=True)
+            rate_limit(rate.outs["name"], strict=True)
     finally:
         provider.delete(conc.id, conc.outs)
         provider.delete(rate.id, rate.outs)
@@ -189,10 +190,8 @@ def test_a_prefect_stack_creates_both_limits_with_the_pool(package_zip):
     assert set(limits) == {BLS_CONCURRENCY_LIMIT, BLS_RATE_LIMIT}
     conc, rate = limits[BLS_CONCURRENCY_LIMIT], limits[BLS_RATE_LIMIT]
     assert (conc["limit"], conc["slot_decay_per_second"], conc["active"]) == (3, 0.0, True)
-    # Tokens at R x the headroom: what reaches BLS stays within R in any second (flows.core.names).
-    assert (rate["limit"], rate["active"]) == (RATE_LIMIT_BURST, True)
-    assert rate["slot_decay_per_second"] == pytest.approx(1.5 * BLS_RATE_HEADROOM)
-    assert 0.7 <= BLS_RATE_HEADROOM < 1.0
+    # The pacer for R = 1.5: two slots (R rounded up), each held 4/3 s after its answer, no decay.
+    assert (rate["limit"], rate["slot_decay_per_second"], rate["active"]) == (2, 0.0, True)
     for inputs in (conc, rate):
         assert inputs["api_url"] == "https://prefect.example/api"
         assert is_secret_value(inputs["api_key"]) and inputs["api_key"]["value"] == API_KEY
@@ -207,7 +206,7 @@ def test_defaults_are_four_concurrent_two_per_second_and_a_stack_without_prefect
     )
     limits = {r.inputs["name"]: r.inputs for r in mocks.resources if r.type == LIMIT_TYPE}
     assert limits[BLS_CONCURRENCY_LIMIT]["limit"] == 4
-    assert limits[BLS_RATE_LIMIT]["slot_decay_per_second"] == pytest.approx(2.0 * BLS_RATE_HEADROOM)
+    assert (limits[BLS_RATE_LIMIT]["limit"], limits[BLS_RATE_LIMIT]["slot_decay_per_second"]) == (2, 0.0)
     mocks, _ = _program(package_zip)
     assert [r for r in mocks.resources if r.type == LIMIT_TYPE] == []
 

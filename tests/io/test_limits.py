@@ -8,6 +8,7 @@ the limiter both figures are far higher.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -16,11 +17,11 @@ import httpx
 import pytest
 
 from flows.core.errors import TransfersCancelled
-from flows.core.names import BLS_RATE_HEADROOM
+from flows.core.pacing import pacing_for
 from flows.devkit.upstream_server import GeneratedFile, UpstreamServer
 from flows.io import limits
 from flows.io.http import DEADLINE_EXTENSION, GuardedTransport, guarded_transport, make_client
-from flows.io.limits import InProcessLimiter, in_process_limiter, is_bls_url, limiter_for
+from flows.io.limits import InProcessLimiter, Permit, in_process_limiter, is_bls_url, limiter_for
 from flows.settings import Settings
 
 N, R = 3, 8.0
@@ -47,32 +48,48 @@ def _settings(up: UpstreamServer, n: int = N, r: float = R) -> Settings:
 
 
 def test_in_process_limiter_holds_n_and_r_across_threads():
-    limiter = InProcessLimiter(3, 20.0)
+    limiter = InProcessLimiter(3, 20.0)  # 20 pacer slots, each freed 1 s after its answer
     lock = threading.Lock()
     in_flight = peak = 0
     starts: list[float] = []
 
     def one() -> None:
         nonlocal in_flight, peak
-        release = limiter.acquire(lambda: False)
-        assert release is not None
+        permit = limiter.acquire(lambda: False)
+        assert permit is not None
         with lock:
             starts.append(time.monotonic())
             in_flight += 1
             peak = max(peak, in_flight)
-        time.sleep(0.05)
+        time.sleep(0.02)
+        permit.answered()
+        time.sleep(0.03)
         with lock:
             in_flight -= 1
-        release()
-        release()  # idempotent: a second call gives nothing back twice
+        permit.release()
+        permit.release()  # idempotent: a second call gives nothing back twice
 
-    began = time.monotonic()
     with ThreadPoolExecutor(12) as pool:
-        list(pool.map(lambda _: one(), range(21)))
+        list(pool.map(lambda _: one(), range(25)))
     assert peak <= 3
-    # Starts are spaced 1/(R x headroom) apart from the first token: the 21st comes 20 spacings on.
-    assert max(starts) - began >= 20 / (20.0 * BLS_RATE_HEADROOM)
+    starts.sort()
+    assert starts[20] - starts[0] >= 1.0  # the 21st waits a second after the first one's answer
+    assert max(sum(1 for t in starts if s <= t < s + 1.0) for s in starts) <= 20
     assert limiter._slots.acquire(blocking=False)  # every slot came back
+    limiter._slots.release()
+
+
+def test_a_permit_released_unanswered_counts_as_answered():
+    limiter = InProcessLimiter(1, 1.0)
+    permit = limiter.acquire(lambda: False)
+    assert permit is not None
+    permit.release()  # a request that failed before its answer
+    began = time.monotonic()
+    again = limiter.acquire(lambda: False)
+    assert again is not None and time.monotonic() - began >= 0.9  # the pacer's hold still applies
+    again.release()
+    stopped = limiter.acquire(lambda: True)  # the pacer is held: a stopped wait gives up at once
+    assert stopped is None and limiter._slots.acquire(blocking=False)  # and keeps no slot
     limiter._slots.release()
 
 
@@ -110,17 +127,37 @@ def test_parallel_gets_through_make_client_hold_n_in_flight(no_prefect_api):
         assert up.peak_concurrency() <= N
 
 
+def _all_at_once(up: UpstreamServer, r: float) -> list[float]:
+    """GET every file of survey `aa` at once through one client at R = `r`; the upstream's starts."""
+    names = sorted(up.files("aa"))
+    with (
+        make_client(_settings(up, n=4, r=r), up.survey_url("aa")) as client,
+        ThreadPoolExecutor(len(names)) as pool,
+    ):
+        list(pool.map(lambda n: client.get(up.survey_url("aa") + n).raise_for_status(), names))
+    return sorted(q.started for q in up.requests)
+
+
 def test_parallel_gets_through_make_client_start_at_most_r_per_second(no_prefect_api):
-    files = {f"f{i}.txt": b"x" * 100 for i in range(12)}
-    with UpstreamServer({"aa": files}) as up:
-        with make_client(_settings(up, n=4, r=R), up.survey_url("aa")) as client:
-            began = time.monotonic()
-            with ThreadPoolExecutor(12) as pool:
-                list(pool.map(lambda n: client.get(up.survey_url("aa") + n).raise_for_status(), files))
-        starts = sorted(r.started for r in up.requests)
+    with UpstreamServer({"aa": {f"f{i}.txt": b"x" * 100 for i in range(12)}}) as up:
+        starts = _all_at_once(up, R)
         assert len(starts) == 12
-        assert up.peak_rate() <= R  # in any second, at the upstream: the headroom absorbs jitter
-        assert starts[-1] - began >= 11 / (R * BLS_RATE_HEADROOM)  # the 12th token, after the first
+        assert up.peak_rate() <= R  # in any second, at the upstream
+        assert starts[8] - starts[0] >= 1.0  # R pacer slots: the 9th a second after an answer
+
+
+@pytest.mark.parametrize("r", [2.0, 1.5])
+def test_a_request_taken_up_late_does_not_bunch_with_the_next(no_prefect_api, r):
+    """The server takes the first request line up 0.9/R late (what a client cannot see). Paced by
+    grants (a token bucket, even 15% under R) it reaches the site just before the next two:
+    R + 1 in one second. Paced by answers, the next waits for the late one's answer."""
+    with UpstreamServer({"aa": {f"f{i}.txt": b"x" * 100 for i in range(5)}}) as up:
+        up.delay("*", 0.9 / r, times=1)
+        starts = _all_at_once(up, r)
+        assert len(starts) == 5
+        assert up.peak_rate() <= math.ceil(r)
+        pacing = pacing_for(r)
+        assert starts[pacing.slots] - starts[0] >= pacing.hold_seconds
 
 
 def test_the_population_host_is_not_limited(no_prefect_api):
@@ -160,15 +197,15 @@ class CountingLimiter:
         self.description = "counting"
 
     def acquire(self, stopped):  # noqa: ANN001, ANN201 - the Limiter protocol
-        release = self.inner.acquire(stopped)
-        assert release is not None
+        permit = self.inner.acquire(stopped)
+        assert permit is not None
         self.acquired += 1
 
         def counted() -> None:
             self.released += 1
-            release()
+            permit.release()
 
-        return counted
+        return Permit(permit.answered, counted)
 
 
 def test_each_redirect_hop_and_each_failed_request_takes_and_returns_a_slot():

@@ -19,9 +19,10 @@ import pytest
 from lambda_pool import prefect_server, quiet_env
 
 from flows.core.names import BLS_CONCURRENCY_LIMIT, BLS_RATE_LIMIT
+from flows.core.pacing import pacing_for
 from flows.devkit.upstream_server import GeneratedFile, UpstreamServer
 from flows.io import limits
-from flows.io.limits import InProcessLimiter, PrefectLimiter, limiter_for
+from flows.io.limits import InProcessLimiter, Permit, PrefectLimiter, limiter_for
 from flows.settings import Settings
 
 N, R = 2, 4.0
@@ -34,10 +35,17 @@ def api_url(tmp_path_factory):
         yield url
 
 
+@pytest.fixture(autouse=True)
+def _pacer_slots_given_back():
+    """Each test's pacer slots come back while its limits and the server are still there."""
+    yield
+    assert limits.settle(timeout=10)
+
+
 def _create_limits(api_url: str) -> None:
     for body in (
         {"name": BLS_CONCURRENCY_LIMIT, "limit": N},
-        {"name": BLS_RATE_LIMIT, "limit": 1, "slot_decay_per_second": R},
+        {"name": BLS_RATE_LIMIT, "limit": pacing_for(R).slots},  # the pacer, as Pulumi makes it
     ):
         httpx.post(f"{api_url}/v2/concurrency_limits/", json=body).raise_for_status()
 
@@ -83,13 +91,13 @@ def test_two_processes_mirroring_at_once_stay_within_n_and_r(api_url, tmp_path):
             gets = [r for r in up.requests if r.method == "GET"]
             assert len(up.file_gets()) == 2 * FILES and len(gets) == 2 * FILES + 2
             assert up.peak_concurrency() <= N
-            assert up.peak_rate() <= R + 1  # one more for the window's edge
+            assert up.peak_rate() <= R  # paced by answers: no window's edge to allow for
             # Both processes were in flight together, and every slot came back.
             spans = {s: [r for r in gets if f"/{s}/" in r.path] for s in surveys}
             assert min(r.started for r in spans["bb"]) < max(r.ended for r in spans["aa"])
             assert min(r.started for r in spans["aa"]) < max(r.ended for r in spans["bb"])
-        held = httpx.get(f"{api_url}/v2/concurrency_limits/{BLS_CONCURRENCY_LIMIT}").json()["active_slots"]
-        assert held == 0
+        for name in (BLS_CONCURRENCY_LIMIT, BLS_RATE_LIMIT):  # the exited processes held nothing
+            assert httpx.get(f"{api_url}/v2/concurrency_limits/{name}").json()["active_slots"] == 0
         for survey, files in surveys.items():
             folder = tmp_path / "data" / "bls" / survey
             stored = [p.name for p in folder.iterdir() if not p.name.startswith(".")]  # not the lease
@@ -101,16 +109,14 @@ def test_two_processes_mirroring_at_once_stay_within_n_and_r(api_url, tmp_path):
 def test_the_choice_follows_what_the_api_holds(api_url, monkeypatch):
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    settings = Settings(
-        contact="tests@example.com", bls_max_concurrent_requests=3, bls_requests_per_second=1.5
-    )
+    settings = Settings(contact="tests@example.com", bls_max_concurrent_requests=3, bls_requests_per_second=R)
     limits.reset_choices()
     try:
         with temporary_settings({PREFECT_API_URL: api_url}):
             absent = limiter_for(settings)
             assert isinstance(absent, InProcessLimiter) and (absent.max_concurrent, absent.per_second) == (
                 3,
-                1.5,
+                R,
             )
             _create_limits(api_url)
             assert limiter_for(settings) is absent  # decided once (cached)
@@ -118,6 +124,31 @@ def test_the_choice_follows_what_the_api_holds(api_url, monkeypatch):
             present = limiter_for(settings)
             assert isinstance(present, PrefectLimiter)
             assert f"{N} concurrent, {R:g}/s" in present.description
+    finally:
+        _delete_limits(api_url)
+        limits.reset_choices()
+
+
+@pytest.mark.parametrize(
+    ("pacer", "said"),
+    [
+        ({"limit": 1, "slot_decay_per_second": R}, "decays"),  # an older stack's rate limit
+    ],
+)
+def test_limits_that_cannot_keep_r_refuse_every_request_naming_the_fix(api_url, pacer, said):
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flows.core.errors import PolitenessLimitError
+
+    limits.reset_choices()
+    try:
+        httpx.post(f"{api_url}/v2/concurrency_limits/", json={"name": BLS_CONCURRENCY_LIMIT, "limit": N})
+        httpx.post(f"{api_url}/v2/concurrency_limits/", json={"name": BLS_RATE_LIMIT, **pacer})
+        with temporary_settings({PREFECT_API_URL: api_url}):
+            limiter = limiter_for(Settings(contact="tests@example.com", bls_requests_per_second=R))
+            with pytest.raises(PolitenessLimitError, match="pulumi up") as raised:
+                limiter.acquire(lambda: False)
+            assert said in str(raised.value)
     finally:
         _delete_limits(api_url)
         limits.reset_choices()
@@ -236,11 +267,11 @@ def test_a_freed_slot_is_taken_at_once_whatever_the_retry_after(api_url, monkeyp
                 json={"lease_id": held.json()["lease_id"]},
             ).raise_for_status()
             thread.join(timeout=30)
-            release = got["release"]
-            assert callable(release)
+            permit = got["release"]
+            assert isinstance(permit, Permit)
             assert got["at"] - freed < 3.0  # about the cap, not Prefect's figure
             assert httpx.get(f"{api_url}/v2/concurrency_limits/{conc}").json()["active_slots"] == 1
-            release()
+            permit.release()
             assert httpx.get(f"{api_url}/v2/concurrency_limits/{conc}").json()["active_slots"] == 0
         assert any("took its BLS request slot after" in line for line in said), said
     finally:
@@ -248,28 +279,45 @@ def test_a_freed_slot_is_taken_at_once_whatever_the_retry_after(api_url, monkeyp
             httpx.delete(f"{api_url}/v2/concurrency_limits/{name}")
 
 
-def test_a_denied_rate_token_is_asked_for_again_and_taken_once_it_decays(api_url):
+def test_the_pacer_slot_is_waited_for_and_comes_back_a_hold_after_the_answer(api_url):
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    conc, rate = "test-token-conc", "test-token-rate"
+    conc, pacer = "test-pacer-conc", "test-pacer-rate"
     _limit(api_url, conc, limit=4)
-    _limit(api_url, rate, limit=1, slot_decay_per_second=0.5)  # a token every 2 s
+    _limit(api_url, pacer, limit=1)
+    limits_url = f"{api_url}/v2/concurrency_limits"
+
+    def held(name: str) -> int:
+        return int(httpx.get(f"{limits_url}/{name}").json()["active_slots"])
+
     try:
-        httpx.post(
-            f"{api_url}/v2/concurrency_limits/increment",
-            json={"names": [rate], "slots": 1, "mode": "rate_limit"},
-        ).raise_for_status()
-        _deny(api_url, rate, "rate_limit", 5)
+        other = _post(
+            f"{limits_url}/increment-with-lease",
+            {"names": [pacer], "slots": 1, "mode": "concurrency", "lease_duration": 60},
+        )
+        other.raise_for_status()  # another invocation's request, not answered yet
         with temporary_settings({PREFECT_API_URL: api_url}):
-            started = time.monotonic()
-            release = PrefectLimiter(conc, rate, max_retry_seconds=0.5).acquire(lambda: False)
-            assert callable(release)
-            assert 0.5 < time.monotonic() - started < 6.0  # denied first; the token is back within 2 s
-            release()
-        assert httpx.get(f"{api_url}/v2/concurrency_limits/{conc}").json()["active_slots"] == 0
+            limiter = PrefectLimiter(conc, pacer, max_retry_seconds=0.5, pacing=pacing_for(2.0, 1))
+            thread, got = _acquire_in_thread(limiter)
+            time.sleep(1.0)
+            assert "release" not in got  # paced behind the other request
+            freed = time.monotonic()
+            _post(
+                f"{limits_url}/decrement-with-lease", {"lease_id": other.json()["lease_id"]}
+            ).raise_for_status()
+            thread.join(timeout=30)
+            permit = got["release"]
+            assert isinstance(permit, Permit) and got["at"] - freed < 1.5
+            assert (held(conc), held(pacer)) == (1, 1)
+            permit.answered()
+            assert held(pacer) == 1  # held on for the hold (0.5 s) after the answer
+            assert limits.settle(timeout=10)
+            assert (held(conc), held(pacer)) == (1, 0)
+            permit.release()
+            assert held(conc) == 0
     finally:
-        for name in (conc, rate):
-            httpx.delete(f"{api_url}/v2/concurrency_limits/{name}")
+        for name in (conc, pacer):
+            httpx.delete(f"{limits_url}/{name}")
 
 
 def test_a_stopped_request_stops_waiting_and_holds_nothing(api_url):
@@ -301,20 +349,22 @@ def test_one_thread_of_a_process_asks_at_a_time(api_url, monkeypatch):
     held = _held_elsewhere_with_a_long_retry_after(api_url, conc, rate)
     asking, most, asks = 0, 0, 0
     lock = threading.Lock()
-    real_slot = PrefectLimiter._slot
+    real_lease = PrefectLimiter._lease
 
-    def counted_slot(self):
+    def counted_slot(self, name):
         nonlocal asking, most, asks
+        if name != conc:
+            return real_lease(self, name)
         with lock:
             asking, asks = asking + 1, asks + 1
             most = max(most, asking)
         try:
-            return real_slot(self)
+            return real_lease(self, name)
         finally:
             with lock:
                 asking -= 1
 
-    monkeypatch.setattr(PrefectLimiter, "_slot", counted_slot)
+    monkeypatch.setattr(PrefectLimiter, "_lease", counted_slot)
     try:
         with temporary_settings({PREFECT_API_URL: api_url}):
             limiter = PrefectLimiter(conc, rate, max_retry_seconds=0.5)
@@ -330,9 +380,9 @@ def test_one_thread_of_a_process_asks_at_a_time(api_url, monkeypatch):
             while len(done) < len(waiting) and time.monotonic() < deadline:  # one slot: each in turn
                 for i, (_, got) in enumerate(waiting):
                     if i not in done and "release" in got:
-                        release = got["release"]
-                        assert callable(release)
-                        release()
+                        permit = got["release"]
+                        assert isinstance(permit, Permit)
+                        permit.release()
                         done.add(i)
                 time.sleep(0.05)
             assert len(done) == len(waiting)
