@@ -10,7 +10,10 @@ Each check runs under a copy of the caller's context (the flow run, its settings
 Prefect's own thread pool task runner does, so its task runs and log lines belong to the run.
 A check starts only while the budget leaves more than the margin (the first always starts, so a
 chain of follow-ups always progresses), and a check returning None (stopped at the hard stop)
-leaves its survey for the follow-up like one never started.
+leaves its survey for the follow-up like one never started. When the time is up with surveys
+still queued, after a check of this run has finished, `on_time_up` hears it once (the ingest
+creates its follow-up then, not in the last seconds of the run, where a loaded server's retry
+once crashed it).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Generic, TypeVar
 
-from flows.budget import current_budget
+from flows.budget import Budget, current_budget
 from flows.core import continuation as rules
 
 T = TypeVar("T")
@@ -33,6 +36,8 @@ class ConcurrentChecks(Generic[T]):
     and returns None when it was stopped there; such surveys end in `stopped`. Exceptions from a
     check propagate (the checks still running finish first). `progressed` says the caller already
     counts a survey as done (one mirrored elsewhere), so the time check applies to the first start.
+    `on_time_up(running, queued, remaining)` is called once when the time is up with surveys still
+    queued and something has progressed (a check finished, or `progressed`); both lists in order.
     """
 
     def __init__(
@@ -42,11 +47,13 @@ class ConcurrentChecks(Generic[T]):
         workers: int,
         margin: float,
         progressed: bool = False,
+        on_time_up: Callable[[list[str], list[str], float], None] | None = None,
     ) -> None:
         self.surveys = list(surveys)
         self.stopped: list[str] = []
         self._check, self._workers, self._margin = check, max(1, workers), margin
-        self._progressed = progressed
+        self._progressed, self._finished = progressed, progressed
+        self._on_time_up = on_time_up
 
     def __iter__(self) -> Iterator[tuple[str, T]]:
         budget = current_budget()
@@ -54,11 +61,8 @@ class ConcurrentChecks(Generic[T]):
         running: dict[Future[T | None], str] = {}
         with ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="check") as pool:
             while queue or running:
-                while queue and len(running) < self._workers:
+                while queue and len(running) < self._workers and not self._time_up(queue, running, budget):
                     remaining = None if budget is None else budget.remaining()
-                    if self._progressed and rules.time_is_up(remaining, self._margin):
-                        queue.clear()  # left for the follow-up run
-                        break
                     survey = queue.pop(0)
                     stop_in = None if remaining is None else remaining - rules.hard_stop_seconds(self._margin)
                     context = contextvars.copy_context()
@@ -67,13 +71,28 @@ class ConcurrentChecks(Generic[T]):
                 if not running:
                     break
                 finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                results: list[tuple[str, T]] = []
                 for future in sorted(finished, key=lambda f: self.surveys.index(running[f])):
                     survey = running.pop(future)
                     result = future.result()
                     if result is None:
                         self.stopped.append(survey)
                     else:
-                        yield survey, result
+                        self._finished = True
+                        results.append((survey, result))
+                self._time_up(queue, running, budget)  # before the caller spends time on the results
+                yield from results
+
+    def _time_up(self, queue: list[str], running: dict[Future[T | None], str], budget: Budget | None) -> bool:
+        """True (and the queue handed over, then emptied) once less than the margin is left."""
+        remaining = None if budget is None else budget.remaining()
+        if not (queue and self._progressed and rules.time_is_up(remaining, self._margin)):
+            return False
+        assert remaining is not None
+        if self._on_time_up is not None and self._finished:
+            self._on_time_up(sorted(running.values(), key=self.surveys.index), list(queue), remaining)
+        queue.clear()  # left for the follow-up run
+        return True
 
 
 def not_checked(surveys: Sequence[str], checked: Sequence[str]) -> list[str]:

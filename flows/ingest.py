@@ -631,9 +631,22 @@ def _fan_out(
         except QuestError as exc:  # reported; the other surveys go on and the run ends Failed
             return exc
 
+    follow: list[FlowRun] = []
+
+    def hand_over(running: list[str], queued: list[str], remaining: float) -> None:
+        """The follow-up ingest, now: the surveys queued and those still being checked (a re-check
+        costs one listing GET), due when this run's time ends so that the mirrors this run still
+        starts are in progress when it looks. Not while `pr` is being checked: its check decides
+        the day's snapshot, which a re-check would write twice; the end of the run decides then."""
+        if run is None or run.deployment_id is None or REPORT_SURVEY in running:
+            return
+        due = datetime.now(UTC) + timedelta(seconds=max(0.0, remaining) + rules.hard_stop_seconds(margin))
+        left = sorted([*running, *queued], key=order.index)
+        follow.append(_start_ingest_follow_up(run, left, allow_mass_delete, due))
+
     to_check = [s for s in order if s not in busy]
     checks: ConcurrentChecks[SurveyCheck | QuestError] = ConcurrentChecks(
-        to_check, check, settings.concurrency, margin, progressed=bool(in_progress)
+        to_check, check, settings.concurrency, margin, progressed=bool(in_progress), on_time_up=hand_over
     )
     done: list[str] = list(in_progress)
     for survey, result in checks:
@@ -668,11 +681,9 @@ def _fan_out(
     )
     remaining_surveys = not_checked(order, done)
     if remaining_surveys and run is not None and run.deployment_id is not None:
-        tags = sorted({*run.tags, INGEST_CONTINUATION_TAG})  # the server adds the deployment's too
-        follow = _start_follow_up(
-            run.deployment_id, {"surveys": remaining_surveys, "allow_mass_delete": allow_mass_delete}, tags
-        )
-        fanned.checked, fanned.continues_in = len(done), f"{follow.name} ({follow.id})"
+        if not follow:  # not handed over when the time was up: now, with exactly what is left
+            follow.append(_start_ingest_follow_up(run, remaining_surveys, allow_mass_delete))
+        fanned.checked, fanned.continues_in = len(done), f"{follow[0].name} ({follow[0].id})"
     if REPORT_SURVEY in started:
         fanned.population_by = started[REPORT_SURVEY]
     elif REPORT_SURVEY in in_progress:
@@ -691,6 +702,16 @@ def _fan_out(
     ):
         fanned.population = population_snapshot()
     return fanned
+
+
+def _start_ingest_follow_up(
+    run: FlowRun, surveys: list[str], allow_mass_delete: bool, at: datetime | None = None
+) -> FlowRun:
+    """The ingest run that checks `surveys` after this one, tagged `INGEST_CONTINUATION_TAG`."""
+    assert run.deployment_id is not None
+    tags = sorted({*run.tags, INGEST_CONTINUATION_TAG})  # the server adds the deployment's too
+    parameters = {"surveys": surveys, "allow_mass_delete": allow_mass_delete}
+    return _start_follow_up(run.deployment_id, parameters, tags, at)
 
 
 def _start_mirror(check: SurveyCheck, allow_mass_delete: bool, run: FlowRun | None) -> str:

@@ -5,6 +5,7 @@ the caller's context (the flow run's, in the ingest)."""
 from __future__ import annotations
 
 import threading
+import time
 from contextvars import ContextVar
 
 import pytest
@@ -94,3 +95,48 @@ def test_a_failing_check_propagates_after_the_running_ones_finish():
     with pytest.raises(RuntimeError, match="boom"):
         list(checks)
     assert finished == ["ce"]  # not abandoned mid-way
+
+
+def test_time_up_after_a_finished_check_hands_the_rest_over_once_with_the_running_ones():
+    """The follow-up ingest is created as soon as the time is up, not at the hard stop: what is
+    left then is the queue and the checks still running (a re-check costs one listing GET)."""
+    handed: list[tuple[list[str], list[str], float]] = []
+
+    def check(survey: str, stop_in: float | None) -> str:
+        if survey == "pr":
+            time.sleep(0.6)  # then less than the margin is left
+            return survey
+        deadline = time.monotonic() + 10
+        while not handed and time.monotonic() < deadline:  # still running when the time is up
+            time.sleep(0.01)
+        return survey
+
+    with run_budget(3.0):
+        checks = ConcurrentChecks(
+            SURVEYS,
+            check,
+            2,
+            margin=2.5,
+            on_time_up=lambda running, queued, left: handed.append((running, queued, left)),
+        )
+        got = [s for s, _ in checks]
+    assert got == ["pr", "ce"]
+    assert [(running, queued) for running, queued, _ in handed] == [(["ce"], ["la", "jt", "oe"])]  # once
+    assert 0 < handed[0][2] <= 2.5  # the seconds left then, for the follow-up's schedule
+
+
+def test_time_up_before_any_check_finished_hands_nothing_over():
+    """No check of this run has finished: a follow-up created now might do no better (the end of
+    the run decides, and fails the surveys rather than chain forever)."""
+    handed: list[list[str]] = []
+
+    def check(survey: str, stop_in: float | None) -> str | None:
+        time.sleep(0.6)
+        return None  # stopped at the hard stop
+
+    with run_budget(3.0):
+        checks = ConcurrentChecks(
+            SURVEYS, check, 2, margin=2.5, on_time_up=lambda left, _: handed.append(left)
+        )
+        assert list(checks) == []
+    assert handed == [] and checks.stopped == ["pr", "ce"]

@@ -196,3 +196,28 @@ def test_a_first_check_that_never_fits_in_a_run_fails_instead_of_chaining_foreve
     assert "population snapshot not written: pr could not be checked" in message
     follow = _children(run.id).get("ingest")  # la was not reached: the follow-up checks it
     assert follow is not None and follow.parameters["surveys"] == ["la"]
+
+
+def test_the_follow_up_ingest_is_created_when_the_time_is_up_not_at_the_hard_stop(
+    deployments, upstream, tmp_path, monkeypatch
+):
+    """pr's check ends with less than the margin left while ce's still trickles and la waits: the
+    follow-up (ce, la) is created then, before pr's mirror run, due when this run's time is over;
+    ce's check is stopped at the hard stop later. Its creation stays out of the run's last seconds,
+    where a loaded server's retry once outlasted the deadline (stop 21, SQLite)."""
+    import httpx
+
+    monkeypatch.setenv("QUEST_CONTINUATION_MARGIN_SECONDS", "8")  # time up 8 s before the end
+    for survey, seconds in (("pr", 3.0), ("ce", 60.0)):
+        url = upstream.survey_url(survey)
+        size = len(httpx.get(url, headers={"User-Agent": "tests@example.com"}).content)
+        upstream.trickle(f"*/time.series/{survey}/", bytes_per_second=max(1, int(size / seconds)))
+    run = _ingest(deployments, seconds=10, surveys=["pr", "ce", "la"])
+    assert run.state.type.value == "COMPLETED", run.state
+    assert re.match(r"partial: checked 1 of 3 surveys; continues in run ", run.state.message or "")
+    children = _children(run.id)
+    assert sorted(children) == ["ingest", "pr"]
+    follow = children["ingest"]
+    assert follow.parameters["surveys"] == ["ce", "la"] and INGEST_CONTINUATION_TAG in follow.tags
+    assert follow.created < children["pr"].created  # at the time-up, before pr's result was acted on
+    assert follow.expected_start_time >= run.start_time + timedelta(seconds=9)  # due as this run ends
