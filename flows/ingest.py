@@ -634,9 +634,9 @@ def _fan_out(
     follow: list[FlowRun] = []
 
     def hand_over(running: list[str], queued: list[str], remaining: float) -> None:
-        """The follow-up ingest, now: the surveys queued and those still being checked (a re-check
-        costs one listing GET), due when this run's time ends so that the mirrors this run still
-        starts are in progress when it looks. Not while `pr` is being checked: its check decides
+        """The follow-up ingest, now: the surveys queued and those still being checked (narrowed at
+        the end to those left unchecked), due when this run's time ends so that the mirrors this
+        run still starts are in progress when it looks. Not while `pr` is being checked: its check decides
         the day's snapshot, which a re-check would write twice; the end of the run decides then."""
         if run is None or run.deployment_id is None or REPORT_SURVEY in running:
             return
@@ -683,6 +683,8 @@ def _fan_out(
     if remaining_surveys and run is not None and run.deployment_id is not None:
         if not follow:  # not handed over when the time was up: now, with exactly what is left
             follow.append(_start_ingest_follow_up(run, remaining_surveys, allow_mass_delete))
+        elif follow[0].parameters.get("surveys") != remaining_surveys:
+            _narrow_follow_up(follow[0], remaining_surveys, allow_mass_delete)
         fanned.checked, fanned.continues_in = len(done), f"{follow[0].name} ({follow[0].id})"
     if REPORT_SURVEY in started:
         fanned.population_by = started[REPORT_SURVEY]
@@ -712,6 +714,29 @@ def _start_ingest_follow_up(
     tags = sorted({*run.tags, INGEST_CONTINUATION_TAG})  # the server adds the deployment's too
     parameters = {"surveys": surveys, "allow_mass_delete": allow_mass_delete}
     return _start_follow_up(run.deployment_id, parameters, tags, at)
+
+
+def _narrow_follow_up(follow: FlowRun, surveys: list[str], allow_mass_delete: bool) -> None:
+    """The follow-up handed over at the time-up, down to the surveys still unchecked at the end.
+
+    It was created with the checks then running; those that finished need no second listing GET
+    (a no-change day stays at one per survey). It is not due before this run's time ends, so it has
+    not read them yet. Best effort: if the API refuses, the follow-up re-checks a few surveys.
+    """
+    from prefect.client.orchestration import get_client
+
+    parameters = {"surveys": surveys, "allow_mass_delete": allow_mass_delete}
+    try:
+        with get_client(sync_client=True) as client:
+            client.update_flow_run(follow.id, parameters=parameters)
+    except Exception as exc:  # the follow-up still runs; it only checks a few surveys again
+        get_run_logger().warning(
+            "could not narrow follow-up %s to %d surveys (%s); it checks %d",
+            follow.id,
+            len(surveys),
+            one_line(str(exc)),
+            len(follow.parameters.get("surveys") or []),
+        )
 
 
 def _start_mirror(check: SurveyCheck, allow_mass_delete: bool, run: FlowRun | None) -> str:

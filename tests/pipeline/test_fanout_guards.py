@@ -221,3 +221,24 @@ def test_the_follow_up_ingest_is_created_when_the_time_is_up_not_at_the_hard_sto
     assert follow.parameters["surveys"] == ["ce", "la"] and INGEST_CONTINUATION_TAG in follow.tags
     assert follow.created < children["pr"].created  # at the time-up, before pr's result was acted on
     assert follow.expected_start_time >= run.start_time + timedelta(seconds=9)  # due as this run ends
+
+
+def test_a_check_that_ends_after_the_hand_over_is_taken_off_the_follow_up(deployments, upstream, monkeypatch):
+    """ce is still being checked when the time is up, so the follow-up is created with ce and la;
+    ce then ends before the hard stop, and the follow-up is narrowed to la: no survey is listed
+    twice in a day (a no-change day stays at one listing GET per survey)."""
+    import httpx
+
+    monkeypatch.setenv("QUEST_CONTINUATION_MARGIN_SECONDS", "10")  # time up at 6 s, hard stop at 11 s
+    for survey, seconds in (("pr", 6.5), ("ce", 8.0)):
+        url = upstream.survey_url(survey)
+        size = len(httpx.get(url, headers={"User-Agent": "tests@example.com"}).content)
+        upstream.trickle(f"*/time.series/{survey}/", bytes_per_second=max(1, int(size / seconds)))
+    run = _ingest(deployments, seconds=16, surveys=["pr", "ce", "la"])
+    assert run.state.type.value == "COMPLETED", run.state
+    assert re.match(r"partial: checked 2 of 3 surveys; continues in run ", run.state.message or "")
+    children = _children(run.id)
+    assert sorted(children) == ["ce", "ingest", "pr"]
+    follow = children["ingest"]
+    assert follow.created < children["pr"].created  # handed over at the time-up, ce still running
+    assert follow.parameters["surveys"] == ["la"]  # then narrowed
