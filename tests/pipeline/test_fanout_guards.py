@@ -91,6 +91,16 @@ def _ingest(deployments: dict[str, uuid.UUID], seconds: float = 60, **parameters
         return client.read_flow_run(run.id)
 
 
+def _trickle(upstream: UpstreamServer, **seconds: float) -> None:
+    """Each named survey's listing takes about that many seconds to arrive."""
+    import httpx
+
+    for survey, taking in seconds.items():
+        url = upstream.survey_url(survey)
+        size = len(httpx.get(url, headers={"User-Agent": "tests@example.com"}).content)
+        upstream.trickle(f"*/time.series/{survey}/", bytes_per_second=max(1, int(size / taking)))
+
+
 def _children(parent: uuid.UUID) -> dict[str, Any]:
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
 
@@ -148,12 +158,7 @@ def test_a_failing_check_is_reported_and_the_other_surveys_go_on(deployments, up
 def test_a_check_still_running_at_the_hard_stop_is_left_for_the_follow_up_ingest(
     deployments, upstream, tmp_path
 ):
-    import httpx
-
-    for survey in ("ce", "la"):  # a minute each: past the run
-        url = upstream.survey_url(survey)
-        size = len(httpx.get(url, headers={"User-Agent": "tests@example.com"}).content)
-        upstream.trickle(f"*/time.series/{survey}/", bytes_per_second=max(1, size // 60))
+    _trickle(upstream, ce=60, la=60)  # a minute each: past the run
     # 6 s: pr is checked (changed, started) beside ce, whose listing is still trickling at the hard
     # stop (2 s before the end), as is la's if it started once pr's check was done; without the
     # stop they would run into the run's deadline and crash it.
@@ -182,12 +187,7 @@ def test_a_check_still_running_at_the_hard_stop_is_left_for_the_follow_up_ingest
 def test_a_first_check_that_never_fits_in_a_run_fails_instead_of_chaining_forever(
     deployments, upstream, tmp_path
 ):
-    import httpx
-
-    for survey in ("pr", "ce"):  # both checks start at once (QUEST_CONCURRENCY=2); neither ends
-        url = upstream.survey_url(survey)
-        size = len(httpx.get(url, headers={"User-Agent": "tests@example.com"}).content)
-        upstream.trickle(f"*/time.series/{survey}/", bytes_per_second=max(1, size // 60))
+    _trickle(upstream, pr=60, ce=60)  # both checks start at once (QUEST_CONCURRENCY=2); neither ends
     run = _ingest(deployments, seconds=6, surveys=["pr", "ce", "la"])
     assert run.state.type.value == "FAILED", run.state
     message = run.state.message
@@ -205,13 +205,8 @@ def test_the_follow_up_ingest_is_created_when_the_time_is_up_not_at_the_hard_sto
     follow-up (ce, la) is created then, before pr's mirror run, due when this run's time is over;
     ce's check is stopped at the hard stop later. Its creation stays out of the run's last seconds,
     where a loaded server's retry once outlasted the deadline (stop 21, SQLite)."""
-    import httpx
-
     monkeypatch.setenv("QUEST_CONTINUATION_MARGIN_SECONDS", "8")  # time up 8 s before the end
-    for survey, seconds in (("pr", 3.0), ("ce", 60.0)):
-        url = upstream.survey_url(survey)
-        size = len(httpx.get(url, headers={"User-Agent": "tests@example.com"}).content)
-        upstream.trickle(f"*/time.series/{survey}/", bytes_per_second=max(1, int(size / seconds)))
+    _trickle(upstream, pr=3.0, ce=60.0)
     run = _ingest(deployments, seconds=10, surveys=["pr", "ce", "la"])
     assert run.state.type.value == "COMPLETED", run.state
     assert re.match(r"partial: checked 1 of 3 surveys; continues in run ", run.state.message or "")
@@ -227,13 +222,8 @@ def test_a_check_that_ends_after_the_hand_over_is_taken_off_the_follow_up(deploy
     """ce is still being checked when the time is up, so the follow-up is created with ce and la;
     ce then ends before the hard stop, and the follow-up is narrowed to la: no survey is listed
     twice in a day (a no-change day stays at one listing GET per survey)."""
-    import httpx
-
     monkeypatch.setenv("QUEST_CONTINUATION_MARGIN_SECONDS", "10")  # time up at 6 s, hard stop at 11 s
-    for survey, seconds in (("pr", 6.5), ("ce", 8.0)):
-        url = upstream.survey_url(survey)
-        size = len(httpx.get(url, headers={"User-Agent": "tests@example.com"}).content)
-        upstream.trickle(f"*/time.series/{survey}/", bytes_per_second=max(1, int(size / seconds)))
+    _trickle(upstream, pr=6.5, ce=8.0)
     run = _ingest(deployments, seconds=16, surveys=["pr", "ce", "la"])
     assert run.state.type.value == "COMPLETED", run.state
     assert re.match(r"partial: checked 2 of 3 surveys; continues in run ", run.state.message or "")
