@@ -34,6 +34,7 @@ from flows.budget import Budget, TransferMeter, current_budget
 from flows.checking import ConcurrentChecks, not_checked
 from flows.core import continuation as rules
 from flows.core.errors import QuestError, TransferFailed, one_line
+from flows.core.humanize import human_bytes
 from flows.core.listing import Listing
 from flows.core.names import (
     INGEST_CONTINUATION_TAG,
@@ -103,7 +104,7 @@ def transfer_files(
     label: str,
     ledger: dict[str, Outcome],
 ) -> int:
-    """Small files one after another in one task run (`flows.core.plan.transfer_units`), each
+    """Files one after another in one task run (`flows.core.plan.transfer_units`), each
     retried and logged as `transfer-file` does. Each file's outcome goes into `ledger` as it ends,
     so the mirror knows them whatever this task's state; a failed file does not stop the others,
     and the task then ends Failed naming them. Aborted at the hard stop, it ends Cancelled: the
@@ -279,7 +280,7 @@ def _transfer_gated(
     then, scheduled for the end of this run's time."""
     settings = sync.settings
     margin = settings.continuation_margin_seconds
-    pending = transfer_units(items)
+    pending = transfer_units(items, workers=settings.concurrency)
     flying: dict[Future[Any], tuple[Unit, PrefectFuture[int], dict[str, Outcome]]] = {}
     outcomes: list[Outcome] = []
     not_done: list[PlanItem] = []
@@ -356,7 +357,7 @@ def _transfer_gated(
     return outcomes, not_done, started
 
 
-Unit = tuple[PlanItem, ...]  # one file, or a batch of small ones (flows.core.plan.transfer_units)
+Unit = tuple[PlanItem, ...]  # one file, or a batch packed (flows.core.plan.transfer_units)
 
 
 def _size(unit: Unit) -> int:
@@ -364,9 +365,9 @@ def _size(unit: Unit) -> int:
 
 
 def _label(unit: Unit) -> str:
-    """A batch's task run name, e.g. `50 small files: ce.data.0 to ce.data.49` (each is in its log;
-    plain words, as the UI's font may lack an ellipsis)."""
-    return f"{len(unit)} small files: {unit[0].name} to {unit[-1].name}"
+    """A batch's task run name, e.g. `8 files, 64.0 MiB: ce.data.0 to ce.data.7` (each is in its
+    log; plain words, as the UI's font may lack an ellipsis)."""
+    return f"{len(unit)} files, {human_bytes(_size(unit))}: {unit[0].name} to {unit[-1].name}"
 
 
 def _batch_outcomes(

@@ -156,28 +156,51 @@ def check_delete_guard(plan: SyncPlan, max_fraction: float, allow_mass_delete: b
         )
 
 
-# Small files of a big plan move in batches, one task run each (issue 14): a task run costs
-# Prefect's engine and the server about as much as moving a small file itself, so 1,000 small
-# files cost more in task runs than in bytes. Plans with few small files keep a task run per file
-# (what the UI shows for `pr`); big files always do. The run's log and artifact name every file.
-SMALL_FILE_BYTES = 1024 * 1024
+# Files of a big plan share task runs (issues 12 and 14): a task run costs Prefect's engine and
+# the server about what moving a few MiB costs (108 files of 8 MiB: 3.4 s of server CPU with a
+# task run each, 0.8 s packed 8 to a run, `benchmarks/sync_bench.py`), so files under PACK_BYTES
+# are packed into units of at most PACK_BYTES and BATCH_FILES files, never fewer units than there
+# are workers. Plans with few such files keep a task run per file (what the UI shows for `pr`);
+# files of PACK_BYTES and more always do. The run's log and artifact name every file.
+PACK_BYTES = 64 * 1024 * 1024
 BATCH_FILES = 50
-BATCH_ABOVE = 100  # small transfers in a plan beyond which they are batched
+BATCH_ABOVE = 24  # files under PACK_BYTES in a plan beyond which they are packed
 
 
 def transfer_units(
     items: Iterable[PlanItem],
-    small_bytes: int = SMALL_FILE_BYTES,
+    workers: int = 1,
+    pack_bytes: int = PACK_BYTES,
     batch_files: int = BATCH_FILES,
     batch_above: int = BATCH_ABOVE,
 ) -> list[tuple[PlanItem, ...]]:
-    """The transfers as units of work, in the plan's order (a batch stands where its first file
-    did): one file each, except that when more than `batch_above` files are under `small_bytes`,
-    those go `batch_files` to a unit."""
+    """The transfers as units of work, in the plan's order (a unit stands where its first file
+    did): one file each, except that when more than `batch_above` files are under `pack_bytes`,
+    those are packed in order into as few units as hold at most `pack_bytes` and `batch_files`
+    each, but at least `workers` of them (a worker with no unit would idle while the others work
+    through theirs one file after another)."""
     items = list(items)
-    small = [i for i in items if i.size < small_bytes]
-    if len(small) <= batch_above:
+    packable = [i for i in items if i.size < pack_bytes]
+    if len(packable) <= batch_above:
         return [(i,) for i in items]
-    batches = [tuple(small[k : k + batch_files]) for k in range(0, len(small), batch_files)]
-    first = {batch[0].name: batch for batch in batches}
-    return [first.get(i.name, (i,)) for i in items if i.size >= small_bytes or i.name in first]
+    total = sum(i.size for i in packable)
+    count = len(packable)
+    wanted = max(-(-total // pack_bytes), -(-count // batch_files), min(workers, count))
+    byte_cap, file_cap = total / wanted, -(-count // wanted)
+    units: list[list[PlanItem]] = [[]]
+    held = 0
+    for item in packable:
+        if units[-1] and (held + item.size > pack_bytes or len(units[-1]) >= batch_files):
+            units.append([])
+            held = 0
+        units[-1].append(item)
+        held += item.size
+        if len(units[-1]) >= file_cap or 0 < byte_cap <= held:
+            units.append([])
+            held = 0
+    units = [u for u in units if u]
+    while len(units) < min(workers, count):  # uneven sizes left a worker without a unit: halve one
+        k = max(range(len(units)), key=lambda n: len(units[n]))
+        units[k : k + 1] = [units[k][: len(units[k]) // 2], units[k][len(units[k]) // 2 :]]
+    first = {u[0].name: tuple(u) for u in units}
+    return [first.get(i.name, (i,)) for i in items if i.size >= pack_bytes or i.name in first]

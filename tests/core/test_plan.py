@@ -11,7 +11,8 @@ from flows.core.listing import ListingEntry
 from flows.core.objects import META_UPSTREAM_SIZE, StoredObject
 from flows.core.plan import (
     BATCH_ABOVE,
-    SMALL_FILE_BYTES,
+    BATCH_FILES,
+    PACK_BYTES,
     Action,
     PlanItem,
     StoredFile,
@@ -185,28 +186,45 @@ def _transfers(sizes: list[int]) -> list[PlanItem]:
     ]
 
 
-def test_a_plan_with_few_small_files_keeps_a_unit_per_file():
-    items = _transfers([10] * BATCH_ABOVE + [SMALL_FILE_BYTES] * 3)
-    assert transfer_units(items) == [(i,) for i in items]
+def test_a_plan_with_few_packable_files_keeps_a_unit_per_file():
+    items = _transfers([10] * BATCH_ABOVE + [PACK_BYTES] * 3)
+    assert transfer_units(items, workers=4) == [(i,) for i in items]
+
+
+MIB = 1024 * 1024
+
+
+def test_medium_files_are_packed_by_bytes_and_every_worker_gets_a_unit():
+    """96 files of 8 MiB: 12 units of 64 MiB; 30 files of 1 MiB: 4 units, one per worker, not one
+    unit of 30 files that one worker would move alone; 1,000 tiny files: 50 to a unit."""
+    assert [len(u) for u in transfer_units(_transfers([8 * MIB] * 96), workers=4)] == [8] * 12
+    assert [len(u) for u in transfer_units(_transfers([MIB] * 30), workers=4)] == [8, 8, 8, 6]
+    assert [len(u) for u in transfer_units(_transfers([100] * 1000), workers=4)] == [BATCH_FILES] * 20
+    assert [len(u) for u in transfer_units(_transfers([0] * 100), workers=4)] == [25] * 4
 
 
 @given(
-    st.lists(
-        st.sampled_from([0, 1, SMALL_FILE_BYTES - 1, SMALL_FILE_BYTES, 50 * SMALL_FILE_BYTES]), max_size=400
-    )
+    st.lists(st.sampled_from([0, 1, 1000, 10 * MIB - 1, 10 * MIB, 50 * MIB]), max_size=400),
+    st.integers(1, 8),
 )
-def test_units_hold_every_transfer_once_in_order_and_batch_only_small_files_of_big_plans(sizes):
+def test_units_hold_every_transfer_once_in_order_and_pack_only_files_under_the_pack_size(sizes, workers):
     items = _transfers(sizes)
-    units = transfer_units(items, batch_files=7, batch_above=20)
+    units = transfer_units(items, workers=workers, pack_bytes=10 * MIB, batch_files=7, batch_above=20)
     flat = [i for unit in units for i in unit]
     assert sorted(i.name for i in flat) == sorted(i.name for i in items)  # each once, none lost
     assert [u[0].name for u in units] == sorted(u[0].name for u in units)  # a unit stands at its first file
-    small = [i for i in items if i.size < SMALL_FILE_BYTES]
+    assert all([i.name for i in u] == sorted(i.name for i in u) for u in units)  # in order within
+    packable = [i for i in items if i.size < 10 * MIB]
     for unit in units:
         assert len(unit) <= 7
         if len(unit) > 1:
-            assert len(small) > 20 and all(i.size < SMALL_FILE_BYTES for i in unit)
-    if len(small) > 20:  # batched: every unit but the last batch is full
-        batches = [u for u in units if u[0].size < SMALL_FILE_BYTES]
-        assert all(len(b) == 7 for b in batches[:-1])
-        assert all(len(u) == 1 for u in units if u[0].size >= SMALL_FILE_BYTES)
+            assert len(packable) > 20 and all(i.size < 10 * MIB for i in unit)
+            assert sum(i.size for i in unit) <= 10 * MIB
+    assert all(len(u) == 1 for u in units if u[0].size >= 10 * MIB)
+    if len(packable) > 20:  # packed: no worker is left without a unit of its own
+        packed = [u for u in units if u[0].size < 10 * MIB]
+        assert len(packed) >= min(workers, len(packable))
+        # and not needlessly many: about as many as the sizes, the file cap and the workers ask
+        total = sum(i.size for i in packable)
+        wanted = max(-(-total // (10 * MIB)), -(-len(packable) // 7), min(workers, len(packable)))
+        assert len(packed) <= 2 * wanted + 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 
 import pytest
 
@@ -312,27 +313,31 @@ def _logs(flow_run_id) -> list[str]:
         ]
 
 
-def test_many_small_files_move_in_batches_that_name_every_file(prefect_harness, upstream, store, env):
-    """A plan of more small files than BATCH_ABOVE moves them BATCH_FILES to a task run (issue 14);
-    big files keep their own; the log names every file; one failing file fails its batch and the
-    run, naming it, while the rest of its batch and the other batches are stored."""
-    from flows.core.plan import BATCH_ABOVE, BATCH_FILES
-    from flows.ingest import mirror_survey
+def test_many_files_move_packed_into_task_runs_that_name_every_file(prefect_harness, upstream, store, env):
+    """A plan of more files under the pack size than BATCH_ABOVE packs them into task runs, at least
+    one per worker (issues 12, 14); a file of the pack size keeps its own; the log names every
+    file; one failing file fails its unit and the run, naming it, while the rest are stored."""
+    import functools
 
-    small = {f"many.part.{i:04d}": GeneratedFile(512 + i, seed=i) for i in range(BATCH_ABOVE + 30)}
-    big = {"many.big.bin": GeneratedFile(2 * 1024 * 1024, seed=1)}
+    from flows import ingest
+    from flows.core import plan
+
+    env.setattr(ingest, "transfer_units", functools.partial(plan.transfer_units, pack_bytes=1024 * 1024))
+    env.setenv("QUEST_CONCURRENCY", "4")
+    small = {f"many.part.{i:04d}": GeneratedFile(512 + i, seed=i) for i in range(plan.BATCH_ABOVE + 30)}
+    big = {"many.big.bin": GeneratedFile(1024 * 1024, seed=1)}
     upstream.add_survey("many", {**small, **big})
-    upstream.fail("*/many.part.0007", 503, times=None)  # retried, then given up: its batch fails
-    state = mirror_survey("many", return_state=True)
+    upstream.fail("*/many.part.0007", 503, times=None)  # retried, then given up: its unit fails
+    state = ingest.mirror_survey("many", return_state=True)
     assert state.is_failed()
-    assert "1 of 131 transfers failed" in state.message and "many.part.0007" in state.message
+    assert f"1 of {len(small) + 1} transfers failed" in state.message and "many.part.0007" in state.message
     run_id = state.state_details.flow_run_id
     transfers = {t.name: t for t in _task_runs(run_id) if t.name.startswith("transfer ")}
-    batches = sorted(n for n in transfers if "small files" in n)
-    sizes = [BATCH_FILES] * (len(small) // BATCH_FILES) + [len(small) % BATCH_FILES]
-    assert [int(n.split()[1]) for n in batches] == sorted(s for s in sizes if s)
-    assert "transfer many.big.bin" in transfers  # a big file has a task run of its own
-    first = f"transfer {BATCH_FILES} small files: many.part.0000 to many.part.{BATCH_FILES - 1:04d}"
+    packed = sorted(n for n in transfers if re.fullmatch(r"transfer \d+ files, [\d.]+ KiB: .+ to .+", n))
+    counts = [int(n.split()[1]) for n in packed]
+    assert sum(counts) == len(small) and len(packed) >= 4 and max(counts) <= plan.BATCH_FILES, packed
+    assert "transfer many.big.bin" in transfers  # a file of the pack size has a task run of its own
+    (first,) = [n for n in packed if ": many.part.0000 to " in n]
     assert transfers[first].state.type.value == "FAILED"
     assert all(t.state.type.value == "COMPLETED" for n, t in transfers.items() if n != first)
     logs = "\n".join(_logs(run_id))
@@ -342,5 +347,5 @@ def test_many_small_files_move_in_batches_that_name_every_file(prefect_harness, 
     assert stored == {f"bls/many/{n}" for n in {**small, **big} if n != "many.part.0007"}
     upstream.clear_faults()
     upstream.clear_log()
-    again = mirror_survey("many")  # the next run moves only the one that failed
+    again = ingest.mirror_survey("many")  # the next run moves only the one that failed
     assert again.added == ["many.part.0007"] and len(upstream.file_gets()) == 1
