@@ -6,6 +6,7 @@ local store's two renames are interleaved by wrapping `os.replace`.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import json
@@ -87,6 +88,27 @@ def test_published_objects_carry_sha256_and_the_size_it_covers(store):
         assert head.metadata["sha256"] == obj.metadata["sha256"] == sha(data)
         assert head.metadata["sha256-size"] == str(len(data))
         assert trusted_sha256(head) == sha(data)
+
+
+def test_s3_single_puts_carry_our_sha256_as_the_checksum_s3_verifies(s3_bucket, s3_client):
+    """A single PutObject sends our sha256 as `x-amz-checksum-sha256`: S3 answers BadDigest when the
+    bytes it got differ (AWS's PutObject reference), and botocore then computes no CRC32 of its
+    own. moto neither checks nor keeps the checksum, so the request is what is asserted here."""
+    sent: list[dict[str, str]] = []
+
+    def capture(request, **kwargs):
+        sent.append({k.lower(): v for k, v in request.headers.items()})
+
+    s3_client.meta.events.register("before-sign.s3.PutObject", capture)
+    store = s3_store(s3_client)
+    store.put_bytes("bls/pr/a", b"good contents")
+    store.put_stream("bls/pr/b", iter([b"new ", b"contents"]), expected_size=12)
+    s3_client.meta.events.unregister("before-sign.s3.PutObject", capture)
+    assert [base64.b64decode(h["x-amz-checksum-sha256"]).hex() for h in sent] == [
+        sha(b"good contents"),
+        sha(b"new contents"),
+    ]
+    assert not any("x-amz-checksum-crc32" in h for h in sent)
 
 
 @pytest.mark.parametrize("had_old", [True, False])

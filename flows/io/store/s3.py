@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import email.utils
 import hashlib
@@ -321,6 +322,8 @@ class S3Store:
     ) -> StoredObject:
         """One PutObject of `data` with its metadata, integrity included (hashed by the caller)."""
         extra = {"ContentType": content_type} if content_type else {}
+        # S3 checks the bytes it got against the sha256 we hashed (and botocore skips its CRC32)
+        checksum = base64.b64encode(bytes.fromhex(meta[META_SHA256])).decode()
         resp = self._call(
             "put",
             self.location(key),
@@ -329,6 +332,7 @@ class S3Store:
             Key=self.full_key(key),
             Body=data,
             Metadata=meta,
+            ChecksumSHA256=checksum,
             **extra,
         )
         stored = StoredObject(key=key, size=len(data), metadata=meta, etag=resp.get("ETag", "").strip('"'))
