@@ -1,6 +1,6 @@
 """Mirror benchmark: loopback upstream + moto S3 server; prints its figures (not a test).
 
-    .venv/bin/python benchmarks/sync_bench.py [--files 16 --file-mib 8 --big-mib 1024]
+    .venv/bin/python benchmarks/sync_bench.py [--files 16 --file-mib 8 --big-mib 1024 --repeat 1]
 
 1. first sync of N files / B bytes (the `mirror-survey` flow) beside a raw httpx→S3 streaming
    copy of the same bytes with the same concurrency (boto3 `upload_fileobj` over the response);
@@ -20,6 +20,7 @@ import argparse
 import io
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -188,7 +189,7 @@ class _ResponseReader(io.RawIOBase):
         return n
 
 
-def raw_copy(urls: list[str], s3, concurrency: int) -> float:
+def raw_copy(urls: list[str], s3, concurrency: int, prefix: str = "raw/") -> float:
     import httpx
     from boto3.s3.transfer import TransferConfig
 
@@ -200,7 +201,7 @@ def raw_copy(urls: list[str], s3, concurrency: int) -> float:
             with http.stream("GET", url) as resp:
                 resp.raise_for_status()
                 reader = io.BufferedReader(_ResponseReader(resp.iter_bytes(MIB)), MIB)
-                s3.upload_fileobj(reader, BUCKET, "raw/" + url.rsplit("/", 1)[1], Config=config)
+                s3.upload_fileobj(reader, BUCKET, prefix + url.rsplit("/", 1)[1], Config=config)
 
         with ThreadPoolExecutor(concurrency) as pool:
             list(pool.map(one, urls))
@@ -255,6 +256,13 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--skip-rss", action="store_true")
     parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="first syncs and raw copies to time, alternately, each into a fresh prefix; the medians "
+        "are compared (the raw copy alone varies by 20%% here from run to run)",
+    )
+    parser.add_argument(
         "--rate",
         type=float,
         default=1000.0,
@@ -298,15 +306,26 @@ def main() -> int:
             mirror_survey("pr", dry_run=True)  # warm-up: Prefect client, imports
             up.clear_log()
 
-            server_cpu = _cpu_seconds("prefect.server.api.server")
-            t0 = time.perf_counter()
-            summary = mirror_survey("pr")
-            first = time.perf_counter() - t0
-            server_cpu = _cpu_seconds("prefect.server.api.server") - server_cpu
-            assert summary.bytes_transferred == total, summary
-            raw = raw_copy([up.survey_url("pr") + n for n in sorted(files)], s3, args.concurrency)
+            firsts: list[float] = []
+            raws: list[float] = []
+            cpus: list[float] = []
+            urls = [up.survey_url("pr") + n for n in sorted(files)]
+            for k in reversed(range(args.repeat)):  # the last into mirror/, which the re-sync reads
+                os.environ["QUEST_STORE"] = f"s3://{BUCKET}/mirror" + (f"-{k}" if k else "")
+                server_cpu = _cpu_seconds("prefect.server.api.server")
+                t0 = time.perf_counter()
+                summary = mirror_survey("pr")
+                firsts.append(time.perf_counter() - t0)
+                cpus.append(_cpu_seconds("prefect.server.api.server") - server_cpu)
+                assert summary.bytes_transferred == total, summary
+                raws.append(raw_copy(urls, s3, args.concurrency, prefix=f"raw-{k}/"))
+            first, raw, server_cpu = (statistics.median(x) for x in (firsts, raws, cpus))
             mb = total / 1e6
             print(f"\n[first sync] {len(files)} files, {total / MIB:.1f} MiB")
+            if args.repeat > 1:
+                print(f"  {args.repeat} of each, alternately; medians below")
+                print("  mirror-survey flow runs (s): " + " ".join(f"{t:.2f}" for t in firsts))
+                print("  raw copies (s):              " + " ".join(f"{t:.2f}" for t in raws))
             print(f"  mirror-survey flow : {first:6.2f} s  {mb / first:7.1f} MB/s")
             print(f"  raw httpx->S3 copy : {raw:6.2f} s  {mb / raw:7.1f} MB/s")
             print(f"  ratio flow/raw throughput: {raw / first:.2f}x  (target >= 0.8x)")
