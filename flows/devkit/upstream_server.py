@@ -566,6 +566,7 @@ class _Handler(BaseHTTPRequestHandler):
         sent = 0
         status = 500
         self._marked_last = False
+        self._ended: float | None = None
         try:
             if up.require_contact and not _CONTACT.search(ua):
                 status = self._simple(403, ERROR_PAGE, head=head)
@@ -619,7 +620,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
         finally:
             sent = sent or self.__dict__.pop("_simple_sent", 0)
-            entry = LoggedRequest(self.command, path, status, sent, ua, started, time.monotonic())
+            ended = self._ended if self._ended is not None else time.monotonic()
+            entry = LoggedRequest(self.command, path, status, sent, ua, started, ended)
             up._record(entry, finishing=self._marked_last)
 
     def _last_bytes(self) -> None:
@@ -688,6 +690,11 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(chunk[start : start + rate])
             self.wfile.flush()
             sent += len(chunk[start : start + rate])
+            if last and start + rate >= len(chunk):
+                # The client has the whole body now and may send its next request: the log ends
+                # the request here, not after the pause below (which once made the upstream count
+                # a request as in flight after the client had given its slot back).
+                self._ended = time.monotonic()
             time.sleep(1.0)
         return sent
 

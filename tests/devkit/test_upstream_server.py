@@ -63,3 +63,22 @@ def test_require_contact():
         assert httpx.get(up.survey_url("pr")).status_code == 403
         ok = httpx.get(up.survey_url("pr"), headers={"User-Agent": "quest/0.1 (+me@example.com)"})
         assert ok.status_code == 200
+
+
+def test_a_trickled_request_ends_in_the_log_when_its_last_byte_goes_out(up):
+    """The trickle pauses a second after each piece, the last one too; the client is done at the
+    last byte and may send its next request, so the log must not count the pause as in flight."""
+    import time
+
+    up.trickle("*/pr.a", bytes_per_second=2, times=1)  # "ab", then "c": two pieces
+    began = time.monotonic()
+    with httpx.Client() as client:
+        assert client.get(up.survey_url("pr") + "pr.a").content == b"abc"
+        received = time.monotonic()
+        time.sleep(1.5)  # the server's pause after the last piece is over
+        client.get(up.survey_url("pr") + "pr.a")  # the same connection: the next request
+    first, second = up.file_gets()
+    assert first.ended <= received + 0.05, "logged as in flight after the client had the body"
+    assert first.ended - began >= 0.9  # one pause, between the two pieces
+    assert first.ended <= second.started
+    assert up.peak_concurrency() == 1

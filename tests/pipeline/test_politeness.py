@@ -64,8 +64,7 @@ def test_two_processes_mirroring_at_once_stay_within_n_and_r(api_url, tmp_path):
         with UpstreamServer(surveys) as up:
             # Each file taken up 1 s late: a survey's transfers then last >= 3.5 s alone, beyond the
             # two processes' start-up skew on a loaded machine (without it a CI once saw one end
-            # before the other began). Not a trickle: its sleep after the last byte would be counted
-            # as the request still open after the client had closed it.
+            # before the other began).
             up.delay("*.f*", 1.0)
             procs = []
             for survey in surveys:
