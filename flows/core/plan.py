@@ -2,9 +2,9 @@
 
 A file is kept — no GET, no PUT — when its listed size and listed last-modified equal what the
 stored object's metadata recorded at the time it was mirrored, the stored size agrees, and the
-stored object's integrity metadata can be trusted (`flows.core.objects.trusted_sha256`). An object whose
-sha256 is missing or contradicts it (e.g. left by a crash or by two syncs racing) is transferred
-again rather than kept forever.
+stored object's integrity metadata can be trusted (`flows.core.objects.trusted_integrity`). An
+object whose integrity record is missing or contradicts it (e.g. left by a crash or by two syncs
+racing) is transferred again rather than kept forever.
 Deletions are guarded: a plan removing more than the max fraction of the mirrored files is
 refused unless explicitly allowed, since a truncated listing must not empty the mirror.
 """
@@ -17,7 +17,12 @@ from enum import StrEnum
 
 from flows.core.errors import MassDeleteError
 from flows.core.listing import ListingEntry
-from flows.core.objects import META_UPSTREAM_LAST_MODIFIED, META_UPSTREAM_SIZE, StoredObject, trusted_sha256
+from flows.core.objects import (
+    META_UPSTREAM_LAST_MODIFIED,
+    META_UPSTREAM_SIZE,
+    StoredObject,
+    trusted_integrity,
+)
 
 
 class Action(StrEnum):
@@ -35,7 +40,7 @@ class StoredFile:
     size: int
     upstream_size: int | None
     upstream_last_modified: str | None
-    sha256: str | None  # None when missing or not to be trusted: the file is then transferred again
+    integrity: str | None  # None when missing or not to be trusted: the file is then transferred again
 
     @classmethod
     def from_object(cls, name: str, obj: StoredObject) -> StoredFile:
@@ -45,7 +50,7 @@ class StoredFile:
             size=obj.size,
             upstream_size=int(raw_size) if raw_size and raw_size.isascii() and raw_size.isdigit() else None,
             upstream_last_modified=obj.metadata.get(META_UPSTREAM_LAST_MODIFIED),
-            sha256=trusted_sha256(obj),
+            integrity=trusted_integrity(obj),
         )
 
 
@@ -129,8 +134,8 @@ def plan_sync(
 def _changes(have: StoredFile, entry: ListingEntry) -> list[str]:
     """Why the stored file must be transferred again (empty: it can be kept)."""
     changes = []
-    if have.sha256 is None:
-        changes.append("stored object has no trustworthy sha256 metadata")
+    if have.integrity is None:
+        changes.append("stored object has no trustworthy integrity metadata (sha256 or S3 CRC-32)")
     if have.upstream_size is not None and have.upstream_size != have.size:
         changes.append(f"stored size {have.size} ≠ recorded upstream size {have.upstream_size}")
     if have.upstream_size != entry.size:

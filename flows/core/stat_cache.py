@@ -10,7 +10,9 @@ is the same as an empty one.
 
 Listings stamp LastModified to the second, so a rewrite with the very same bytes in the same
 second would look unchanged. An object is therefore cached only once its second is over by the
-listing's own clock (the response's Date): every later write then carries a later stamp.
+listing's own clock (the response's Date): every later write then carries a later stamp. (S3
+stamps a multipart object with the time its upload began, so two uploads of the very same bytes
+begun in one second and completed apart look alike; their metadata then describes equal bytes.)
 """
 
 from __future__ import annotations

@@ -83,11 +83,14 @@ def test_delete_guard():
 @pytest.mark.parametrize(
     "meta, why",
     [
-        ({}, "no trustworthy sha256"),  # published without it (a crash before the metadata step)
-        ({"sha256": SHA}, "no trustworthy sha256"),  # before sha256-size: may describe other bytes
-        ({"sha256": "x", "sha256-size": "10"}, "no trustworthy sha256"),
-        ({"sha256": SHA.upper(), "sha256-size": "10"}, "no trustworthy sha256"),
-        ({"sha256": SHA, "sha256-size": "9"}, "no trustworthy sha256"),  # covers other bytes
+        ({}, "no trustworthy integrity"),  # published without it (a crash before the metadata step)
+        ({"sha256": SHA}, "no trustworthy integrity"),  # before sha256-size: may describe other bytes
+        ({"sha256": "x", "sha256-size": "10"}, "no trustworthy integrity"),
+        ({"sha256": SHA.upper(), "sha256-size": "10"}, "no trustworthy integrity"),
+        ({"sha256": SHA, "sha256-size": "9"}, "no trustworthy integrity"),  # covers other bytes
+        ({"crc32-size": "9"}, "no trustworthy integrity"),  # S3's CRC-32 was of other bytes
+        ({"crc32-size": "10 "}, "no trustworthy integrity"),
+        ({"crc32-size": "x", "sha256-size": "10"}, "no trustworthy integrity"),
     ],
 )
 def test_missing_or_contradicting_integrity_metadata_is_transferred_again(meta, why):
@@ -97,8 +100,15 @@ def test_missing_or_contradicting_integrity_metadata_is_transferred_again(meta, 
     assert plan.items[0].url == entry("a").url
 
 
-def test_trusted_integrity_metadata_is_kept():
-    plan = plan_sync("pr", [entry("a")], {"a": stored_with("a", sha256=SHA, **{"sha256-size": "10"})})
+@pytest.mark.parametrize(
+    "meta",
+    [
+        {"sha256": SHA, "sha256-size": "10"},  # a single PutObject or the local store
+        {"crc32-size": "10"},  # an S3 multipart upload, its full-object CRC-32 checked by S3
+    ],
+)
+def test_trusted_integrity_metadata_is_kept(meta):
+    plan = plan_sync("pr", [entry("a")], {"a": stored_with("a", **meta)})
     assert plan.items[0].action == Action.KEEP
 
 
@@ -169,7 +179,7 @@ def test_plan_properties(listing, have, held):
             assert item.name not in stored_by_name
         if item.action == Action.KEEP and item.name in listed:
             have_one = stored_by_name[item.name]
-            assert have_one.sha256 is not None and have_one.size == item.size
+            assert have_one.integrity is not None and have_one.size == item.size
 
 
 @pytest.mark.parametrize("raw", ["¹", "٣", "12a", "-1", " 7", ""])

@@ -38,7 +38,7 @@ def test_s3_open_uploads_and_temp_objects_go_only_after_the_grace(s3_bucket, s3_
     elsewhere = f"root/bls/cu/.quest-tmp/{_tmp_name(time.time() - 7 * HOUR)}"
     for key in (fresh, old, elsewhere):
         killed_upload(s3_client, key)
-    left_temp = f"root/bls/pr/.quest-tmp/{_tmp_name()}"  # completed, then died before the copy
+    left_temp = f"root/bls/pr/.quest-tmp/{_tmp_name()}"  # left by a version that published through a copy
     s3_client.put_object(Bucket=BUCKET, Key=left_temp, Body=b"t")
 
     removed = store.cleanup_stale("bls/pr/", 6 * HOUR)

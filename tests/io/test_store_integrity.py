@@ -1,7 +1,9 @@
 """Issue 9: an object is published with its integrity metadata in one step or not at all.
 
 Real boto3 against moto for S3; failures are injected with botocore's own event hooks, and the
-local store's two renames are interleaved by wrapping `os.replace`.
+local store's two renames are interleaved by wrapping `os.replace`. An S3 multipart object is
+vouched for by the full-object CRC-32 S3 keeps (issue 12), not by a sha256: moto computes that
+CRC-32 itself, so the tests compare it with the bytes.
 """
 
 from __future__ import annotations
@@ -14,17 +16,17 @@ import os
 import tempfile
 import threading
 import time
+import zlib
 from concurrent.futures import ThreadPoolExecutor
-from urllib.parse import unquote
 
 import pytest
 from botocore.exceptions import EndpointConnectionError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import flows.io.store.s3 as store_module
+from flows.core import crc32
 from flows.core.errors import StoreError
-from flows.core.objects import StoredObject, trusted_sha256
+from flows.core.objects import StoredObject, trusted_integrity, trusted_sha256
 from flows.io.store import LocalStore, S3Store
 
 MIB = 1024 * 1024
@@ -47,19 +49,30 @@ def store(request, tmp_path):
     return s3_store(request.getfixturevalue("s3_client"))
 
 
+def s3_crc32(client, key: str) -> str | None:
+    """The full-object CRC-32 S3 keeps for `key` (moto computes it from the bytes it assembled)."""
+    head = client.head_object(Bucket=BUCKET, Key=f"root/{key}", ChecksumMode="ENABLED")
+    return head.get("ChecksumCRC32")
+
+
 def assert_metadata_matches_bytes(store, key: str) -> None:
-    """The invariant: a stored object's sha256 metadata is absent or describes its bytes."""
+    """The invariant: a stored object's integrity metadata is absent or describes its bytes."""
     head = store.head(key)
     data = store.read_bytes(key)
     recorded = head.metadata.get("sha256")
     assert recorded in (None, sha(data)), f"{key}: sha256 metadata {recorded} describes other bytes"
     if recorded is not None:
         assert head.metadata.get("sha256-size") == str(len(data))
+    if "crc32-size" in head.metadata:
+        assert isinstance(store, S3Store), "only an S3 multipart upload records crc32-size"
+        assert head.metadata["crc32-size"] == str(len(data))
+        assert s3_crc32(store.client, key) == crc32.as_base64(zlib.crc32(data))
 
 
 def serialise_moto_writes(client) -> None:
-    """One PutObject/CopyObject at a time, as S3 applies each atomically. moto's in-process backend
-    reads the key back after writing it; two writes of one key at once can read a disposed buffer."""
+    """One PutObject/CompleteMultipartUpload at a time, as S3 applies each atomically. moto's
+    in-process backend reads the key back after writing it; two writes of one key at once can read
+    a disposed buffer."""
     lock = threading.Lock()
 
     def acquire(**kwargs):
@@ -68,7 +81,7 @@ def serialise_moto_writes(client) -> None:
     def release(**kwargs):
         lock.release()
 
-    for operation in ("PutObject", "CopyObject"):
+    for operation in ("PutObject", "CompleteMultipartUpload"):
         client.meta.events.register(f"before-call.s3.{operation}", acquire)
         client.meta.events.register(f"after-call.s3.{operation}", release)
         client.meta.events.register(f"after-call-error.s3.{operation}", release)
@@ -81,13 +94,20 @@ def bucket_keys(client) -> list[str]:
 # --------------------------------------------------------------------------- publish in one step
 
 
-def test_published_objects_carry_sha256_and_the_size_it_covers(store):
+def test_published_objects_carry_integrity_metadata_that_describes_their_bytes(store):
     for key, data in (("bls/pr/small", b"abc"), ("bls/pr/big", b"m" * (6 * MIB + 3))):
         obj = store.put_stream(key, iter([data]), {"upstream-size": str(len(data))}, expected_size=len(data))
         head = store.head(key)
-        assert head.metadata["sha256"] == obj.metadata["sha256"] == sha(data)
-        assert head.metadata["sha256-size"] == str(len(data))
-        assert trusted_sha256(head) == sha(data)
+        assert head.metadata == obj.metadata
+        assert_metadata_matches_bytes(store, key)
+        assert trusted_integrity(head) is not None
+        multipart = isinstance(store, S3Store) and len(data) > 5 * MIB
+        if multipart:  # vouched for by S3's CRC-32, checked at completion; no sha256 is known in time
+            assert "sha256" not in head.metadata and head.metadata["crc32-size"] == str(len(data))
+            assert trusted_integrity(head) == f"S3 full-object CRC-32 of {len(data)} bytes"
+        else:
+            assert head.metadata["sha256"] == sha(data) and head.metadata["sha256-size"] == str(len(data))
+            assert trusted_integrity(head) == f"sha256 {sha(data)}"
 
 
 def test_s3_single_puts_carry_our_sha256_as_the_checksum_s3_verifies(s3_bucket, s3_client):
@@ -112,58 +132,72 @@ def test_s3_single_puts_carry_our_sha256_as_the_checksum_s3_verifies(s3_bucket, 
 
 
 @pytest.mark.parametrize("had_old", [True, False])
-def test_s3_failure_between_upload_and_publish_leaves_the_final_key_untouched(s3_bucket, s3_client, had_old):
+def test_s3_failure_at_completion_leaves_the_final_key_untouched(s3_bucket, s3_client, had_old):
     store = s3_store(s3_client)
     if had_old:
         store.put_bytes("bls/pr/f", b"old contents")
 
-    def broken_copy(**kwargs):
+    def broken_completion(**kwargs):
         raise EndpointConnectionError(endpoint_url="http://127.0.0.1:1")
 
-    s3_client.meta.events.register("before-call.s3.CopyObject", broken_copy)
+    s3_client.meta.events.register("before-call.s3.CompleteMultipartUpload", broken_completion)
     data = b"n" * (6 * MIB)
     with pytest.raises(StoreError, match="cannot reach the S3 endpoint"):
         store.put_stream("bls/pr/f", iter([data]), expected_size=len(data))
-    s3_client.meta.events.unregister("before-call.s3.CopyObject", broken_copy)
+    s3_client.meta.events.unregister("before-call.s3.CompleteMultipartUpload", broken_completion)
 
     if had_old:
         assert store.read_bytes("bls/pr/f") == b"old contents"
         assert trusted_sha256(store.head("bls/pr/f")) == sha(b"old contents")
     else:
-        assert store.head("bls/pr/f") is None  # never an object without its sha256
-    assert bucket_keys(s3_client) == (["root/bls/pr/f"] if had_old else [])  # the temp object is gone
+        assert store.head("bls/pr/f") is None  # the parts never showed under the key
+    assert bucket_keys(s3_client) == (["root/bls/pr/f"] if had_old else [])
+    assert s3_client.list_multipart_uploads(Bucket=BUCKET).get("Uploads", []) == []  # aborted
+
+
+def test_s3_short_stream_is_never_completed(s3_bucket, s3_client):
+    """Fewer bytes than announced: the upload is aborted before the completion, old object kept."""
+    store = s3_store(s3_client)
+    store.put_bytes("bls/pr/f", b"old contents")
+    data = b"s" * (11 * MIB)
+    with pytest.raises(StoreError):
+        store.put_stream("bls/pr/f", iter([data]), expected_size=len(data) + 1)
+    assert store.read_bytes("bls/pr/f") == b"old contents"
     assert s3_client.list_multipart_uploads(Bucket=BUCKET).get("Uploads", []) == []
 
 
-def test_s3_multipart_never_writes_the_final_key_without_metadata(s3_bucket, s3_client):
-    """Every request that writes the final key carries the sha256 (no window without it)."""
+def test_s3_multipart_gives_its_metadata_first_and_its_full_crc32_at_completion(s3_bucket, s3_client):
+    """No copy: the upload names the final key, carries the metadata from its first request, and
+    the completion carries the CRC-32 of the whole object, which S3 checks before showing it."""
     store = s3_store(s3_client)
-    writes: list[tuple[str, dict]] = []
+    calls: list[tuple[str, dict]] = []
 
     def record(params, **kwargs):
         if params.get("Key") == "root/bls/pr/f":
-            writes.append((kwargs["model"].name, dict(params.get("Metadata") or {})))
+            calls.append((kwargs["model"].name, dict(params)))
 
     s3_client.meta.events.register("provide-client-params.s3.*", record)
-    data = b"q" * (11 * MIB)
-    store.put_stream("bls/pr/f", iter([data]), expected_size=len(data))
-    names = [name for name, _ in writes if name != "HeadObject"]
-    assert names == ["CopyObject"]
-    assert writes[0][1]["sha256"] == sha(data) and writes[0][1]["sha256-size"] == str(len(data))
-
-
-def test_s3_publish_above_the_single_copy_limit_uses_a_multipart_copy_with_metadata(
-    s3_bucket, s3_client, monkeypatch
-):
-    monkeypatch.setattr(store_module, "S3_MAX_COPY", 5 * MIB)
-    store = s3_store(s3_client)
-    data = bytes(range(256)) * (40 * 1024 + 5)  # ~10 MiB: above the patched limit
-    store.put_stream("bls/pr/huge", iter([data]), content_type="text/plain", expected_size=len(data))
-    head = s3_client.head_object(Bucket=BUCKET, Key="root/bls/pr/huge")
-    assert head["Metadata"]["sha256"] == sha(data)
-    assert head["ContentType"] == "text/plain"
-    assert store.read_bytes("bls/pr/huge") == data
-    assert bucket_keys(s3_client) == ["root/bls/pr/huge"]
+    data = bytes(range(251)) * (11 * MIB // 251)  # three parts, the last one short
+    store.put_stream("bls/pr/f", iter([data]), {"upstream-size": str(len(data))}, expected_size=len(data))
+    s3_client.meta.events.unregister("provide-client-params.s3.*", record)
+    names = [name for name, _ in calls if name != "HeadObject"]
+    assert names == [
+        "CreateMultipartUpload",
+        "UploadPart",
+        "UploadPart",
+        "UploadPart",
+        "CompleteMultipartUpload",
+    ]
+    create, *parts, complete = (params for name, params in calls if name != "HeadObject")
+    assert create["Metadata"] == {"upstream-size": str(len(data)), "crc32-size": str(len(data))}
+    assert (create["ChecksumAlgorithm"], create["ChecksumType"]) == ("CRC32", "FULL_OBJECT")
+    for part in parts:
+        assert part["ChecksumCRC32"] == crc32.as_base64(zlib.crc32(part["Body"]))
+    whole = crc32.as_base64(zlib.crc32(data))
+    assert (complete["ChecksumCRC32"], complete["ChecksumType"]) == (whole, "FULL_OBJECT")
+    assert s3_crc32(s3_client, "bls/pr/f") == whole  # what S3 (moto) computed from the bytes
+    assert store.read_bytes("bls/pr/f") == data
+    assert bucket_keys(s3_client) == ["root/bls/pr/f"]
 
 
 def test_local_crash_between_the_two_renames_is_detected_not_trusted(tmp_path, monkeypatch):
@@ -203,6 +237,12 @@ def test_s3_object_from_before_sha256_size_is_not_trusted(s3_bucket, s3_client):
     assert head.metadata["sha256"] == sha(b"abc") and trusted_sha256(head) is None
 
 
+def test_s3_object_of_another_writer_is_not_trusted(s3_bucket, s3_client):
+    """crc32-size is believed only with the size it names: another tool's object is re-fetched."""
+    s3_client.put_object(Bucket=BUCKET, Key="root/bls/pr/f", Body=b"abcd", Metadata={"crc32-size": "3"})
+    assert trusted_integrity(s3_store(s3_client).head("bls/pr/f")) is None
+
+
 def test_trusted_sha256_rules():
     good = {"sha256": sha(b"abc"), "sha256-size": "3"}
     assert trusted_sha256(StoredObject("k", 3, good)) == sha(b"abc")
@@ -215,29 +255,33 @@ def test_trusted_sha256_rules():
 
 
 def test_s3_concurrent_multipart_writers_of_one_key_leave_matching_metadata(s3_bucket, s3_client):
-    """Both writers complete their upload before either publishes; the one whose sha256 would be
-    stale publishes last. Stamping a sha256 onto whatever the final key holds fails this."""
+    """Both writers have uploaded every part before either completes; the first to arrive
+    completes last. Metadata set apart from the bytes (e.g. stamped after) fails this."""
     store = s3_store(s3_client)
     reader = s3_store(s3_client)
     serialise_moto_writes(s3_client)
     for round_ in range(3):
         barrier = threading.Barrier(2, timeout=10)
+        arrived: list[str] = []
 
-        def publish_in_bad_order(params, barrier=barrier, **kwargs):
+        def complete_in_bad_order(params, barrier=barrier, arrived=arrived, **kwargs):
+            arrived.append(params["UploadId"])
             barrier.wait()
-            source_key = unquote(str(params["CopySource"]).split("/", 1)[1])  # "bucket/key" by now
-            source = s3_client.get_object(Bucket=BUCKET, Key=source_key)["Body"].read()
-            if sha(source) != params["Metadata"]["sha256"]:
+            if arrived[0] == params["UploadId"]:
                 time.sleep(0.3)
 
-        s3_client.meta.events.register("before-parameter-build.s3.CopyObject", publish_in_bad_order)
+        s3_client.meta.events.register(
+            "before-parameter-build.s3.CompleteMultipartUpload", complete_in_bad_order
+        )
         bodies = [bytes([65 + round_ * 2 + i]) * (5 * MIB + 100 * i + 1) for i in range(2)]
         with ThreadPoolExecutor(2) as pool:
             list(pool.map(lambda b: store.put_stream("bls/pr/f", iter([b]), expected_size=len(b)), bodies))
-        s3_client.meta.events.unregister("before-parameter-build.s3.CopyObject", publish_in_bad_order)
+        s3_client.meta.events.unregister(
+            "before-parameter-build.s3.CompleteMultipartUpload", complete_in_bad_order
+        )
         assert reader.read_bytes("bls/pr/f") in bodies
         assert_metadata_matches_bytes(reader, "bls/pr/f")
-        assert trusted_sha256(reader.head("bls/pr/f")) is not None
+        assert trusted_integrity(reader.head("bls/pr/f")) is not None
 
 
 def test_local_concurrent_writers_of_one_key_leave_matching_metadata(tmp_path, monkeypatch):
@@ -333,13 +377,13 @@ def test_property_local_metadata_always_matches_bytes(ops, monkeypatch):
 
 
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(ops=writes(), fail_copy=st.booleans())
-def test_property_s3_metadata_always_matches_bytes(ops, fail_copy, s3_bucket, s3_client):
-    """S3 with the threshold at its minimum: bodies above it (padded) take the temp+copy path."""
+@given(ops=writes(), fail_completion=st.booleans())
+def test_property_s3_metadata_always_matches_bytes(ops, fail_completion, s3_bucket, s3_client):
+    """S3 with the threshold at its minimum: bodies above it (padded) take the multipart path."""
     store = s3_store(s3_client)
     published: dict[str, bytes] = {}
 
-    def broken_copy(**kwargs):
+    def broken_completion(**kwargs):
         raise EndpointConnectionError(endpoint_url="http://127.0.0.1:1")
 
     for i, (key, data, chunks, _) in enumerate(ops):
@@ -347,19 +391,20 @@ def test_property_s3_metadata_always_matches_bytes(ops, fail_copy, s3_bucket, s3
         if big:
             chunks = [b"p" * (5 * MIB), *chunks]
             data = b"p" * (5 * MIB) + data
-        failing = fail_copy and big and i % 2 == 0
+        failing = fail_completion and big and i % 2 == 0
         if failing:
-            s3_client.meta.events.register("before-call.s3.CopyObject", broken_copy)
+            s3_client.meta.events.register("before-call.s3.CompleteMultipartUpload", broken_completion)
         try:
             store.put_stream(f"bls/pr/{key}", iter(chunks), expected_size=len(data))
             published[key] = data
         except StoreError:
             assert failing
         finally:
-            s3_client.meta.events.unregister("before-call.s3.CopyObject", broken_copy)
+            s3_client.meta.events.unregister("before-call.s3.CompleteMultipartUpload", broken_completion)
         for name, body in published.items():
             assert store.read_bytes(f"bls/pr/{name}") == body
-            assert trusted_sha256(store.head(f"bls/pr/{name}")) == sha(body)
+            assert_metadata_matches_bytes(store, f"bls/pr/{name}")
+            assert trusted_integrity(store.head(f"bls/pr/{name}")) is not None
     for key in bucket_keys(s3_client):  # the bucket outlives one example
         s3_client.delete_object(Bucket=BUCKET, Key=key)
     assert store.list_keys() == []

@@ -4,10 +4,12 @@ Both backends keep the same promises, and the same tests run against both:
 - keys are `/`-separated and relative to the store root (`s3://bucket/prefix` or a directory);
   segments starting with `.quest-` are the store's own (temp objects, leases) and never listed;
 - a write is atomic: readers see the old object or the complete new one, never a partial one;
-- an object is published together with its integrity metadata (`sha256` of its bytes and
-  `sha256-size`, the byte count it covers) in one step, or not at all; `trusted_sha256` tells a
-  caller whether a stored object's metadata can be believed without reading the bytes;
-- `put_stream` never holds a whole object in memory, counts and hashes what it writes, and
+- an object is published together with its integrity metadata in one step, or not at all: the
+  `sha256` of its bytes and `sha256-size`, the byte count it covers, or on an S3 multipart upload
+  `crc32-size`, the byte count of the full-object CRC-32 S3 verified at completion;
+  `trusted_integrity` tells a caller whether a stored object's metadata can be believed without
+  reading the bytes;
+- `put_stream` never holds a whole object in memory, counts and checksums what it writes, and
   refuses to publish when the byte count differs from what the caller expected;
 - expected failures (missing bucket, access denied, unreachable endpoint) are one-line `StoreError`s;
 - `lease(prefix, ttl)` keeps two syncs of one prefix from interleaving, and `cleanup_stale` removes

@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from typing import IO, TYPE_CHECKING, Protocol
+from typing import IO, TYPE_CHECKING, Any, Protocol
 
 from flows.core.errors import SizeMismatch, StoreError
 from flows.core.objects import META_SHA256, META_SHA256_SIZE, StoredObject
@@ -17,7 +17,6 @@ if TYPE_CHECKING:
     from flows.io.store.lease import Lease
 
 S3_MIN_PART = 5 * 1024 * 1024
-S3_MAX_COPY = 5 * 1024**3
 
 INTERNAL_MARK = ".quest-"
 TMP_SEGMENT = ".quest-tmp"
@@ -107,23 +106,30 @@ def _one_line(text: str) -> str:
 
 
 class _Hashing:
-    """Counts and hashes the chunks it passes on."""
+    """Counts and hashes the chunks it passes on (the sha256 until `count_only`)."""
 
     def __init__(self, chunks: Iterable[bytes]):
         self._chunks = chunks
         self.size = 0
-        self._sha = hashlib.sha256()
+        self._sha: Any = hashlib.sha256()
 
     def __iter__(self) -> Iterator[bytes]:
         for chunk in self._chunks:
             if chunk:
                 self.size += len(chunk)
-                self._sha.update(chunk)
+                if self._sha is not None:
+                    self._sha.update(chunk)
                 yield chunk
+
+    def count_only(self) -> None:
+        """Stop hashing: an S3 multipart upload is vouched for by S3's CRC-32, not our sha256."""
+        self._sha = None
 
     @property
     def sha256(self) -> str:
-        return self._sha.hexdigest()
+        if self._sha is None:
+            raise RuntimeError("the sha256 was not computed (count_only)")
+        return str(self._sha.hexdigest())
 
     def integrity(self) -> dict[str, str]:
         """The metadata published with the bytes: their sha256 and the count it covers."""

@@ -1,4 +1,4 @@
-"""The S3 store: one PutObject, or multipart to a private temp key then one copy with its metadata."""
+"""The S3 store: one PutObject with our sha256, or a multipart upload S3 checks by its full-object CRC-32."""
 
 from __future__ import annotations
 
@@ -10,17 +10,17 @@ import json
 import logging
 import threading
 import time
+import zlib
 from collections.abc import Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from datetime import datetime
 from typing import IO, Any
 
-from flows.core import stat_cache
+from flows.core import crc32, stat_cache
 from flows.core.errors import StoreError
-from flows.core.objects import META_SHA256, META_SHA256_SIZE, StoredObject
+from flows.core.objects import META_CRC32_SIZE, META_SHA256, META_SHA256_SIZE, StoredObject
 from flows.io.store.base import (
     LEASE_NAME,
-    S3_MAX_COPY,
     S3_MIN_PART,
     STAT_CACHE_NAME,
     TMP_SEGMENT,
@@ -31,7 +31,6 @@ from flows.io.store.base import (
     _Hashing,
     _iso,
     _one_line,
-    _tmp_name,
     _tmp_started,
     head_each,
     is_internal_key,
@@ -80,14 +79,13 @@ def describe_s3_error(action: str, where: str, exc: Exception) -> str:
 class S3Store:
     """A bucket (optionally a prefix in it), through boto3.
 
-    Small objects go up in one PutObject, metadata and bytes together. Larger ones stream as a
-    multipart upload to a private temp key (`<dir>/.quest-tmp/<time>-<uuid>`, next to the final key
-    so it stays inside the prefixes the role may write); once every byte has arrived and the count is
-    right it is completed there and then published by one server-side copy onto the final key with
-    the sha256 as metadata. The final key is only ever written by a request carrying both bytes and
-    sha256, so a failure or a concurrent writer can never leave it with missing or foreign metadata.
-    (S3's own SHA256 checksum of a multipart upload is a checksum of part checksums, not the sha256
-    of the object, so it cannot stand in for the `sha256` metadata.)
+    Small objects go up in one PutObject, metadata and bytes together, with our sha256 as the
+    checksum S3 verifies. Larger ones stream as a multipart upload straight onto the final key:
+    the metadata is given when the upload starts and appears with the bytes at completion, and the
+    completion, sent only once the byte count is right, carries the full-object CRC-32 that S3
+    checks against what it assembled. So a failure or a concurrent writer can never leave the key
+    with missing or foreign metadata. (S3's SHA256 of a multipart upload is a checksum of part
+    checksums, not the object's sha256; its FULL_OBJECT CRC-32 is the object's own.)
     """
 
     def __init__(
@@ -227,10 +225,9 @@ class S3Store:
         self.stat_prefix(prefix, workers)
 
     def _wrote(self, key: str, obj: StoredObject | None, response: dict[str, Any]) -> None:
-        """Note a write (obj None: a delete), dated by S3's clock: the object's own LastModified
-        when the response has it (a copy), else the response's Date, which is never earlier."""
-        copied = response.get("CopyObjectResult", {}).get("LastModified")
-        written_at = copied if isinstance(copied, datetime) else _response_date(response)
+        """Note a write (obj None: a delete), dated by S3's clock: the response's Date, never
+        earlier than the object's LastModified."""
+        written_at = _response_date(response)
         with self._written_lock:
             self._written[key] = (obj, written_at) if obj is not None else None
             self._last_write = time.time()
@@ -362,11 +359,6 @@ class S3Store:
         meta = {**_clean_metadata(metadata), **hashing.integrity()}
         return self._put_object(key, b"".join(buffered), meta, content_type)
 
-    def _temp_key(self, key: str) -> str:
-        """A bucket key for a private upload next to `key`: same directory, so the same IAM prefix."""
-        directory = key.rpartition("/")[0]
-        return self.prefix + (directory + "/" if directory else "") + f"{TMP_SEGMENT}/{_tmp_name()}"
-
     def _multipart(
         self,
         key: str,
@@ -377,25 +369,48 @@ class S3Store:
         content_type: str | None,
         expected_size: int | None,
     ) -> StoredObject:
-        full_key, temp = self.full_key(key), self._temp_key(key)
-        where = f"{self.location(key)} (via s3://{self.bucket}/{temp})"
+        """Upload straight onto `key`, its metadata given at the start: S3 shows nothing there until
+        the completion, and the completion carries the full-object CRC-32, which S3 checks against
+        the bytes it assembled. It is sent only once the byte count is the expected one, so the
+        key holds the old object or the whole new one with its own metadata, never a mix.
+
+        A sha256 would be known only after the last byte, too late for the metadata; attaching it
+        took a server-side copy of every byte (half the time of a multipart mirror). So a
+        multipart object's record is `crc32-size` (see `trusted_integrity`) with S3's CRC-32.
+        """
+        hashing.count_only()
+        full_key, where = self.full_key(key), self.location(key)
+        meta = _clean_metadata(metadata)
+        if expected_size is not None:  # the count the completion is held to
+            meta[META_CRC32_SIZE] = str(expected_size)
+        extra = {"ContentType": content_type} if content_type else {}
         upload_id = self._call(
-            "start upload of", where, "create_multipart_upload", Bucket=self.bucket, Key=temp
+            "start upload of",
+            where,
+            "create_multipart_upload",
+            Bucket=self.bucket,
+            Key=full_key,
+            Metadata=meta,
+            ChecksumAlgorithm="CRC32",
+            ChecksumType="FULL_OBJECT",
+            **extra,
         )["UploadId"]
-        etags: dict[int, str] = {}
+        uploaded: dict[int, tuple[str, int, int]] = {}  # part number -> ETag, CRC-32, length
 
         def upload(number: int, body: bytes) -> None:
+            crc = zlib.crc32(body)  # in this thread: zlib lets go of the GIL on large buffers
             resp = self._call(
                 f"upload part {number} of",
                 where,
                 "upload_part",
                 Bucket=self.bucket,
-                Key=temp,
+                Key=full_key,
                 UploadId=upload_id,
                 PartNumber=number,
                 Body=body,
+                ChecksumCRC32=crc32.as_base64(crc),  # S3 checks the part; botocore computes none
             )
-            etags[number] = resp["ETag"]
+            uploaded[number] = (resp["ETag"], crc, len(body))
 
         try:
             # Parts go up concurrently while the next ones are read; at most `part_concurrency`
@@ -411,55 +426,33 @@ class S3Store:
                 for fut in pending:
                     fut.result()
             _check_size(key, hashing.size, expected_size)
-            done = [{"PartNumber": n, "ETag": etags[n]} for n in sorted(etags)]
-            self._call(
+            whole = 0
+            for number in sorted(uploaded):
+                whole = crc32.combine(whole, uploaded[number][1], uploaded[number][2])
+            done = [
+                {"PartNumber": n, "ETag": etag, "ChecksumCRC32": crc32.as_base64(crc)}
+                for n, (etag, crc, _) in sorted(uploaded.items())
+            ]
+            resp = self._call(
                 "complete upload of",
                 where,
                 "complete_multipart_upload",
                 Bucket=self.bucket,
-                Key=temp,
+                Key=full_key,
                 UploadId=upload_id,
                 MultipartUpload={"Parts": done},
+                ChecksumCRC32=crc32.as_base64(whole),
+                ChecksumType="FULL_OBJECT",
             )
         except BaseException:
             with contextlib.suppress(Exception):
-                self.client.abort_multipart_upload(Bucket=self.bucket, Key=temp, UploadId=upload_id)
+                self.client.abort_multipart_upload(Bucket=self.bucket, Key=full_key, UploadId=upload_id)
             raise
-        meta = _clean_metadata(metadata)
-        meta.update(hashing.integrity())
-        try:
-            published = self._publish_copy(temp, full_key, hashing.size, meta, content_type, where)
-        finally:
-            # Best effort: a temp object left here is removed by a later sync's `cleanup_stale`.
-            with contextlib.suppress(Exception):
-                self.client.delete_object(Bucket=self.bucket, Key=temp)
-        etag = published.get("CopyObjectResult", {}).get("ETag", "").strip('"') or None
-        stored = StoredObject(key=key, size=hashing.size, metadata=meta, etag=etag)
-        self._wrote(key, stored, published)
+        stored = StoredObject(
+            key=key, size=hashing.size, metadata=meta, etag=resp.get("ETag", "").strip('"') or None
+        )
+        self._wrote(key, stored, resp)
         return stored
-
-    def _publish_copy(
-        self, temp: str, full_key: str, size: int, meta: dict[str, str], content_type: str | None, where: str
-    ) -> dict[str, Any]:
-        """Copy the completed temp object onto the final key with its metadata, in one request
-        (a multipart copy above 5 GiB, whose completion is just as atomic); the copy's response,
-        empty for the multipart copy, whose ETag is not reported."""
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        args: dict[str, Any] = {"MetadataDirective": "REPLACE", "Metadata": meta}
-        if content_type:
-            args["ContentType"] = content_type
-        source = {"Bucket": self.bucket, "Key": temp}
-        if size <= S3_MAX_COPY:
-            resp: dict[str, Any] = self._call(
-                "publish", where, "copy_object", Bucket=self.bucket, Key=full_key, CopySource=source, **args
-            )
-            return resp
-        try:
-            self.client.copy(source, self.bucket, full_key, ExtraArgs=args)
-        except (ClientError, BotoCoreError) as exc:
-            raise StoreError(describe_s3_error("publish", where, exc)) from exc
-        return {}
 
     def delete(self, key: str) -> None:
         where = self.location(key)
