@@ -375,7 +375,7 @@ class S3Store:
         key holds the old object or the whole new one with its own metadata, never a mix.
 
         A sha256 would be known only after the last byte, too late for the metadata; attaching it
-        took a server-side copy of every byte (half the time of a multipart mirror). So a
+        took a server-side copy of every byte (about a quarter of a multipart mirror's time). So a
         multipart object's record is `crc32-size` (see `trusted_integrity`) with S3's CRC-32.
         """
         hashing.count_only()
