@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from typing import IO, TYPE_CHECKING, Any, Protocol
+from typing import IO, TYPE_CHECKING, Protocol
 
 from flows.core.errors import SizeMismatch, StoreError
 from flows.core.objects import META_SHA256, META_SHA256_SIZE, StoredObject
@@ -105,31 +105,35 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
-class _Hashing:
-    """Counts and hashes the chunks it passes on (the sha256 until `count_only`)."""
+class _Counted:
+    """Counts the chunks it passes on (dropping empty ones)."""
 
     def __init__(self, chunks: Iterable[bytes]):
         self._chunks = chunks
         self.size = 0
-        self._sha: Any = hashlib.sha256()
 
     def __iter__(self) -> Iterator[bytes]:
         for chunk in self._chunks:
             if chunk:
                 self.size += len(chunk)
-                if self._sha is not None:
-                    self._sha.update(chunk)
                 yield chunk
 
-    def count_only(self) -> None:
-        """Stop hashing: an S3 multipart upload is vouched for by S3's CRC-32, not our sha256."""
-        self._sha = None
+
+class _Hashing(_Counted):
+    """Counts and hashes the chunks it passes on."""
+
+    def __init__(self, chunks: Iterable[bytes]):
+        super().__init__(chunks)
+        self._sha = hashlib.sha256()
+
+    def __iter__(self) -> Iterator[bytes]:
+        for chunk in super().__iter__():
+            self._sha.update(chunk)
+            yield chunk
 
     @property
     def sha256(self) -> str:
-        if self._sha is None:
-            raise RuntimeError("the sha256 was not computed (count_only)")
-        return str(self._sha.hexdigest())
+        return self._sha.hexdigest()
 
     def integrity(self) -> dict[str, str]:
         """The metadata published with the bytes: their sha256 and the count it covers."""

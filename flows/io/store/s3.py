@@ -28,7 +28,7 @@ from flows.io.store.base import (
     _check_prefix,
     _check_size,
     _clean_metadata,
-    _Hashing,
+    _Counted,
     _iso,
     _one_line,
     _tmp_started,
@@ -344,27 +344,26 @@ class S3Store:
         content_type: str | None = None,
         expected_size: int | None = None,
     ) -> StoredObject:
-        hashing = _Hashing(chunks)
-        parts = _rechunk(hashing, self.part_size)
+        # Only counted on the way in: a multipart object needs no sha256 (S3's CRC-32 vouches for
+        # it), and a small one is hashed once, joined, by `put_bytes`.
+        counted = _Counted(chunks)
+        parts = _rechunk(counted, self.part_size)
         buffered: list[bytes] = []
         total = 0
         for piece in parts:
             buffered.append(piece)
             total += len(piece)
             if total > self.multipart_threshold:
-                return self._multipart(key, buffered, parts, hashing, metadata, content_type, expected_size)
-        # The whole stream fit below the threshold: one PutObject, with the sha256 hashed on the way
-        # in (hashing the joined bytes again cost a second pass over every small object).
-        _check_size(key, hashing.size, expected_size)
-        meta = {**_clean_metadata(metadata), **hashing.integrity()}
-        return self._put_object(key, b"".join(buffered), meta, content_type)
+                return self._multipart(key, buffered, parts, counted, metadata, content_type, expected_size)
+        _check_size(key, counted.size, expected_size)
+        return self.put_bytes(key, b"".join(buffered), metadata, content_type)
 
     def _multipart(
         self,
         key: str,
         head_parts: list[bytes],
         parts: Iterator[bytes],
-        hashing: _Hashing,
+        counted: _Counted,
         metadata: dict[str, str] | None,
         content_type: str | None,
         expected_size: int | None,
@@ -378,7 +377,6 @@ class S3Store:
         took a server-side copy of every byte (about a quarter of a multipart mirror's time). So a
         multipart object's record is `crc32-size` (see `trusted_integrity`) with S3's CRC-32.
         """
-        hashing.count_only()
         full_key, where = self.full_key(key), self.location(key)
         meta = _clean_metadata(metadata)
         if expected_size is not None:  # the count the completion is held to
@@ -425,14 +423,11 @@ class S3Store:
                     pending.add(pool.submit(upload, number, body))
                 for fut in pending:
                     fut.result()
-            _check_size(key, hashing.size, expected_size)
-            whole = 0
-            for number in sorted(uploaded):
-                whole = crc32.combine(whole, uploaded[number][1], uploaded[number][2])
-            done = [
-                {"PartNumber": n, "ETag": etag, "ChecksumCRC32": crc32.as_base64(crc)}
-                for n, (etag, crc, _) in sorted(uploaded.items())
-            ]
+            _check_size(key, counted.size, expected_size)
+            whole, done = 0, []
+            for number, (etag, crc, length) in sorted(uploaded.items()):
+                whole = crc32.combine(whole, crc, length)
+                done.append({"PartNumber": number, "ETag": etag, "ChecksumCRC32": crc32.as_base64(crc)})
             resp = self._call(
                 "complete upload of",
                 where,
@@ -449,7 +444,7 @@ class S3Store:
                 self.client.abort_multipart_upload(Bucket=self.bucket, Key=full_key, UploadId=upload_id)
             raise
         stored = StoredObject(
-            key=key, size=hashing.size, metadata=meta, etag=resp.get("ETag", "").strip('"') or None
+            key=key, size=counted.size, metadata=meta, etag=resp.get("ETag", "").strip('"') or None
         )
         self._wrote(key, stored, resp)
         return stored
