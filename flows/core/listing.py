@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import html
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from urllib.parse import unquote, urljoin, urlsplit
@@ -19,6 +20,11 @@ from flows.core.errors import IncompleteListing, ListingError
 
 # Every anchor of the listing, with the text since the previous anchor (where IIS puts the date,
 # time and size). Rows are read strictly afterwards, so a malformed row is seen, not passed over.
+# Upstream bytes must parse in linear time (a parse holds the GIL: the lease renewal, heartbeats and
+# cancel watcher wait for it). A pattern that scans to a terminator is quadratic when the terminator
+# is missing and the scan is retried from every later start (`.*?</A>` after each of thousands of
+# unclosed anchors, `[^>]*>` after each `<pre`): such patterns are only searched up to the last
+# terminator in the text (`endpos`), where every scan finds one. See `_anchors`, `_row_block`.
 _ANCHOR = re.compile(r"<A\s+HREF\s*=\s*\"(?P<href>[^\"]*)\"\s*>(?P<text>.*?)</A>", re.IGNORECASE | re.DOTALL)
 _ROW_HEAD = re.compile(
     r"(?P<month>\d{1,2})/(?P<day>\d{1,2})/(?P<year>\d{4})\s+"
@@ -26,10 +32,17 @@ _ROW_HEAD = re.compile(
     r"(?P<size>\d{1,15}|&lt;dir&gt;|<dir>)\s*$",
     re.IGNORECASE,
 )
+# A row is three or four words at the end of its head (`6/6/2024 8:30 AM 1504795`; `8:30AM` is one
+# word), its date at most 10 characters at the end of its word: a match starts in the last 10
+# characters of the fourth- or third-last word of the head, nowhere else (`_read_row_head`).
+_ROW_WORDS = 4
+_DATE_CHARS = 10
 _PARENT = re.compile(r"\[To Parent Directory\]", re.IGNORECASE)
 _PRE_OPEN = re.compile(r"<pre\b[^>]*>", re.IGNORECASE)
 _PRE_CLOSE = re.compile(r"</pre\s*>", re.IGNORECASE)
 _HTML_CLOSE = re.compile(r"</html\s*>\s*$", re.IGNORECASE)
+_TAG = re.compile(r"<[^>]+>")
+_BR = re.compile(r"<br\s*/?>", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -95,10 +108,11 @@ def _row_block(page: str, directory_url: str) -> str:
     transit (a dropped connection with no Content-Length looks like a normal end): rows after the
     cut are missing and must not be read as deleted upstream.
     """
-    opened = _PRE_OPEN.search(page)
+    tags_end = _after_last(page, ">")  # every `[^>]*>` scan before it ends there at the latest
+    opened = _PRE_OPEN.search(page, 0, tags_end)
     if opened is None:
-        snippet = " ".join(re.sub(r"<[^>]+>", " ", page).split())[:80]
-        if _ANCHOR.search(page) or _PARENT.search(page):
+        snippet = " ".join((_TAG.sub(" ", page[:tags_end]) + page[tags_end:]).split())[:80]
+        if next(_anchors(page), None) or _PARENT.search(page):
             raise IncompleteListing(f"{directory_url}: the listing has no opening <pre>; not read")
         raise ListingError(f"{directory_url}: the response is not a directory listing (starts: {snippet!r})")
     closed = _PRE_CLOSE.search(page, opened.end())
@@ -129,6 +143,34 @@ class ListingRow:
         return self.row is not None and not (self.row["size"].isascii() and self.row["size"].isdigit())
 
 
+def _after_last(text: str, *terminators: str) -> int:
+    """Where the last of `terminators` in `text` ends (0 if none): the `endpos` for a terminated scan."""
+    return max((at + len(t) for t in terminators if (at := text.rfind(t)) >= 0), default=0)
+
+
+def _anchors(text: str) -> Iterator[re.Match[str]]:
+    """`_ANCHOR.finditer(text)` in linear time: no anchor closes after the last `</A>` (`a` folds only
+    to `A`), and before it every lazy `.*?` finds its `</A>`, so no scan is retried to the end."""
+    return _ANCHOR.finditer(text, 0, _after_last(text, "</A>", "</a>"))
+
+
+def _read_row_head(head: str) -> re.Match[str] | None:
+    """`_ROW_HEAD.search(head)`, tried only where a match can start (see `_ROW_WORDS`): a search from
+    every position of a long head is one call of about 0.4 s per MiB, holding the GIL."""
+    words = head.rsplit(None, _ROW_WORDS)  # the whitespace `\s` matches
+    at = len(words.pop(0)) if len(words) > _ROW_WORDS else 0  # head[:at] is the text before them
+    spans = []
+    for word in words:
+        start = head.find(word, at)  # only whitespace lies between two words
+        at = start + len(word)
+        spans.append((start, at))
+    for start, end in spans[-_ROW_WORDS : len(spans) - 2]:  # the fourth- and third-last words
+        for i in range(max(start, end - _DATE_CHARS), end):
+            if (row := _ROW_HEAD.match(head, i)) is not None:
+                return row
+    return None
+
+
 def listing_block(page: str, directory_url: str) -> str:
     """The rows of a complete IIS listing; ListingError / IncompleteListing as `parse_listing`."""
     return _row_block(page, directory_url if directory_url.endswith("/") else directory_url + "/")
@@ -138,12 +180,12 @@ def listing_rows(block: str) -> list[ListingRow]:
     """Every anchor of a `<pre>` block, with its row read strictly (a malformed row is seen)."""
     rows = []
     previous_end = 0
-    for anchor in _ANCHOR.finditer(block):
+    for anchor in _anchors(block):
         head = block[previous_end : anchor.start()]
         previous_end = anchor.end()
-        head = re.sub(r"<br\s*/?>", " ", head, flags=re.IGNORECASE).strip()
+        head = _BR.sub(" ", head).strip()
         text = html.unescape(anchor["text"]).strip()
-        rows.append(ListingRow(html.unescape(anchor["href"]), text, head, _ROW_HEAD.search(head)))
+        rows.append(ListingRow(html.unescape(anchor["href"]), text, head, _read_row_head(head)))
     return rows
 
 
@@ -222,3 +264,13 @@ def _quote_name(name: str) -> str:
     from urllib.parse import quote
 
     return quote(name, safe="!$&'()*+,;=:@-._~")
+
+
+def trailing_text(block: str) -> str:
+    """What follows the block's last anchor: a row the anchor pattern cannot read lands here (or in
+    the next row's `head`), and a reader that must not miss a name (the root's survey folders)
+    looks at it too."""
+    end = 0
+    for anchor in _anchors(block):
+        end = anchor.end()
+    return block[end:]

@@ -101,10 +101,17 @@ PAD = " "
 # A value is a finite number in decimal notation, read by pandas' C float parser: BLS prints `2.6`,
 # `-4.9`, `116.953`; a sign, a bare point (`.5`, `5.`) or an exponent (`1e3`) read as the number they
 # write. Markers (`-`, `(NA)`, blank), `nan`, `inf` and overflowing figures (`1e400`) are dropped.
-# _NUMBER_LIKE is a superset of what that parser accepts; the numbers always come from the parser
-# itself, so a row reads the same on the fast path and on the all-text path.
-_BLANKS = r"[ \t\n\v\f\r]*"
-_NUMBER_LIKE = re.compile(_BLANKS + r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]*)?" + _BLANKS)
+# _NUMBER_LIKE is what that parser accepts (an exponent needs a digit: it refuses `1e`); the numbers
+# always come from the parser itself, so a row reads the same on the fast path and on the all-text
+# path. Its repeats are possessive (`++`, `*+`, `?+`: never given back), which matches the same texts
+# because each is followed by characters it cannot match, and fails in one pass: with `[0-9]+\.?[0-9]*`
+# 16 kB of digits ending in `x` took 11 s (every split of the digits was tried). Texts the parser
+# refuses are isolated by halving, one parse per half; the pattern keeps them out (thousands of `5e`
+# values cost one parse, not thousands).
+_BLANKS = r"[ \t\n\v\f\r]*+"
+_NUMBER_LIKE = re.compile(
+    _BLANKS + r"[+-]?+(?:[0-9]++(?:\.[0-9]*+)?+|\.[0-9]++)" + r"(?:[eE][+-]?+[0-9]++)?+" + _BLANKS
+)
 _BOM = b"\xef\xbb\xbf"
 _NOT_SEPARATORS = bytes(b for b in range(256) if b not in b"\t\n\r\x00")
 

@@ -213,3 +213,154 @@ def test_hostile_rows_and_cuts_raise_only_listing_errors(pieces, cut):
         return
     names = {e.name for e in listing.entries}
     assert names <= {"pr.a", "pr.b"} and not names & set(listing.unreadable)
+
+
+# --------------------------------------------------------------------------- linear, and the same as before
+# The parser reads in linear time (`tests/core/test_parsers_linear.py`) by searching its patterns
+# only where they can match; these compare it with the plain searches it replaces, on small
+# hostile pages where a quadratic search costs nothing.
+
+import html as _html  # noqa: E402
+import re as _re  # noqa: E402
+
+from flows.core import listing as _listing  # noqa: E402
+from flows.core.errors import IncompleteListing  # noqa: E402
+
+
+def _plain_rows(block):
+    """`listing_rows` as it was: one `finditer` to the end of the block, one `search` per head."""
+    rows, previous_end = [], 0
+    for anchor in _listing._ANCHOR.finditer(block):
+        head = _re.sub(r"<br\s*/?>", " ", block[previous_end : anchor.start()], flags=_re.IGNORECASE).strip()
+        previous_end = anchor.end()
+        row = _listing._ROW_HEAD.search(head)
+        rows.append(
+            (_html.unescape(anchor["href"]), _html.unescape(anchor["text"]).strip(), head, row and row.span())
+        )
+    return rows, block[previous_end:]
+
+
+def _plain_block(page):
+    """`_row_block` as it was, its outcome as a value: the block, or the error's type and message."""
+    opened = _listing._PRE_OPEN.search(page)
+    if opened is None:
+        snippet = " ".join(_re.sub(r"<[^>]+>", " ", page).split())[:80]
+        if _listing._ANCHOR.search(page) or _listing._PARENT.search(page):
+            return IncompleteListing, f"{DIR}: the listing has no opening <pre>; not read"
+        return ListingError, f"{DIR}: the response is not a directory listing (starts: {snippet!r})"
+    closed = _listing._PRE_CLOSE.search(page, opened.end())
+    if closed is None or not _listing._HTML_CLOSE.search(page, closed.end()):
+        return IncompleteListing, "cut"
+    return page[opened.end() : closed.start()]
+
+
+def _block_outcome(page):
+    try:
+        return _listing.listing_block(page, DIR)
+    except ListingError as exc:
+        message = str(exc)
+        return type(exc), "cut" if "was cut off" in message else message
+
+
+_markup = st.sampled_from(
+    [
+        "<A HREF=",
+        "<a  href = ",
+        '"',
+        '"/pub/time.series/pr/x"',
+        ">",
+        "</A>",
+        "</a>",
+        "</A",
+        "<",
+        "<>",
+        "<pre",
+        "<PRE ",
+        "<prefix>",
+        "</pre>",
+        "</html>",
+        "</HTML >",
+        "<br>",
+        "<BR />",
+        " ",
+        "\n",
+        "\x1c",
+        "x",
+        "[To Parent Directory]",
+        "&lt;dir&gt;",
+        "<dir>",
+        "&amp;",
+        " 6/6/2024  8:30 AM      15 ",
+        "12/31/2024 ",
+        "10:30",
+        "PM ",
+        "1/2/20245",
+    ]
+)
+
+
+_row_markup = st.sampled_from(
+    [
+        ' 6/6/2024  8:30 AM      15 <A HREF="/pub/time.series/pr/pr.a">pr.a</A><br>',
+        ' 12/13/2023 1:05 PM &lt;dir&gt; <a href="/pub/time.series/pr/old/">old</a><BR/>',
+        '<A HREF="/pub/time.series/">[To Parent Directory]</A><br><br>',
+        '<A HREF="/pub/time.series/pr/x">',
+        "12/31/2024 10:30AM <dir> ",
+    ]
+)
+_page = st.tuples(
+    st.sampled_from(["", "<html><body><pre>", "<PRE class=x>", "<pre", "<html><pre>"]),
+    st.lists(st.one_of(_markup, _row_markup), max_size=30).map("".join),
+    st.sampled_from(
+        ["", "</pre><hr></body></html>\r\n", "</PRE></HTML >  ", "</pre>", "</pre></html>x", "</A>"]
+    ),
+).map("".join)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(_page)
+def test_the_linear_reading_finds_what_the_plain_patterns_find(text):
+    assert _block_outcome(text) == _plain_block(text)
+    rows, tail = _plain_rows(text)
+    read = _listing.listing_rows(text)
+    assert [(r.href, r.text, r.head, r.row and r.row.span()) for r in read] == rows
+    assert [r.row and r.row.groupdict() for r in read] == [
+        (m := _listing._ROW_HEAD.search(r.head)) and m.groupdict() for r in read
+    ]
+    assert _listing.trailing_text(text) == tail
+
+
+_head_words = st.sampled_from(
+    ["1", "12", "/", "2024", "20245", ":", "00", "AM", "pm", "M", "123", "&lt;dir&gt;", "<dir>", "x", "٣"]
+    + ["1/1/2024", "12/31/2024", "10:30", "10:30AM", "9999999999999999", "x12/31/2024", "1/2/٣٣٣٣"]
+)
+_spaces = st.sampled_from([" ", "  ", "\t", "\x1c", "\x85", "\u3000", ""])
+_gap = st.one_of(st.just(" "), _spaces)
+_row_parts = st.tuples(  # a row's words (date, time, AM/PM, size), mostly valid, with spaces between
+    st.one_of(
+        st.just("6/6/2024"),
+        st.sampled_from(["12/31/2024", "x12/31/2024", "1/1/20245", "13/45/2024", "1/٣/2024"]),
+    ),
+    _gap,
+    st.one_of(st.just("8:30"), st.sampled_from(["12:00", "1:5", "10:30AM", "8:30 PM", ":30"])),
+    _gap,
+    st.one_of(st.just("AM"), st.sampled_from(["pm", "", "XM"])),
+    _gap,
+    st.one_of(
+        st.just("15"), st.sampled_from(["1504795", "&lt;dir&gt;", "<DIR>", "1234567890123456", "-1", ""])
+    ),
+)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(
+    st.lists(st.tuples(_head_words, _spaces), max_size=6),
+    st.one_of(_row_parts, st.none()),
+    st.lists(st.tuples(_spaces, _head_words), max_size=1),
+)
+def test_a_row_head_is_read_as_the_plain_search_reads_it(before, row, after):
+    head = "".join(w + s for w, s in before) + "".join(row or ()) + "".join(s + w for s, w in after)
+    for text in (head, head.strip()):
+        plain = _listing._ROW_HEAD.search(text)
+        read = _listing._read_row_head(text)
+        assert (read and (read.span(), read.groupdict())) == (plain and (plain.span(), plain.groupdict()))
