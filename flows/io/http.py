@@ -24,7 +24,9 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from flows.core.content_coding import content_codings, decode_body
 from flows.core.errors import (
+    BodyTooLarge,
     DeadlineExceeded,
     HttpStatusError,
     IncompleteBody,
@@ -172,7 +174,9 @@ def _nothing() -> None:
 class _GuardedStream(httpx.SyncByteStream):
     """A response body that stops at the request's deadline, or at once when the transport aborts.
 
-    Closing it also gives back the request's politeness slot (`release`).
+    A Content-Encoding is undone here, in bounded steps (`flows.core.content_coding`), so httpx's
+    own decoder (a whole raw chunk at a time, without bound) never sees it. Closing the stream
+    also gives back the request's politeness slot (`release`).
     """
 
     def __init__(
@@ -182,11 +186,20 @@ class _GuardedStream(httpx.SyncByteStream):
         ends_at: float,
         guard: GuardedTransport,
         release: Release = _nothing,
+        codings: tuple[str, ...] = (),
     ):
         self._inner, self._url, self._ends_at, self._guard = inner, url, ends_at, guard
-        self._release = release
+        self._release, self._codings = release, codings
 
     def __iter__(self) -> Iterator[bytes]:
+        if not self._codings:
+            yield from self._raw()
+            return
+        for piece in decode_body(self._raw(), self._codings, f"GET {self._url}"):
+            self._guard.check(self._url, self._ends_at)
+            yield piece
+
+    def _raw(self) -> Iterator[bytes]:
         chunks = iter(self._inner)
         while True:
             try:
@@ -285,7 +298,13 @@ class GuardedTransport(httpx.BaseTransport):
             raise
         permit.answered()  # the headers are in: the request has reached the site
         assert isinstance(response.stream, httpx.SyncByteStream)
-        response.stream = _GuardedStream(response.stream, url, ends_at, self, permit.release)
+        try:
+            codings = _take_codings(response, url)
+        except BaseException:
+            response.close()  # the raw stream's close gives the slot back
+            permit.release()
+            raise
+        response.stream = _GuardedStream(response.stream, url, ends_at, self, permit.release, codings)
         return response
 
     def _take_slot(self, url: str) -> Permit:
@@ -315,6 +334,50 @@ class GuardedTransport(httpx.BaseTransport):
 
     def close(self) -> None:
         self._inner.close()
+
+
+def _take_codings(response: httpx.Response, url: str) -> tuple[str, ...]:
+    """The body's content codings, taken off its headers: the stream decodes them in bounded
+    steps, and the Content-Length (of the coded bytes, which h11 has checked) no longer applies."""
+    codings = content_codings(response.headers.get_list("content-encoding"), f"GET {url}")
+    if codings or "content-encoding" in response.headers:
+        del response.headers["content-encoding"]
+        if codings and "content-length" in response.headers:
+            del response.headers["content-length"]
+    return codings
+
+
+@dataclass(frozen=True)
+class BodyCap:
+    """The most bytes (decoded) a body read whole may have, and the setting that says so."""
+
+    max_bytes: int
+    setting: str
+
+
+def read_body(response: httpx.Response, url: str, cap: BodyCap) -> bytes:
+    """The whole body of a streamed response (`client.stream`), decoded, refused with one line as
+    soon as it passes `cap`: decoded in bounded steps from the raw bytes, so memory stays within
+    the cap even for a gzip bomb, with any client (the guarded transport has decoded already)."""
+    where = f"GET {url}"
+    codings = content_codings(response.headers.get_list("content-encoding"), where)
+    declared = response.headers.get("content-length", "").strip()
+    if not codings and declared.isdigit() and int(declared) > cap.max_bytes:
+        raise BodyTooLarge(
+            f"{where}: Content-Length {int(declared):,} bytes exceeds the {cap.max_bytes:,}-byte limit "
+            f"({cap.setting}); refused, nothing is deleted or replaced"
+        )
+    parts: list[bytes] = []
+    received = 0
+    for piece in decode_body(response.iter_raw(), codings, where):
+        received += len(piece)
+        if received > cap.max_bytes:
+            raise BodyTooLarge(
+                f"{where}: the body exceeds the {cap.max_bytes:,}-byte limit ({cap.setting}) once decoded; "
+                "refused, nothing is deleted or replaced"
+            )
+        parts.append(piece)
+    return b"".join(parts)
 
 
 def _refuse_foreign_redirect(allowed: tuple[str, str, int], response: httpx.Response) -> None:
