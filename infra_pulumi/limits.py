@@ -12,7 +12,7 @@ every request to BLS (`flows/io/limits.py`), under the names in `flows.core.name
   (slots decaying at R per second): that decay is timed by the server's transaction clock, and
   under load `scale_bench` saw 3 requests in one second at R=2 through it. An older stack's
   decaying limit of this name is PATCHed to the pacer on the next `up`; until then the function
-  refuses to request BLS, naming the fix (`flows.io.limits.MisfitLimiter`).
+  refuses to request BLS, naming the fix (`flows.core.limit_state`).
 
 The names are fixed (the function reads them from `flows.core.names`), so every stack on one
 workspace shares them, as they share BLS; an existing limit of the name is adopted (PATCHed to

@@ -25,6 +25,8 @@ import heapq
 import math
 from dataclasses import dataclass, field
 
+from flows.core.errors import PolitenessLimitError
+
 
 @dataclass(frozen=True)
 class Pacing:
@@ -43,8 +45,10 @@ class Pacing:
 
 def pacer_slots(per_second: float) -> int:
     """K for R: R rounded up (at least 1), the most requests that may start in one second."""
-    if not per_second > 0:
-        raise ValueError(f"R must be > 0, got {per_second}")
+    if isinstance(per_second, bool) or not isinstance(per_second, int | float):
+        raise PolitenessLimitError(f"requests per second to BLS must be a number, got {per_second!r}")
+    if not (per_second > 0 and math.isfinite(per_second)):
+        raise PolitenessLimitError(f"requests per second to BLS must be > 0 and finite, got {per_second!r}")
     return max(1, math.ceil(per_second))
 
 
@@ -52,12 +56,20 @@ def pacing_for(per_second: float, slots: int | None = None) -> Pacing:
     """The pacing for this process's R, with `slots` (the shared Prefect limit's size) or its own K.
 
     Each slot is held `max(1 s, K / R)` after its answer: never less than a second, so `K` bounds
-    every second whatever R says; longer when R asks for less than `K` a second.
+    every second whatever R says; longer when R asks for less than `K` a second. A shared limit
+    larger than the process's own K (raised in the UI) holds its slots as the own pacer does: the
+    process's own pacer keeps its R (`flows.io.limits`), and a hold of K / R would keep a slot, its
+    freeing thread and so the process alive for days at a huge K. A pacer of no slots would never
+    send: one line, not a hang.
     """
-    k = pacer_slots(per_second) if slots is None else int(slots)
-    if k < 1:
-        raise ValueError(f"a pacer needs at least 1 slot, got {k}")
-    return Pacing(k, max(1.0, k / float(per_second)))
+    own = pacer_slots(per_second)
+    if slots is None:
+        slots = own
+    elif isinstance(slots, bool) or not isinstance(slots, int):
+        raise PolitenessLimitError(f"a BLS pacer's size must be a whole number of slots, got {slots!r}")
+    elif slots < 1:
+        raise PolitenessLimitError(f"a BLS pacer needs at least 1 slot, got {slots}: nothing could be sent")
+    return Pacing(slots, max(1.0, min(slots, own) / float(per_second)))
 
 
 @dataclass

@@ -5,14 +5,18 @@ Lambda many processes talk to it at once, so the numbers must hold across proces
 global concurrency limits do that: `BLS_CONCURRENCY_LIMIT` (N slots, held for the whole request
 including its streamed body) and `BLS_RATE_LIMIT`, the pacer: K slots, each held from before a
 request is sent until at least a second after its answer (`flows.core.pacing`: why answers).
-Pulumi creates both with the work pool (`infra_pulumi/limits.py`). Without them (no Prefect API, or
-an API without the two limits: `quest run` on a laptop, tests) the same rule holds in-process for
-every client and thread of this process.
+Pulumi creates both with the work pool (`infra_pulumi/limits.py`). The process's own numbers
+(`QUEST_BLS_*`, the same as the limits' on the stack) hold in-process for every client and thread
+in every case, and Prefect's limits on top while the API holds both active and sound: whatever
+Prefect answers, a process is never unlimited. A missing or inactive limit leaves the own numbers
+alone in force; an active limit of 0, a decaying one, an odd answer, or an API that cannot be read
+stops every request with one line (`flows.core.limit_state`: why not the own numbers then).
 
-`limiter_for(settings)` makes the choice once per process and settings (cached) and logs it once.
-`Limiter.acquire(stopped)` waits for a slot and a pacer slot, giving up (None) as soon as
-`stopped()` says the transfer is being aborted; it returns the request's `Permit`.
-`settle()` waits for the pacer slots still to be given back (Lambda freezes a returned handler).
+`limiter_for(settings)` makes one limiter per process and settings (cached) and logs its choice;
+a `BlsLimiter` reads the limits again every `RECHECK_SECONDS` and after a failed ask, and logs each
+change. `Limiter.acquire(stopped)` waits for its slots, giving up (None) as soon as `stopped()`
+says the transfer is being aborted; it returns the request's `Permit`. `settle()` waits for the
+pacer slots still to be given back (Lambda freezes a returned handler).
 
 Facts of Prefect 3.8-3.9 this module relies on (`prefect/concurrency/`, `prefect/server/`):
 - Prefect's own rate limit (slots decaying at R per second) is not used for R: its decay is timed
@@ -20,9 +24,11 @@ Facts of Prefect 3.8-3.9 this module relies on (`prefect/concurrency/`, `prefect
   start), so grants land closer than 1/R when the server is loaded; `scale_bench` saw 3 requests
   in one second at R=2 that way, even at 0.85 R. A lease held past the answer has no such clock.
 - a missing limit: the server grants the ask with no limits in its answer (Prefect's own
-  `concurrency()` then skips it with a warning unless `strict=True`). Here that raises
-  `PolitenessLimitError`: never run unlimited by accident. Nothing is created automatically (the
-  server's `create_if_missing` is deprecated and unused).
+  `concurrency()` then skips it with a warning unless `strict=True`); an inactive one: it grants
+  every ask and names the limit in its answer as if taken (`_acquire_concurrency_slots` only counts
+  active limits), so only a read of the limit tells. An active limit of 0 answers 422. Here a
+  grant without the limit re-reads the limits. Nothing is created automatically (the server's
+  `create_if_missing` is deprecated and unused).
 - waiting: the server answers 423 with `Retry-After` (`prefect/server/api/concurrency_limits_v2.py`,
   `_generate_concurrency_locked_response`): the average occupancy times the queue, capped at 30 s,
   times up to 1.3 for jitter (`clamped_poisson_interval`). Prefect's client sleeps that long and
@@ -53,6 +59,7 @@ from functools import partial
 from typing import Any, Protocol, TypeVar
 
 from flows.core.errors import PolitenessLimitError
+from flows.core.limit_state import Decision, Local, Refuse, Shared, decide, read_limit
 from flows.core.names import BLS_CONCURRENCY_LIMIT, BLS_RATE_LIMIT
 from flows.core.pacing import PacerBook, Pacing, pacing_for
 
@@ -67,7 +74,9 @@ LEASE_SECONDS = 60.0  # Prefect's minimum: a killed process's slot comes back af
 MAX_RETRY_SECONDS = 2.0  # the longest sleep between two asks for a Prefect slot, whatever it says
 MIN_RETRY_SECONDS = 0.1  # and the shortest (jittered below Retry-After, so waiters do not herd)
 LOG_WAIT_SECONDS = 5.0  # a request that waited longer than this for its slot says so in the run log
-CHOICE_TTL_SECONDS = 300.0  # a warm Lambda container sees limits created after it started
+RECHECK_SECONDS = 30.0  # the two limits are read again this often (made inactive, deleted, resized)
+READ_ATTEMPTS = 3  # reads of the limits before a process refuses to send (never its own R instead)
+READ_PAUSE_SECONDS = 1.0  # times the attempt, between two reads
 SETTLE_SECONDS = 5.0  # the longest `settle()` waits for pacer slots to be given back
 
 
@@ -88,6 +97,10 @@ def _once(release: Callable[[], None]) -> Release:
 
 def _nothing() -> None:
     pass
+
+
+def _never() -> bool:
+    return False
 
 
 class Permit:
@@ -289,6 +302,18 @@ class _Pending:
     abandoned: bool = False
 
 
+def _grants(body: dict[str, Any], name: str) -> bool:
+    """True when the grant answer names limit `name` with at least one slot."""
+    limits = body.get("limits")
+    if not isinstance(limits, list):
+        return False
+    for entry in limits:
+        if isinstance(entry, dict) and entry.get("name") == name:
+            size = entry.get("limit")
+            return isinstance(size, int) and not isinstance(size, bool) and size >= 1
+    return False
+
+
 class PrefectLimiter:
     """Prefect's global concurrency limit (held until the body is closed) and its pacer limit."""
 
@@ -300,11 +325,13 @@ class PrefectLimiter:
         detail: str = "",
         max_retry_seconds: float = MAX_RETRY_SECONDS,
         pacing: Pacing | None = None,
+        context: contextvars.Context | None = None,
     ):
         self.concurrency_limit, self.rate_limit = concurrency_limit, rate_limit
         self.lease_seconds, self.detail = lease_seconds, detail
         self.max_retry_seconds = max_retry_seconds
         self.pacing = pacing or pacing_for(1.0)
+        self._context = context  # the Prefect settings its client is made in (else the asker's)
         self._api: Any = None
         self._client_lock = threading.Lock()
 
@@ -360,9 +387,13 @@ class PrefectLimiter:
             names=[name], slots=1, mode="concurrency", lease_duration=self.lease_seconds
         )
         body = answer.json()
-        if not body.get("limits"):  # strict: never run unlimited because the limit went away
-            raise PolitenessLimitError(f"the Prefect concurrency limit {name!r} does not exist")
-        lease_id = body["lease_id"]
+        lease_id = body.get("lease_id") if isinstance(body, dict) else None
+        if not isinstance(lease_id, str) or not _grants(body, name):
+            if isinstance(lease_id, str):  # a lease on nothing: given back, not left to lapse
+                self._client().release_concurrency_slots_with_lease(lease_id)
+            # Deleted (no limit in the grant), made 0 while inactive, or an odd answer: never taken
+            # as a slot; the caller reads the limits again (`BlsLimiter`).
+            raise PolitenessLimitError(f"Prefect's grant of {name!r} names no such limit of 1 slot or more")
         stop = threading.Event()
 
         def renew() -> None:
@@ -395,7 +426,10 @@ class PrefectLimiter:
             if self._api is None:
                 from prefect.client.orchestration import get_client
 
-                self._api = get_client(sync_client=True).__enter__()
+                def made() -> Any:
+                    return get_client(sync_client=True).__enter__()
+
+                self._api = self._context.copy().run(made) if self._context is not None else made()
             return self._api
 
     def _asking(self, ask: Callable[[], T], abandoned: Stopped, waited: _Waited, cap: float) -> T | None:
@@ -454,20 +488,6 @@ class PrefectLimiter:
         return pending.permit
 
 
-class MisfitLimiter:
-    """Prefect holds a pacer this process cannot keep R with: every request fails, naming the fix."""
-
-    def __init__(self, why: str):
-        self.why = why
-
-    @property
-    def description(self) -> str:
-        return f"no requests: {self.why}"
-
-    def acquire(self, stopped: Stopped) -> Permit | None:
-        raise PolitenessLimitError(self.why)
-
-
 # --------------------------------------------------------------------------- the choice
 
 
@@ -501,84 +521,228 @@ def _prefect_api_url() -> str | None:
     return str(url) if url else None
 
 
-def _read_limits(names: tuple[str, str]) -> list[dict[str, Any]] | None:
-    """The two limits as the API holds them; None when either is missing."""
-    from prefect.client.orchestration import get_client
-    from prefect.exceptions import ObjectNotFound
+def _read_bodies(names: tuple[str, ...]) -> list[object]:
+    """Each limit's JSON as the API answers it (None: 404, not there); raises on any other failure.
 
-    found = []
+    Read raw, not through Prefect's model: an odd answer is classified (`flows.core.limit_state`),
+    not turned into a validation traceback.
+    """
+    from prefect.client.orchestration import get_client
+
+    found: list[object] = []
     with get_client(sync_client=True) as client:
         for name in names:
             try:
-                limit = client.read_global_concurrency_limit_by_name(name)
-            except ObjectNotFound:
-                return None
-            found.append(limit.model_dump(mode="json"))
+                answer = client.request(
+                    "GET", "/v2/concurrency_limits/{id_or_name}", path_params={"id_or_name": name}
+                )
+            except Exception as exc:
+                if getattr(getattr(exc, "response", None), "status_code", None) == 404:
+                    found.append(None)
+                    continue
+                raise
+            if answer.status_code == 404:
+                found.append(None)
+                continue
+            answer.raise_for_status()
+            found.append(answer.json())
     return found
 
 
-def _prefect_limiter(conc: dict[str, Any], pacer: dict[str, Any], per_second: float) -> Limiter:
-    """The limiter for the two limits as read, or a `MisfitLimiter` naming what to fix.
+def _settings_only() -> contextvars.Context:
+    """A context holding only the caller's Prefect settings.
 
-    The pacer must not decay: a decaying slot frees before its answer's hold (an older stack's
-    rate limit); `pulumi up` makes it the pacer. Its size is the most requests in any second, for
-    every process, whatever R each was given (`pacing_for`).
+    Not a copy of the caller's whole context: that holds its flow run's API client, which closes
+    when the run ends while the limiter lives on (the next run of a warm Lambda, of a test session),
+    and `get_client()` hands the closed one back.
     """
-    fix = "`pulumi up` sets it from the stack's config"
-    if float(pacer.get("slot_decay_per_second") or 0.0) > 0:
-        return MisfitLimiter(
-            f"the Prefect limit {BLS_RATE_LIMIT!r} decays ({pacer['slot_decay_per_second']:g} slots/s):"
-            f" it must be a plain limit of slots held after each answer; {fix}"
+    from prefect.context import SettingsContext
+
+    context = contextvars.Context()
+    current = SettingsContext.get()
+    if current is not None:
+        context.run(SettingsContext(profile=current.profile, settings=current.settings).__enter__)
+    return context
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text[:200]}" if text else type(exc).__name__
+
+
+class BlsLimiter:
+    """The process's own limits always, and Prefect's shared ones on top while the API holds both.
+
+    Prefect grants every ask on an inactive limit, and a limit made inactive mid-run looks the same
+    from the asks, so the process's own N and R (`QUEST_BLS_*`, on the stack the same numbers as
+    the limits) hold whatever Prefect answers: never unlimited. The two limits are read again every
+    `recheck_seconds`, and at once when an ask fails (deleted: no limit in the grant; made 0: 422),
+    so a change mid-run is taken up the way it would be at the start (`flows.core.limit_state`):
+    shared, own only, or no requests. Every change is one line (`requests to BLS use ...`).
+
+    A read that fails even after `READ_ATTEMPTS` (Prefect's client already retries 502/503 and
+    timeouts) refuses: the other processes may be keeping to the limits, and this one going on
+    its own R would make N processes send N x R. An ask that fails while the limits read sound is
+    raised, for the same reason.
+    """
+
+    def __init__(self, api_url: str, own: InProcessLimiter, recheck_seconds: float = RECHECK_SECONDS):
+        self.api_url, self.own, self.recheck_seconds = api_url, own, recheck_seconds
+        self._lock = threading.Lock()
+        self._decision: Decision | None = None
+        self._shared: PrefectLimiter | None = None
+        self._read_at = 0.0  # when the limits were last read
+        # Prefect's settings where the limiter was made (the API it was chosen for): a request's
+        # thread (a pool's worker) may not carry them, and would ask another server.
+        self._context = _settings_only()
+
+    @property
+    def description(self) -> str:
+        decision = self._decision
+        if decision is None:
+            return f"{self.own.description} (the Prefect limits not read yet)"
+        return self._describe(decision)[0]
+
+    def _describe(self, decision: Decision) -> tuple[str, str]:
+        """What is in force, and why."""
+        own = f"{self.own.max_concurrent} concurrent, {self.own.per_second:g}/s"
+        if isinstance(decision, Shared):
+            names = f"{BLS_CONCURRENCY_LIMIT!r} and {BLS_RATE_LIMIT!r}"
+            what = f"Prefect global limits {names} ({decision.describe()}) and this process's own ({own})"
+            return what, f"at {self.api_url}"
+        if isinstance(decision, Local):
+            return self.own.description, f"at {self.api_url}: {decision.why}"
+        return "no requests", decision.why
+
+    def decided(
+        self, stopped: Stopped = _never, force: bool = False
+    ) -> tuple[Decision, PrefectLimiter | None] | None:
+        """The decision in force, read again when due (or `force`d); None once `stopped()` while waiting."""
+        while not self._lock.acquire(timeout=POLL_SECONDS):
+            if stopped():
+                return None
+        try:
+            if self._decision is None or force or time.monotonic() - self._read_at >= self.recheck_seconds:
+                self._take(self._read())
+                self._read_at = time.monotonic()
+            assert self._decision is not None
+            return self._decision, self._shared
+        finally:
+            self._lock.release()
+
+    def _read(self) -> Decision:
+        error: BaseException | None = None
+        for attempt in range(READ_ATTEMPTS):
+            if attempt:
+                time.sleep(READ_PAUSE_SECONDS * attempt)
+            try:
+                bodies = self._context.copy().run(_read_bodies, (BLS_CONCURRENCY_LIMIT, BLS_RATE_LIMIT))
+            except Exception as exc:  # 5xx, timeout, refused, not JSON: read again, then refuse
+                error = exc
+                continue
+            try:
+                conc = read_limit(BLS_CONCURRENCY_LIMIT, bodies[0])
+                pacer = read_limit(BLS_RATE_LIMIT, bodies[1])
+                return decide(conc, pacer, self.own.per_second)
+            except PolitenessLimitError as exc:
+                return Refuse(str(exc))
+        assert error is not None
+        return Refuse(
+            f"the Prefect API at {self.api_url} could not be read for the BLS limits in {READ_ATTEMPTS} tries"
+            f" ({_one_line(error)}): no request to BLS is sent, since the other processes may be keeping"
+            " to those limits and this one would add its own rate to theirs"
         )
-    pacing = pacing_for(per_second, int(pacer["limit"]))  # the limit's size bounds every second
-    active = "" if conc["active"] and pacer["active"] else "; INACTIVE in Prefect"
-    detail = f"{conc['limit']} concurrent, {pacing.describe()}{active}"
-    return PrefectLimiter(detail=detail, pacing=pacing)
+
+    def _take(self, decision: Decision) -> None:
+        """Put `decision` in force; said once per change (a warning in the run's log after the first)."""
+        if decision == self._decision:
+            return
+        first = self._decision is None
+        self._decision = decision
+        self._shared = None
+        if isinstance(decision, Shared):
+            self._shared = PrefectLimiter(
+                detail=decision.describe(), pacing=decision.pacing, context=self._context
+            )
+        what, why = self._describe(decision)
+        if first:
+            log.info("requests to BLS use %s (%s)", what, why)
+            return
+        log.warning("requests to BLS now use %s (%s)", what, why)
+        run_log = _run_logger()
+        if run_log is not log:
+            run_log.warning("requests to BLS now use %s (%s)", what, why)
+
+    def acquire(self, stopped: Stopped) -> Permit | None:
+        """The own slots first, then Prefect's while they are in force (a failed ask re-reads them)."""
+        decided = self.decided(stopped)
+        if decided is None:
+            return None
+        decision, shared = decided
+        if isinstance(decision, Refuse):
+            raise PolitenessLimitError(decision.why)
+        own = self.own.acquire(stopped)
+        if own is None or shared is None:
+            return own
+        try:
+            permit = shared.acquire(stopped)
+        except PolitenessLimitError as exc:
+            again = self.decided(force=True)
+            if again is not None and isinstance(again[0], Local):
+                return own  # deleted or made inactive meanwhile: said in the log, own limits hold
+            own.release()
+            if again is not None and isinstance(again[0], Refuse):
+                raise PolitenessLimitError(again[0].why) from exc
+            raise
+        except BaseException:
+            own.release()
+            raise
+        if permit is None:
+            own.release()
+            return None
+        return Permit(
+            partial(_both, own.answered, permit.answered), partial(_both, own.release, permit.release)
+        )
 
 
-@dataclass
-class _Choice:
-    limiter: Limiter
-    until: float
+def _both(first: Release, second: Release) -> None:
+    try:
+        first()
+    finally:
+        second()
 
 
-_choices: dict[tuple[Any, ...], _Choice] = {}
+_choices: dict[tuple[Any, ...], Limiter] = {}
 _choices_lock = threading.Lock()
 
 
 def limiter_for(settings: Any) -> Limiter:
-    """Prefect's limits when this process has a Prefect API holding both, else the in-process ones.
+    """The process's limiter for its Prefect API and numbers: in-process only without an API, else
+    a `BlsLimiter` (its own numbers, and Prefect's limits while they are active and sound).
 
-    Decided once per (API, numbers) and process for `CHOICE_TTL_SECONDS`, and logged once.
+    One per (API, numbers) and process, shared by every client; the choice is logged once, and a
+    `BlsLimiter` logs each change it sees later.
     """
     n = int(getattr(settings, "bls_max_concurrent_requests", 4))
     r = float(getattr(settings, "bls_requests_per_second", 2.0))
     api_url = _prefect_api_url()
     key = (api_url, n, r)
     with _choices_lock:
-        choice = _choices.get(key)
-        if choice is not None and choice.until > time.monotonic():
-            return choice.limiter
-        limiter: Limiter = in_process_limiter(n, r)
-        why = "no Prefect API configured"
-        if api_url is not None:
-            try:
-                limits = _read_limits((BLS_CONCURRENCY_LIMIT, BLS_RATE_LIMIT))
-            except Exception as exc:  # unreachable, refused: this process still limits itself
-                why = f"the Prefect API at {api_url} could not be read ({type(exc).__name__}: {exc})"
-            else:
-                if limits is None:
-                    names = f"{BLS_CONCURRENCY_LIMIT!r}/{BLS_RATE_LIMIT!r}"
-                    why = f"the Prefect API at {api_url} has no {names} limits"
-                else:
-                    limiter = _prefect_limiter(limits[0], limits[1], r)
-                    why = f"at {api_url}"
-        _choices[key] = _Choice(limiter, time.monotonic() + CHOICE_TTL_SECONDS)
-    log.info("requests to BLS use %s (%s)", limiter.description, why)
+        limiter = _choices.get(key)
+        if limiter is not None:
+            return limiter
+        own = in_process_limiter(n, r)
+        if api_url is None:
+            limiter = own
+            log.info("requests to BLS use %s (%s)", own.description, "no Prefect API configured")
+        else:
+            limiter = BlsLimiter(api_url, own)
+            limiter.decided()  # read and logged now, at the client's making
+        _choices[key] = limiter
     return limiter
 
 
 def reset_choices() -> None:
-    """Forget the cached choices (tests; a process that created or removed the limits)."""
+    """Forget the process's limiters (tests; a process that created or removed the limits)."""
     with _choices_lock:
         _choices.clear()

@@ -16,6 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from flows.core.errors import PolitenessLimitError, QuestError
 from flows.core.pacing import PacerBook, pacer_slots, pacing_for
 
 
@@ -104,11 +105,39 @@ def test_pacing_for_r(per_second, slots, hold):
 
 def test_a_process_paced_by_a_shared_limit_keeps_its_size_and_its_own_r():
     assert pacing_for(1000.0, 4).hold_seconds == 1.0  # a higher R: still 4 a second at most
-    assert pacing_for(2.0, 4).hold_seconds == 2.0  # a lower R: each slot held longer, 2 a second
-    with pytest.raises(ValueError):
-        pacing_for(2.0, 0)
-    with pytest.raises(ValueError):
-        pacer_slots(0)
+    assert pacing_for(2.0, 4).hold_seconds == 1.0  # a lower R: as its own pacer (which keeps its R)
+    assert pacing_for(0.5, 1).hold_seconds == 2.0  # R below 1: each slot held 1 / R
+
+
+@pytest.mark.parametrize(
+    ("per_second", "slots"),
+    [
+        (2.0, 0),  # a pacer of no slots: nothing could ever be sent
+        (2.0, -3),
+        (2.0, 2.5),  # not a whole number of slots
+        (2.0, "2"),
+        (2.0, True),
+        (0, None),  # no rate at all
+        (-1.0, None),
+        (math.nan, None),
+        (math.inf, None),
+        ("2", None),
+    ],
+)
+def test_a_pacer_that_could_never_send_is_one_line_not_a_traceback(per_second, slots):
+    with pytest.raises(PolitenessLimitError) as raised:
+        pacing_for(per_second, slots)
+    assert isinstance(raised.value, QuestError) and "\n" not in str(raised.value)
+
+
+def test_a_huge_shared_limit_holds_each_slot_as_the_own_pacer_does():
+    """The operator's choice (a limit raised to a huge size in the UI) is kept, but a slot's hold
+    of K / R would keep the freeing thread, and the process, alive for days."""
+    for slots in (10**6, 2**63 - 1, 10**400):
+        pacing = pacing_for(2.0, slots)
+        assert (pacing.slots, pacing.hold_seconds) == (slots, 1.0)
+    assert pacing_for(1.5, 100).hold_seconds == pytest.approx(4 / 3)
+    assert pacing_for(0.5, 100).hold_seconds == 2.0
 
 
 def test_an_answer_without_a_held_slot_is_a_bug():
