@@ -14,7 +14,12 @@ worker drains that queue (`reconcile_invoke_failures`):
   (another request id), and a record of another payload (the pool poll, ...): deleted, with a log
   line;
 - a message that is not a destination record: left for the queue's retention, logged once (its
-  first receive) and hidden for 12 hours so it does not come back every minute.
+  first receive) and hidden for 12 hours so it does not come back every minute;
+- a record that is not this pool's (issue 27): of another function (its `functionArn`'s name,
+  version or alias, region or account differ from the pool's function), or of a run with no work
+  pool or another pool's. Nothing is changed and its request id is not noted: it is left like an
+  unreadable message (logged once, hidden for 12 hours, gone at the queue's retention), never
+  deleted, as it may be another worker's on a shared queue, and it can never become ours.
 
 A message whose run could not be updated (the API is unreachable) is left to come back after
 its visibility timeout.
@@ -33,7 +38,7 @@ import anyio
 import anyio.to_thread
 
 from flows.core.errors import RuntimeFailure
-from flows.core.invoke_failures import InvokeFailure, Unreadable, parse_invoke_failure
+from flows.core.invoke_failures import InvokeFailure, Unreadable, not_our_function, parse_invoke_failure
 from flows.io.lambda_logs import RequestLog, request_lines
 
 if TYPE_CHECKING:
@@ -67,12 +72,16 @@ class ReconcileSummary:
 
 @dataclass(frozen=True)
 class FailureQueue:
-    """Where the records are and how to read the logs they point at."""
+    """Where the records are, whose they are, and how to read the logs they point at."""
 
     sqs: Any  # a boto3 SQS client
     queue_url: str
     logs: Any | None = None  # a boto3 Logs client; None: no logs are forwarded
     log_group: str | None = None
+    # Only records of this function, of runs of this pool, change anything.
+    work_pool_name: str = field(kw_only=True)
+    function_name: str = field(kw_only=True)  # the pool's: a name, a partial or a full ARN
+    function_region: str | None = field(default=None, kw_only=True)  # the pool's region setting
 
 
 async def reconcile_invoke_failures(
@@ -130,14 +139,23 @@ async def _handle(
         await _leave_unreadable(queue, message, parsed, logger)
         summary.left += 1
         return
-    summary.request_ids.add(parsed.request_id)
-    done = await _reconcile(client, queue, parsed, logger, summary, run_logger)
-    if done:
+    foreign = not_our_function(parsed.function_arn, queue.function_name, queue.function_region)
+    if foreign:
+        await _leave_foreign(queue, message, f"not of the pool's function: {foreign}", logger)
+        summary.left += 1
+        return
+    outcome = await _reconcile(client, queue, parsed, logger, summary, run_logger)
+    if not isinstance(outcome, str):  # a request of ours that has ended
+        summary.request_ids.add(parsed.request_id)
+    if outcome is True:
         await anyio.to_thread.run_sync(_delete, queue, message)
         summary.deleted += 1
-    else:
+    elif outcome is False:
         summary.left += 1
         logger.debug("invoke failure message %s left for a later round", message_id)
+    else:
+        await _leave_foreign(queue, message, outcome, logger)
+        summary.left += 1
 
 
 async def _reconcile(
@@ -147,8 +165,9 @@ async def _reconcile(
     logger: Logger,
     summary: ReconcileSummary,
     run_logger: Callable[[FlowRun], Logger],
-) -> bool:
-    """Apply one record; True when its message can be deleted."""
+) -> bool | str:
+    """Apply one record; True when its message can be deleted, False to see it again, or why the
+    run is not this pool's (nothing changed)."""
     from prefect.exceptions import ObjectNotFound
     from prefect.states import Crashed
 
@@ -164,6 +183,9 @@ async def _reconcile(
     except Exception as exc:  # the API is unreachable: the record comes back later
         logger.warning("could not read flow run %s: %s: %s", failure.flow_run_id, type(exc).__name__, exc)
         return False
+    if flow_run.work_pool_name != queue.work_pool_name:
+        pool = f"pool {flow_run.work_pool_name!r}" if flow_run.work_pool_name else "no work pool"
+        return f"flow run {flow_run.id} is not of pool {queue.work_pool_name!r} ({pool})"
     state = flow_run.state
     skip = _why_not_crash(flow_run, failure)
     if skip:
@@ -244,14 +266,22 @@ def _read_request(queue: FailureQueue, request_id: str, since_ms: int | None) ->
 async def _leave_unreadable(
     queue: FailureQueue, message: dict[str, Any], why: Unreadable, logger: Logger
 ) -> None:
+    await _leave(queue, message, f"is not a Lambda destination record ({why.why})", logger)
+
+
+async def _leave_foreign(queue: FailureQueue, message: dict[str, Any], why: str, logger: Logger) -> None:
+    await _leave(queue, message, f"is not this pool's: {why}", logger)
+
+
+async def _leave(queue: FailureQueue, message: dict[str, Any], what: str, logger: Logger) -> None:
+    """Log once (the first receive), hide for 12 hours, leave for the queue's retention."""
     receives = str((message.get("Attributes") or {}).get("ApproximateReceiveCount", "1"))
     level = logging.WARNING if receives in ("", "1") else logging.DEBUG
     logger.log(
         level,
-        "on-failure queue message %s is not a Lambda destination record (%s): left on the queue "
-        "for its retention",
+        "on-failure queue message %s %s: left on the queue for its retention",
         message.get("MessageId", "?"),
-        why.why,
+        what,
     )
     try:
         await anyio.to_thread.run_sync(_hide, queue, message)

@@ -533,7 +533,7 @@ class LambdaWorker(BaseWorker[LambdaJobConfiguration, LambdaVariables, LambdaWor
         if not queue_url:
             return None
         try:
-            queue = await anyio.to_thread.run_sync(self._failure_queue, configuration, queue_url)
+            queue = await anyio.to_thread.run_sync(self._failure_queue, configuration, queue_url, pool.name)
             summary = await reconcile_invoke_failures(self.client, queue, self._logger)
         except Exception as exc:
             self._logger.warning(
@@ -551,11 +551,19 @@ class LambdaWorker(BaseWorker[LambdaJobConfiguration, LambdaVariables, LambdaWor
         return summary
 
     @staticmethod
-    def _failure_queue(configuration: LambdaJobConfiguration, queue_url: str) -> FailureQueue:
+    def _failure_queue(configuration: LambdaJobConfiguration, queue_url: str, pool_name: str) -> FailureQueue:
         sqs = service_client(configuration, "sqs", region=queue_region(queue_url))
         logs = service_client(configuration, "logs", region=function_region(configuration))
         log_group = function_log_group(configuration) if configuration.function_name else None
-        return FailureQueue(sqs=sqs, queue_url=queue_url, logs=logs, log_group=log_group)
+        return FailureQueue(
+            sqs=sqs,
+            queue_url=queue_url,
+            logs=logs,
+            log_group=log_group,
+            work_pool_name=pool_name,
+            function_name=configuration.function_name,
+            function_region=configuration.region,
+        )
 
     async def run(
         self,

@@ -16,6 +16,11 @@ event age, e.g. throttled for an hour); the latter has no response parts. The wo
 
 `parse_invoke_failure` never raises: anything that is not such a record is an `Unreadable` with
 the reason, so one bad message cannot stop the queue being drained.
+
+A record is only believed of the function it names: `not_our_function` compares its
+`requestContext.functionArn` with the pool's function (a name, a partial or a full ARN, each
+possibly qualified by a version or alias), so a record of another function, region, account or
+qualifier that reached our queue never changes one of our runs.
 """
 
 from __future__ import annotations
@@ -35,6 +40,11 @@ MAX_ERROR_MESSAGE_CHARS = 500
 MAX_RECORD_CHARS = 512 * 1024
 
 PayloadKind = Literal["flow_run", "poll", "other"]
+
+# Lambda's names: a function name, and a version or alias qualifier ($LATEST when unqualified).
+_FUNCTION_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_QUALIFIER = re.compile(r"[A-Za-z0-9$_-]{1,128}")
+LATEST = "$LATEST"
 
 # "RequestId: <id> Error: Task timed out after 600.00 seconds" -> the part after "Error: ".
 _REQUEST_ID_PREFIX = re.compile(r"^\s*RequestId:\s*\S+\s+Error:\s*")
@@ -210,3 +220,69 @@ def _json_kind(value: object) -> str:
     return {bool: "boolean", int: "number", float: "number", str: "string", list: "array"}.get(
         type(value), type(value).__name__
     )
+
+
+@dataclass(frozen=True)
+class FunctionRef:
+    """A Lambda function as a name, partial ARN or ARN gives it; None parts were not given."""
+
+    name: str
+    qualifier: str  # $LATEST when unqualified
+    partition: str | None = None
+    region: str | None = None
+    account: str | None = None
+
+
+def function_ref(text: object) -> FunctionRef | None:
+    """`name[:qualifier]`, `account:function:name[:qualifier]` or
+    `arn:partition:lambda:region:account:function:name[:qualifier]`; None for anything else."""
+    if not isinstance(text, str):
+        return None
+    parts = text.strip().split(":")
+    partition = region = account = None
+    if parts[0] == "arn":
+        if len(parts) not in (7, 8) or parts[2] != "lambda" or parts[5] != "function":
+            return None
+        partition, region, account = parts[1], parts[3], parts[4]
+        if not (partition and region and account):
+            return None
+        rest = parts[6:]
+    elif len(parts) in (3, 4) and parts[1] == "function":
+        account, rest = parts[0], parts[2:]
+    elif len(parts) in (1, 2):
+        rest = parts
+    else:
+        return None
+    name, qualifier = rest[0], rest[1] if len(rest) == 2 else LATEST
+    if not _FUNCTION_NAME.fullmatch(name) or not _QUALIFIER.fullmatch(qualifier):
+        return None
+    if account is not None and not (account.isdigit() and len(account) == 12):
+        return None
+    return FunctionRef(name, qualifier, partition, region, account)
+
+
+def not_our_function(
+    record_arn: str | None, pool_function: str, pool_region: str | None = None
+) -> str | None:
+    """Why a record's functionArn is not the pool's function (None: it is).
+
+    Name and qualifier must be equal (an unqualified function is $LATEST, as Lambda reports it);
+    partition, region and account wherever the pool's function (or its region setting) names them.
+    """
+    ours = function_ref(pool_function)
+    if ours is None:
+        return f"the pool's function {pool_function!r} is not a Lambda function name or ARN"
+    theirs = function_ref(record_arn)
+    if theirs is None:
+        return "the record names no Lambda function ARN" if not record_arn else "its functionArn is not one"
+    region = ours.region or pool_region or None
+    for part, mine, its in (
+        ("function", ours.name, theirs.name),
+        ("version or alias", ours.qualifier, theirs.qualifier),
+        ("partition", ours.partition, theirs.partition),
+        ("region", region, theirs.region),
+        ("account", ours.account, theirs.account),
+    ):
+        if mine is not None and mine != its:
+            return f"it is of another {part} ({_clip(_one_line(str(its)))}, the pool's is {mine})"
+    return None

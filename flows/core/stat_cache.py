@@ -22,6 +22,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from flows.core import state_json
+from flows.core.errors import GarbledState
 from flows.core.objects import StoredObject
 
 FORMAT = 1
@@ -57,18 +59,29 @@ def listed_stamp(value: datetime | str) -> str:
 
 def decode(data: bytes) -> dict[str, CachedStat]:
     """The cache's entries; anything unreadable or of another format counts as no cache at all."""
+    return read(data)[0]
+
+
+def read(data: bytes) -> tuple[dict[str, CachedStat], str | None]:
+    """The cache's entries, and one line saying what was not believed (None: all of it was, or
+    there was no cache). Never raises: the cache is data from a store others can write to."""
+    if not data:
+        return {}, None
     try:
-        doc = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
-        return {}
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT or not isinstance(doc.get("objects"), dict):
-        return {}
+        doc = state_json.read_object(data, state_json.MAX_STAT_CACHE_BYTES, "stat cache")
+    except GarbledState as exc:
+        return {}, f"{exc}; read as empty"
+    if doc.get("format") != FORMAT or not isinstance(doc.get("objects"), dict):
+        return {}, f"stat cache is not of format {FORMAT}; read as empty"
     entries = {}
     for key, raw in doc["objects"].items():
         entry = _entry(key, raw)
         if entry is not None:
             entries[key] = entry
-    return entries
+    dropped = len(doc["objects"]) - len(entries)
+    return entries, (
+        f"stat cache has {dropped:,} unreadable entries; they are read again" if dropped else None
+    )
 
 
 def _entry(key: object, raw: object) -> CachedStat | None:

@@ -13,6 +13,7 @@ from flows.core.invoke_failures import (
     MAX_ERROR_MESSAGE_CHARS,
     InvokeFailure,
     Unreadable,
+    not_our_function,
     parse_invoke_failure,
     parse_record,
     payload_kind,
@@ -172,3 +173,59 @@ def test_records_with_wrong_types_anywhere_never_crash(context, payload, respons
         reason = parsed.reason()
         assert reason.startswith(f"Lambda request {parsed.request_id} ") and "\n" not in reason
         assert parsed.flow_run_id is None or parsed.payload_kind == "flow_run"
+
+
+# --------------------------------------------------------------------------- issue 27: whose record
+
+
+ARN = "arn:aws:lambda:us-east-1:123456789012:function:runner"
+
+
+@pytest.mark.parametrize(
+    ("pool_function", "record_arn"),
+    [
+        ("runner", f"{ARN}:$LATEST"),
+        (ARN, f"{ARN}:$LATEST"),
+        (f"{ARN}:$LATEST", ARN),
+        (f"{ARN}:prod", f"{ARN}:prod"),
+        ("runner:7", f"{ARN}:7"),
+        ("123456789012:function:runner", f"{ARN}:$LATEST"),
+    ],
+)
+def test_records_of_the_pools_function_in_any_form_are_ours(pool_function, record_arn):
+    assert not_our_function(record_arn, pool_function) is None
+
+
+@pytest.mark.parametrize(
+    ("pool_function", "record_arn", "why"),
+    [
+        (ARN, "arn:aws:lambda:us-east-1:123456789012:function:runner2:$LATEST", "another function"),
+        ("runner", "arn:aws:lambda:us-east-1:123456789012:function:Runner:$LATEST", "another function"),
+        (ARN, f"{ARN}:prod", "another version or alias"),
+        (f"{ARN}:prod", f"{ARN}:$LATEST", "another version or alias"),
+        (ARN, "arn:aws:lambda:us-east-1:999999999999:function:runner:$LATEST", "another account"),
+        (ARN, "arn:aws:lambda:eu-west-1:123456789012:function:runner:$LATEST", "another region"),
+        (ARN, "arn:aws-cn:lambda:us-east-1:123456789012:function:runner", "another partition"),
+        (ARN, None, "names no Lambda function ARN"),
+        (ARN, "", "names no Lambda function ARN"),
+        (ARN, "arn:aws:sqs:us-east-1:123456789012:function:runner", "not one"),
+        (ARN, f"{ARN}:$LATEST:extra", "not one"),
+        (ARN, "arn:aws:lambda:us-east-1:123456789012:function:runner\n:$LATEST", "not one"),
+        ("", f"{ARN}:$LATEST", "the pool's function"),
+    ],
+)
+def test_records_of_any_other_function_are_not(pool_function, record_arn, why):
+    problem = not_our_function(record_arn, pool_function)
+    assert problem is not None and why in problem and "\n" not in problem
+
+
+def test_the_pools_region_setting_holds_a_function_named_by_name():
+    record = "arn:aws:lambda:eu-west-1:123456789012:function:runner:$LATEST"
+    assert "another region" in (not_our_function(record, "runner", "us-east-1") or "")
+    assert not_our_function(record, "runner", "eu-west-1") is None
+
+
+@given(st.text(max_size=120), st.text(max_size=80))
+def test_any_text_is_compared_without_raising(record_arn, pool_function):
+    problem = not_our_function(record_arn, pool_function)
+    assert problem is None or "\n" not in problem

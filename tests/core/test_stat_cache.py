@@ -97,3 +97,83 @@ def test_decode_never_raises_on_objects(objects):
 def test_what_is_written_is_what_is_read(rows):
     entries = [CachedStat(Listed(k, s, e, t), {"m": e}) for k, s, e, t in rows]
     assert stat_cache.decode(stat_cache.encode(entries)) == {e.listed.key: e for e in entries}
+
+
+# --------------------------------------------------------------------------- issue 27: hostile bytes
+
+HOSTILE_CACHES = {
+    "nested 100k deep": b'{"format":1,"objects":' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+    "nested objects": b'{"a":' * 100_000 + b"1" + b"}" * 100_000,
+    "invalid UTF-8": b'{"format":1,"objects":{"\xff":{}}}',
+    "NaN": b'{"format":1,"objects":{},"x":NaN}',
+    "Infinity size": b'{"format":1,"objects":{"k":{"size":Infinity,"etag":"e","last_modified":"t"}}}',
+    "duplicate keys": b'{"format":1,"objects":{},"objects":{"k":{}}}',
+    "huge int": b'{"format":1,"objects":{},"n":1' + b"0" * 5000 + b"}",
+    "over the cap": b'{"format":1,"objects":{},"pad":"' + b" " * (17 * 1024 * 1024) + b'"}',
+    "a list": b"[1,2,3]",
+    "another format": b'{"format":2,"objects":{}}',
+}
+
+
+def test_a_garbled_cache_reads_as_empty_with_one_line_saying_why():
+    for name, data in HOSTILE_CACHES.items():
+        entries, problem = stat_cache.read(data)
+        assert entries == {}, name
+        assert problem and "\n" not in problem and "read as empty" in problem, name
+    assert stat_cache.read(b"") == ({}, None)  # no cache at all is no problem
+
+
+def test_wrong_typed_entries_are_dropped_and_counted():
+    good = {"size": 1, "etag": "e", "last_modified": "t", "metadata": {}}
+    doc = {
+        "format": 1,
+        "objects": {
+            "ok": good,
+            "bool size": {**good, "size": True},
+            "negative": {**good, "size": -1},
+            "float": {**good, "size": 1.5},
+            "metadata list": {**good, "metadata": []},
+            "metadata int": {**good, "metadata": {"a": 1}},
+        },
+    }
+    entries, problem = stat_cache.read(json.dumps(doc).encode())
+    assert list(entries) == ["ok"]
+    assert problem == "stat cache has 5 unreadable entries; they are read again"
+
+
+def _sane(entries) -> None:
+    for key, entry in entries.items():
+        assert isinstance(key, str) and entry.listed.key == key
+        assert type(entry.listed.size) is int and entry.listed.size >= 0
+        assert isinstance(entry.listed.etag, str) and isinstance(entry.listed.last_modified, str)
+        assert all(isinstance(k, str) and isinstance(v, str) for k, v in entry.metadata.items())
+
+
+@given(st.binary(max_size=2048))
+def test_any_bytes_read_as_a_sane_cache_or_none(data):
+    entries, problem = stat_cache.read(data)
+    _sane(entries)
+    assert problem is None or "\n" not in problem
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@given(
+    st.dictionaries(
+        st.text(max_size=6),
+        _json
+        | st.fixed_dictionaries({"size": _json, "etag": _json, "last_modified": _json, "metadata": _json}),
+        max_size=5,
+    ),
+    st.sampled_from([1, 2, "1", None]),
+)
+def test_any_json_shaped_cache_reads_sanely(objects, fmt):
+    data = json.dumps({"format": fmt, "objects": objects}).encode()  # NaN and Infinity included
+    entries, problem = stat_cache.read(data)
+    _sane(entries)
+    assert problem is None or "\n" not in problem

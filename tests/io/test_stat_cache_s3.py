@@ -157,3 +157,36 @@ def test_a_later_same_bytes_rewrite_of_our_own_write_is_headed(counted, s3_clien
     replace_metadata(s3_client, "bls/pr/a", {"upstream-size": "theirs"})
     assert _stat(store, calls)["bls/pr/a"].metadata == {"upstream-size": "theirs"}
     assert calls.count("HeadObject") == 1
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        b"[" * 100_000 + b"]" * 100_000,  # a RecursionError in json before issue 27
+        b'{"format": 1, "objects": {}, "objects": {"bls/pr/a": 1}}',
+        b"\xff\xfe not UTF-8",
+        b'{"format": 1, "objects": {}, "pad": "' + b" " * (17 * 1024 * 1024) + b'"}',  # over the cap
+    ],
+)
+def test_a_garbled_stat_cache_reads_as_empty_logged_in_one_line_and_is_rewritten(
+    counted, writer, s3_client, garbage, caplog
+):
+    store, calls = counted
+    writer.put_bytes("bls/pr/a", b"aaa")
+    s3_client.put_object(Bucket="quest-test", Key=f"root/bls/pr/{STAT_CACHE_NAME}", Body=garbage)
+    time.sleep(1.05)
+    with caplog.at_level("WARNING", logger="flows.io.store.s3"):
+        found = store.stat_prefix("bls/pr/")
+    assert list(found) == ["bls/pr/a"] and found["bls/pr/a"].metadata["sha256"]
+    lines = [r.getMessage() for r in caplog.records if "stat cache" in r.getMessage()]
+    assert len(lines) == 1 and "\n" not in lines[0] and "read as empty" in lines[0]
+    assert calls.count("HeadObject") == 1 and calls.count("PutObject") == 1  # rewritten whole
+
+
+def test_a_read_only_store_keeps_no_stat_cache(s3_bucket, writer, s3_client):
+    writer.put_bytes("bls/pr/a", b"aaa")
+    time.sleep(1.05)
+    reader = S3Store("quest-test", "root", client=s3_client, read_only=True)
+    assert list(reader.stat_prefix("bls/pr/")) == ["bls/pr/a"]
+    listed = s3_client.list_objects_v2(Bucket="quest-test", Prefix="root/").get("Contents", [])
+    assert [o["Key"] for o in listed] == ["root/bls/pr/a"]

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from flows.core.errors import LeaseHeld, LeaseLost, StoreError
 from flows.io.store import Lease, LocalStore, S3Store
+from flows.io.store.lease import CLOCK_SKEW_SECONDS
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -148,3 +152,124 @@ def test_a_holder_past_its_own_expiry_may_not_take_irreversible_steps(store):
         with pytest.raises(LeaseLost, match="expired while held"):
             lease.check()
         now[0] -= 31.0  # back inside, so leaving the block releases cleanly
+
+
+# --------------------------------------------------------------------------- issue 27: hostile records
+
+
+def plant(store, prefix: str, data: bytes) -> None:
+    """Any bytes where the lease record of `prefix` belongs (as anyone with write access could)."""
+    slot = store.lease(prefix, 60).slot
+    if isinstance(store, S3Store):
+        store.client.put_object(Bucket=store.bucket, Key=slot.key, Body=data)
+    else:
+        slot.path.parent.mkdir(parents=True, exist_ok=True)
+        slot.path.write_bytes(data)
+
+
+def record(expires: str) -> bytes:
+    return ('{"owner": "forger", "token": "t", "expires": ' + expires + "}").encode()
+
+
+GARBLED = {
+    "NaN": record("NaN"),
+    "Infinity": record("Infinity"),
+    "-Infinity": record("-Infinity"),
+    "a string": record('"2999-01-01"'),
+    "a bool": record("true"),
+    "null": record("null"),
+    "negative": record("-1e300"),
+    "an object": record('{"at": 1e300}'),
+    "digits past Python's limit": record("1" + "0" * 5000),
+    "nested 100k deep": b'{"expires": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+    "invalid UTF-8": b'{"owner": "\xff\xfe", "expires": 1e300}',
+    "duplicate keys": b'{"expires": 0, "expires": 1e300}',
+    "a list": b"[1e300]",
+    "over the cap": b'{"expires": 1e300, "pad": "' + b" " * (1024 * 1024) + b'"}',
+    "empty": b"",
+}
+
+
+@pytest.mark.parametrize("name", list(GARBLED))
+def test_a_garbled_lease_reads_as_expired_and_is_logged_once(store, name, caplog):
+    plant(store, "bls/pr/", GARBLED[name])
+    with (
+        caplog.at_level("WARNING", logger="flows.io.store.lease"),
+        store.lease("bls/pr/", 30, owner="next sync", wait_seconds=0) as lease,
+    ):
+        assert lease.slot.read()[0]["owner"] == "next sync"
+    lines = [r.getMessage() for r in caplog.records if r.name == "flows.io.store.lease"]
+    assert len(lines) == 1 and "\n" not in lines[0] and "read as expired" in lines[0]
+
+
+@pytest.mark.parametrize("expires", ["1e300", "1" + "0" * 400, "1e12"])
+def test_an_expiry_past_belief_lapses_one_ttl_after_its_write(store, expires, caplog):
+    """Not believed (it never expired), nor taken over at once: it may be a live holder's with a
+    clock far ahead. It expires one ttl after the store says it was written."""
+    plant(store, "bls/pr/", record(expires))
+    with pytest.raises(LeaseHeld) as info, store.lease("bls/pr/", 30, wait_seconds=0):
+        pass
+    message = str(info.value)
+    assert "forger" in message and "\n" not in message
+    assert f"until {time.strftime('%Y', time.gmtime())}" in message  # a year of ours, not 1e300's
+    started = time.monotonic()
+    with store.lease("bls/pr/", 1.5, owner="next sync", wait_seconds=10):  # ttl 1.5: lapses 1.5 s on
+        pass
+    assert time.monotonic() - started < 8
+    assert any("further out than any holder writes" in r.getMessage() for r in caplog.records)
+
+
+def test_a_holder_with_a_clock_a_little_ahead_is_believed(store):
+    killed_holder(store, "bls/pr/", expires_in=30 + 40)  # inside ttl + skew
+    with pytest.raises(LeaseHeld):
+        store.lease("bls/pr/", 30, wait_seconds=0).acquire()
+
+
+def test_the_holders_name_in_the_refusal_is_one_short_line(store):
+    killed_holder(store, "bls/pr/", expires_in=20, owner="evil\nforged line " + "x" * 5000)
+    with pytest.raises(LeaseHeld) as info:
+        store.lease("bls/pr/", 30, wait_seconds=0).acquire()
+    assert "\n" not in str(info.value) and len(str(info.value)) < 600
+
+
+@given(st.binary(max_size=512), st.floats(0, 2e9), st.one_of(st.none(), st.floats(-1e20, 1e20)))
+def test_any_record_bytes_give_a_sane_expiry(data, now, written_at):
+    from flows.io.store.lease import believed_expiry, lease_read
+
+    read = lease_read(data, "v", written_at)
+    expires, problem = believed_expiry(read, now, 30.0)
+    assert math.isfinite(expires)
+    assert expires <= max(now + 30.0 + CLOCK_SKEW_SECONDS, (written_at or 0.0) + 30.0)
+    assert problem is None or "\n" not in problem
+
+
+@given(
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(),
+        st.floats(),
+        st.text(max_size=5),
+        st.lists(st.integers(), max_size=2),
+    ),
+    st.floats(0, 2e9),
+)
+def test_any_expires_value_gives_a_sane_expiry(value, now):
+    from flows.io.store.lease import LeaseRead, believed_expiry
+
+    expires, problem = believed_expiry(LeaseRead({"expires": value}, "v", now - 5), now, 30.0)
+    assert math.isfinite(expires) and expires <= now + 30.0 + CLOCK_SKEW_SECONDS
+    assert problem is None or "\n" not in problem
+
+
+@pytest.mark.parametrize(
+    "garbage", [b"{" * 100_000, b'{"a": ' * 100_000 + b"1" + b"}" * 100_000, b"\xff\xfe", b"[]"]
+)
+def test_a_garbled_local_metadata_sidecar_reads_as_no_metadata(tmp_path, garbage, caplog):
+    """The local store's sidecars are state objects too (same reader; not a lease, kept here with them)."""
+    store = LocalStore(tmp_path / "store")
+    store.put_bytes("bls/pr/a", b"aaa")
+    store._meta_path("bls/pr/a").write_bytes(garbage)
+    found = store.head("bls/pr/a")
+    assert found is not None and found.size == 3 and found.metadata == {}
+    assert any("metadata sidecar" in r.getMessage() for r in caplog.records)

@@ -50,13 +50,15 @@ def log_group(logs):
 # --------------------------------------------------------------------------- helpers
 
 
-def destination_record(request_id, payload, condition="RetriesExhausted", error=None):
+def destination_record(
+    request_id, payload, condition="RetriesExhausted", error=None, function_arn=f"{FUNCTION}:$LATEST"
+):
     body = {
         "version": "1.0",
         "timestamp": "2026-11-30T10:00:00.000Z",
         "requestContext": {
             "requestId": request_id,
-            "functionArn": f"{FUNCTION}:$LATEST",
+            "functionArn": function_arn,
             "condition": condition,
             "approximateInvokeCount": 1,
         },
@@ -161,6 +163,11 @@ class Capture(logging.Handler):
         self.records.append(record.getMessage())
 
 
+def pool_queue(sqs, queue_url, pool, function=FUNCTION, **options):
+    """The queue as the worker of `pool` (whose function is `function`) reads it."""
+    return FailureQueue(sqs=sqs, queue_url=queue_url, work_pool_name=pool, function_name=function, **options)
+
+
 def reconcile(queue, logger=None):
     from prefect.client.orchestration import get_client
 
@@ -177,7 +184,7 @@ def reconcile(queue, logger=None):
 def test_records_crash_live_runs_and_are_deleted_others_are_left(
     prefect_harness, sqs, logs, queue_url, log_group
 ):
-    _, deployment_id = make_pool()
+    pool, deployment_id = make_pool()
     running = make_run(deployment_id, "RUNNING", "req-running")
     completed = make_run(deployment_id, "COMPLETED", "req-completed")
     relaunched = make_run(deployment_id, "RUNNING", "req-newer")  # the record is of an older request
@@ -204,7 +211,7 @@ def test_records_crash_live_runs_and_are_deleted_others_are_left(
     logger = logging.getLogger(f"test-reconcile-{uuid.uuid4().hex[:6]}")
     logger.addHandler(capture)
     logger.setLevel(logging.INFO)
-    queue = FailureQueue(sqs=sqs, queue_url=queue_url, logs=logs, log_group=log_group)
+    queue = pool_queue(sqs, queue_url, pool, logs=logs, log_group=log_group)
     summary = reconcile(queue, logger)
 
     assert summary.crashed == [str(running.id)]
@@ -237,16 +244,144 @@ def test_records_crash_live_runs_and_are_deleted_others_are_left(
 def test_a_never_run_invocation_crashes_its_pending_run_without_logs(
     prefect_harness, sqs, logs, queue_url, log_group
 ):
-    _, deployment_id = make_pool()
+    pool, deployment_id = make_pool()
     pending = make_run(deployment_id, "PENDING", "req-queued")
     record = destination_record("req-queued", {"flow_run_id": str(pending.id)}, condition="EventAgeExceeded")
     sqs.send_message(QueueUrl=queue_url, MessageBody=record)
-    reconcile(FailureQueue(sqs=sqs, queue_url=queue_url, logs=logs, log_group=log_group))
+    reconcile(pool_queue(sqs, queue_url, pool, logs=logs, log_group=log_group))
     run = read_run(pending.id)
     assert run.state.type.value == "CRASHED"
     assert run.state.message.startswith("Lambda request req-queued was never run")
     assert "wrote no log lines" in run_logs(pending.id, "wrote no log lines")
     assert messages_left(sqs, queue_url) == 0
+
+
+def make_poolless_run(state="RUNNING", request_id=None):
+    """A run of a deployment with no work pool (served by `.serve()` or a process worker elsewhere)."""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        flow_id = client.create_flow_from_name("echo")
+        deployment_id = client.create_deployment(
+            flow_id=flow_id, name=f"served-{uuid.uuid4().hex[:8]}", entrypoint="tests/worker_flows.py:echo"
+        )
+    run = make_run(deployment_id, state, request_id)
+    assert run.work_pool_name is None
+    return run
+
+
+OTHER_ACCOUNT = "arn:aws:lambda:us-east-1:210987654321:function:runner"
+FOREIGN_ARNS = {
+    "another function": "arn:aws:lambda:us-east-1:123456789012:function:runner-evil:$LATEST",
+    "a prefix of ours": "arn:aws:lambda:us-east-1:123456789012:function:run:$LATEST",
+    "another account": f"{OTHER_ACCOUNT}:$LATEST",
+    "another region": "arn:aws:lambda:eu-west-1:123456789012:function:runner:$LATEST",
+    "another partition": "arn:aws-cn:lambda:us-east-1:123456789012:function:runner:$LATEST",
+    "an alias of ours": f"{FUNCTION}:prod",
+    "a version of ours": f"{FUNCTION}:3",
+    "not an ARN": "runner; DROP TABLE",
+    "no ARN": None,
+}
+
+
+def test_records_of_other_pools_runs_or_other_functions_change_nothing_and_are_left_once(
+    prefect_harness, sqs, queue_url
+):
+    """Issue 27: a record naming a run of another pool or of no pool, or of another function
+    (name, account, region, partition, version or alias), crashed that run. Now nothing changes:
+    each is logged once, hidden and left (another worker's on a shared queue); ours still crash."""
+    pool, deployment_id = make_pool()
+    _, other_deployment = make_pool()
+    other_pools = make_run(other_deployment, "RUNNING", "req-other-pool")
+    poolless = make_poolless_run("RUNNING", "req-no-pool")
+    ours = make_run(deployment_id, "RUNNING", "req-ours-victim")
+    crash_me = make_run(deployment_id, "RUNNING", "req-ours")
+    timeout = (TIMEOUT[0], TIMEOUT[1].format(id="x"))
+    bodies = [
+        destination_record("req-other-pool", {"flow_run_id": str(other_pools.id)}, error=timeout),
+        destination_record("req-no-pool", {"flow_run_id": str(poolless.id)}, error=timeout),
+        *(
+            destination_record(f"req-{i}", {"flow_run_id": str(ours.id)}, error=timeout, function_arn=arn)
+            for i, arn in enumerate(FOREIGN_ARNS.values())
+        ),
+        destination_record("req-ours", {"flow_run_id": str(crash_me.id)}, error=timeout),
+    ]
+    for body in bodies:
+        sqs.send_message(QueueUrl=queue_url, MessageBody=body)
+    capture = Capture()
+    logger = logging.getLogger(f"test-reconcile-{uuid.uuid4().hex[:6]}")
+    logger.addHandler(capture)
+    logger.setLevel(logging.INFO)
+    queue = pool_queue(sqs, queue_url, pool)
+
+    summary = reconcile(queue, logger)
+
+    assert summary.crashed == [str(crash_me.id)]
+    assert read_run(crash_me.id).state.type.value == "CRASHED"
+    for run in (other_pools, poolless, ours):
+        assert read_run(run.id).state.type.value == "RUNNING"
+        assert read_run(run.id).infrastructure_pid == run.infrastructure_pid
+    foreign = len(bodies) - 1
+    assert summary.deleted == 1 and summary.left == foreign
+    # A foreign record's request is not one of ours: kill_infrastructure must not believe it ended.
+    assert summary.request_ids == {"req-ours"}
+    left_lines = [r for r in capture.records if "is not this pool's" in r]
+    assert len(left_lines) == foreign
+    assert all("\n" not in r for r in left_lines)
+    joined = "\n".join(left_lines)
+    assert f"is not of pool '{pool}'" in joined and "(no work pool)" in joined
+    for part in ("function", "account", "region", "partition", "version or alias"):
+        assert f"of another {part}" in joined
+    assert "the record names no Lambda function ARN" in joined
+    # Left on the queue (never deleted: it may be another worker's), hidden, not looped on.
+    assert messages_left(sqs, queue_url) == foreign
+    again = reconcile(queue, logger)
+    assert again.left == 0 and again.crashed == []
+    assert len([r for r in capture.records if "is not this pool's" in r]) == foreign
+
+
+@pytest.mark.parametrize(
+    ("pool_function", "record_arn"),
+    [
+        ("runner", f"{FUNCTION}:$LATEST"),  # the pool names its function by name
+        (f"{FUNCTION}:prod", f"{FUNCTION}:prod"),  # an alias
+        ("123456789012:function:runner:7", f"{FUNCTION}:7"),  # a partial ARN with a version
+        (f"{FUNCTION}:$LATEST", FUNCTION),  # an unqualified record is $LATEST
+    ],
+)
+def test_a_pool_names_its_function_in_any_form_lambda_accepts(
+    prefect_harness, sqs, queue_url, pool_function, record_arn
+):
+    pool, deployment_id = make_pool()
+    run = make_run(deployment_id, "RUNNING", "req-q")
+    body = destination_record("req-q", {"flow_run_id": str(run.id)}, function_arn=record_arn)
+    sqs.send_message(QueueUrl=queue_url, MessageBody=body)
+    summary = reconcile(pool_queue(sqs, queue_url, pool, function=pool_function))
+    assert summary.crashed == [str(run.id)]
+    assert messages_left(sqs, queue_url) == 0
+
+
+def test_the_worker_leaves_runs_of_other_pools_alone(
+    prefect_harness, moto_server, sqs, queue_url, monkeypatch
+):
+    """Through the worker: its pool's name and function are what the records are held to."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server)
+    pool, deployment_id = make_pool(options={"invoke_failure_queue_url": queue_url})
+    _, other_deployment = make_pool()
+    mine = make_run(deployment_id, "RUNNING", "req-mine")
+    theirs = make_run(other_deployment, "RUNNING", "req-theirs")
+    for request_id, run in (("req-mine", mine), ("req-theirs", theirs)):
+        sqs.send_message(
+            QueueUrl=queue_url, MessageBody=destination_record(request_id, {"flow_run_id": str(run.id)})
+        )
+
+    async def poll():
+        async with LambdaWorker(work_pool_name=pool, create_pool_if_not_found=False) as worker:
+            return await worker.reconcile_invoke_failures()
+
+    summary = run_async(poll())
+    assert summary.crashed == [str(mine.id)]
+    assert read_run(theirs.id).state.type.value == "RUNNING"
 
 
 def test_the_worker_reconciles_each_polling_round_with_the_pools_block_credentials(

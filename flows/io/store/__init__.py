@@ -12,6 +12,8 @@ Both backends keep the same promises, and the same tests run against both:
 - `put_stream` never holds a whole object in memory, counts and checksums what it writes, and
   refuses to publish when the byte count differs from what the caller expected;
 - expected failures (missing bucket, access denied, unreachable endpoint) are one-line `StoreError`s;
+- a store opened `read_only` (a dry run, the ingest's checks) refuses every write, its own stat
+  cache, lease and cleanup included, with a one-line `StoreError`;
 - `lease(prefix, ttl)` keeps two syncs of one prefix from interleaving, and `cleanup_stale` removes
   what a killed writer left behind once it is older than a grace period.
 """
@@ -58,13 +60,15 @@ def open_store(
     multipart_threshold: int | None = None,
     part_size: int | None = None,
     max_pool_connections: int = 16,
+    read_only: bool = False,
 ) -> ObjectStore:
-    """The store for QUEST_STORE: `s3://bucket[/prefix]` or a directory path."""
+    """The store for QUEST_STORE: `s3://bucket[/prefix]` or a directory path; `read_only`: every
+    write refused with a `StoreError`, and no cache of its own kept (a dry run, a check)."""
     parsed = parse_store_url(url)
     if parsed is None:
-        return LocalStore(url)
+        return LocalStore(url, read_only=read_only)
     bucket, prefix = parsed
-    kwargs: dict[str, Any] = {}
+    kwargs: dict[str, Any] = {"read_only": read_only}
     if multipart_threshold:
         kwargs["multipart_threshold"] = multipart_threshold
     if part_size:
@@ -72,9 +76,10 @@ def open_store(
     return S3Store(bucket, prefix, client=client or make_s3_client(max_pool_connections), **kwargs)
 
 
-def store_from_settings(settings: Any, client: Any = None) -> ObjectStore:
+def store_from_settings(settings: Any, client: Any = None, read_only: bool = False) -> ObjectStore:
     return open_store(
         settings.store,
+        read_only=read_only,
         client=client,
         multipart_threshold=settings.multipart_threshold_bytes,
         part_size=settings.multipart_chunk_bytes,

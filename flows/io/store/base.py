@@ -101,6 +101,10 @@ def _clean_metadata(metadata: dict[str, str] | None) -> dict[str, str]:
     return {str(k).lower(): str(v) for k, v in (metadata or {}).items()}
 
 
+def read_only_refusal(action: str, where: str) -> str:
+    return f"{action} {where}: refused, the store is open read-only (a dry run or a check writes nothing)"
+
+
 def _one_line(text: str) -> str:
     return " ".join(text.split())
 

@@ -2,11 +2,21 @@
 
 Held as a small JSON record in the store itself (compare-and-swap writes), renewed while held,
 taken over by another writer only once expired: a killed holder cannot renew it.
+
+The record is data from a store others can write to (`flows.core.state_json`). A garbled one (not
+JSON, too big or deep, `expires` missing, not a number, NaN) is no holder's: read as expired and
+logged. An `expires` further out than now + ttl + `CLOCK_SKEW_SECONDS` (Infinity, 1e300, a huge
+integer) is not believed either, but neither is it taken over at once: it may be a live holder's
+whose clock runs ahead, and taking that over would interleave two syncs. It is read as expiring
+one ttl after the record was written, by the store's clock (its LastModified): a live holder
+rewrites it every ttl/3 and keeps it, a dead or forged one lapses like any other.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
+import math
 import os
 import socket
 import threading
@@ -15,8 +25,49 @@ import uuid
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from flows.core.errors import LeaseHeld, LeaseLost, StoreError
-from flows.io.store.base import _iso
+from flows.core import state_json
+from flows.core.errors import GarbledState, LeaseHeld, LeaseLost, StoreError
+from flows.io.store.base import _iso, _one_line
+
+_log = logging.getLogger(__name__)
+
+# How far ahead of ours another holder's clock may run before its expiry is not believed.
+CLOCK_SKEW_SECONDS = 60.0
+_OWNER_CHARS = 120
+
+
+class LeaseRead(tuple[dict[str, Any], str]):
+    """A lease record as read, the pair (record, version) with two notes: `record` is {} when
+    garbled (`problem` says why); `version` changes with every write; `written_at` is when the
+    store says it was written (epoch seconds, its own clock)."""
+
+    written_at: float | None
+    problem: str | None
+
+    def __new__(
+        cls, record: dict[str, Any], version: str, written_at: float | None = None, problem: str | None = None
+    ) -> LeaseRead:
+        self = super().__new__(cls, (record, version))
+        self.written_at, self.problem = written_at, problem
+        return self
+
+    @property
+    def record(self) -> dict[str, Any]:
+        return self[0]
+
+    @property
+    def version(self) -> str:
+        return self[1]
+
+    @classmethod
+    def of(cls, read: tuple[Any, Any]) -> LeaseRead:
+        """A slot's answer as a `LeaseRead` (a plain pair from another slot included)."""
+        if isinstance(read, LeaseRead):
+            return read
+        record, version = read
+        if not isinstance(record, dict):
+            return cls({}, str(version), None, f"lease record is a {type(record).__name__}, not an object")
+        return cls(record, str(version))
 
 
 class _LeaseSlot(Protocol):
@@ -24,14 +75,51 @@ class _LeaseSlot(Protocol):
 
     where: str
 
-    def read(self) -> tuple[dict[str, Any], str] | None: ...
+    def read(self) -> LeaseRead | None: ...
     def create(self, record: dict[str, Any]) -> str | None: ...
     def replace(self, record: dict[str, Any], version: str) -> str | None: ...
 
 
-def _lease_expires(record: dict[str, Any]) -> float:
-    value = record.get("expires")
-    return float(value) if isinstance(value, int | float) else 0.0
+def believed_expiry(current: LeaseRead, now: float, ttl: float) -> tuple[float, str | None]:
+    """When a read lease expires, as far as it can be believed, and why not (None: as written).
+
+    Garbled: expired (0). Further out than now + ttl + skew: one ttl after its write (see the
+    module's docstring), or expired when the store gave no write time.
+    """
+    if current.problem:
+        return 0.0, f"{current.problem}; read as expired"
+    value = current.record.get("expires")
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return 0.0, f"its expires is {type(value).__name__}, not a number; read as expired"
+    try:
+        expires = float(value)
+    except OverflowError:  # an integer past any float
+        expires = math.inf
+    if math.isnan(expires) or expires < 0:  # no holder writes either (a released lease has 0)
+        return 0.0, f"its expires is {expires}; read as expired"
+    if expires <= now + ttl + CLOCK_SKEW_SECONDS:
+        return expires, None
+    if current.written_at is None or not math.isfinite(current.written_at):
+        return 0.0, "its expires is further out than any holder writes; read as expired"
+    capped = current.written_at + ttl
+    return capped, (
+        f"its expires is further out than any holder writes; read as expiring one ttl after it was "
+        f"written, {_iso(capped)}"
+    )
+
+
+def lease_read(data: bytes | str, version: str, written_at: float | None) -> LeaseRead:
+    """A slot's read of a lease record's bytes (see `LeaseRead`); never raises."""
+    try:
+        record = state_json.read_object(data, state_json.MAX_LEASE_BYTES, "lease record")
+    except GarbledState as exc:
+        return LeaseRead({}, version, written_at, str(exc))
+    return LeaseRead(record, version, written_at)
+
+
+def _owner(record: dict[str, Any]) -> str:
+    owner = _one_line(str(record.get("owner", "?")))
+    return owner if len(owner) <= _OWNER_CHARS else owner[: _OWNER_CHARS - 1] + "…"
 
 
 def default_owner() -> str:
@@ -71,6 +159,7 @@ class Lease:
         self._thread: threading.Thread | None = None
         self._expires = 0.0  # the expiry this holder last wrote
         self.lost: str | None = None
+        self._doubted: set[str] = set()  # versions whose doubtful record was logged
 
     def _record(self, expires: float) -> dict[str, Any]:
         return {
@@ -81,33 +170,41 @@ class Lease:
             "ttl": self.ttl,
         }
 
+    def _expiry(self, current: LeaseRead, now: float) -> float:
+        """`believed_expiry`, its doubt logged once per record version."""
+        expires, problem = believed_expiry(current, now, self.ttl)
+        if problem and current.version not in self._doubted:
+            self._doubted.add(current.version)
+            _log.warning("lease %s: %s", self.slot.where, problem)
+        return expires
+
     def acquire(self) -> Lease:
         if not self.hold:
             return self
         deadline = self._clock() + self.wait_seconds
         while True:
             now = self._clock()
-            current = self.slot.read()
-            if current is not None and current[0].get("token") == self.token:
-                self._version = current[1]  # a retried conditional write of ours had landed
-                self._expires = _lease_expires(current[0])
+            read = self.slot.read()
+            current = None if read is None else LeaseRead.of(read)
+            if current is not None and current.record.get("token") == self.token:
+                self._version = current.version  # a retried conditional write of ours had landed
+                self._expires = self._expiry(current, now)
                 break
-            if current is None or _lease_expires(current[0]) <= now:
+            if current is None or self._expiry(current, now) <= now:
                 record = self._record(now + self.ttl)
                 if current is None:
                     version = self.slot.create(record)
                 else:
-                    version = self.slot.replace(record, current[1])
+                    version = self.slot.replace(record, current.version)
                 if version is not None:
                     self._version, self._expires = version, record["expires"]
                     break
                 continue  # another writer moved first: look again
             if now >= deadline:
-                holder = current[0]
                 raise LeaseHeld(
-                    f"{self.slot.where}: another sync holds the lease ({holder.get('owner', '?')}, "
-                    f"until {_iso(_lease_expires(holder))}); try again once it has finished, or after that "
-                    "time if it was killed"
+                    f"{self.slot.where}: another sync holds the lease ({_owner(current.record)}, "
+                    f"until {_iso(self._expiry(current, now))}); try again once it has finished, or "
+                    "after that time if it was killed"
                 )
             time.sleep(max(0.01, min(self.poll_seconds, deadline - now)))
         self._stop.clear()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import time
 from collections.abc import Iterable, Iterator
@@ -12,7 +13,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-from flows.core.errors import StoreError
+from flows.core import state_json
+from flows.core.errors import GarbledState, StoreError
 from flows.core.objects import META_SHA256, StoredObject
 from flows.io.store.base import (
     INTERNAL_MARK,
@@ -26,8 +28,11 @@ from flows.io.store.base import (
     _tmp_name,
     head_each,
     is_internal_key,
+    read_only_refusal,
 )
-from flows.io.store.lease import Lease
+from flows.io.store.lease import Lease, LeaseRead, lease_read
+
+_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -47,20 +52,28 @@ def _sidecar(metadata: dict[str, str], fingerprint: _Fingerprint) -> str:
     return json.dumps({"metadata": metadata, "file": fingerprint.__dict__}, sort_keys=True)
 
 
-def _sidecar_metadata(text: str, fingerprint: _Fingerprint) -> dict[str, str]:
+def _sidecar_metadata(data: bytes, fingerprint: _Fingerprint, where: str = "sidecar") -> dict[str, str]:
     """The sidecar's metadata when it describes exactly this data file, else nothing.
 
     The data file and its sidecar are replaced by two renames: a crash between them, an old-format
     sidecar or an edit of the file leaves a sidecar about other bytes, which must not be believed.
+    A garbled one (`flows.core.state_json`) is logged and believed no more than a missing one.
     """
     try:
-        doc = json.loads(text)
-    except ValueError:
+        doc = state_json.read_object(data, state_json.MAX_SIDECAR_BYTES, "metadata sidecar")
+    except GarbledState as exc:
+        _log.warning("%s: %s; read as no metadata", where, exc)
         return {}
-    if not isinstance(doc, dict) or doc.get("file") != fingerprint.__dict__:
+    if doc.get("file") != fingerprint.__dict__:
         return {}
     metadata = doc.get("metadata")
     return {str(k): str(v) for k, v in metadata.items()} if isinstance(metadata, dict) else {}
+
+
+def _read_capped(path: Path, max_bytes: int) -> bytes:
+    """At most `max_bytes` + 1 bytes of a state file (a longer one is garbled whatever follows)."""
+    with path.open("rb") as fh:
+        return fh.read(max_bytes + 1)
 
 
 class LocalStore:
@@ -74,9 +87,14 @@ class LocalStore:
     META_DIR = ".quest-meta"
     TMP_DIR = TMP_SEGMENT
 
-    def __init__(self, root: str | os.PathLike[str]):
+    def __init__(self, root: str | os.PathLike[str], read_only: bool = False):
         self.root = Path(root).resolve()
         self.url = str(self.root)
+        self.read_only = read_only  # a dry run's or a check's: every write refused
+
+    def _writable(self, action: str, where: str) -> None:
+        if self.read_only:
+            raise StoreError(read_only_refusal(action, where))
 
     def location(self, key: str) -> str:
         return str(self._path(key))
@@ -142,7 +160,10 @@ class LocalStore:
         if not path.is_file():
             return None
         try:
-            metadata = _sidecar_metadata(self._meta_path(key).read_text(), _Fingerprint.of(st))
+            meta_path = self._meta_path(key)
+            metadata = _sidecar_metadata(
+                _read_capped(meta_path, state_json.MAX_SIDECAR_BYTES), _Fingerprint.of(st), str(meta_path)
+            )
         except FileNotFoundError:
             metadata = {}
         return StoredObject(
@@ -186,6 +207,7 @@ class LocalStore:
         expected_size: int | None = None,
     ) -> StoredObject:
         final, meta_path = self._path(key), self._meta_path(key)
+        self._writable("put", str(final))
         meta = _clean_metadata(metadata)
         if content_type:
             meta["content-type"] = content_type
@@ -213,6 +235,7 @@ class LocalStore:
 
     def delete(self, key: str) -> None:
         paths = (self._path(key), self._meta_path(key))
+        self._writable("delete", str(paths[0]))
         with self._locked():
             for path in paths:
                 with contextlib.suppress(FileNotFoundError):
@@ -229,11 +252,14 @@ class LocalStore:
     ) -> Lease:
         """An exclusive lease on `prefix` (see `Lease`); `hold=False` gives one that holds nothing."""
         slot = _LocalLeaseSlot(self, self.root / (_check_prefix(prefix) + LEASE_NAME))
+        if hold:
+            self._writable("lease", slot.where)
         return Lease(slot, ttl, owner=owner, wait_seconds=wait_seconds, hold=hold)
 
     def cleanup_stale(self, prefix: str, older_than_seconds: float, now: float | None = None) -> list[str]:
         """Remove temp files older than the grace period (they are store-wide, whatever the prefix)."""
         _check_prefix(prefix)
+        self._writable("clean up", str(self.root / self.TMP_DIR))
         now = time.time() if now is None else now
         removed = []
         tmp_dir = self.root / self.TMP_DIR
@@ -252,8 +278,10 @@ class _LocalLeaseSlot:
         self.store, self.path, self.where = store, path, str(path)
 
     def _text(self) -> str | None:
+        """The record's text, the version its compare-and-swap compares (garbled bytes included:
+        decoded with replacement, so a foreign file still has a version to replace)."""
         try:
-            return self.path.read_text()
+            return _read_capped(self.path, state_json.MAX_LEASE_BYTES).decode("utf-8", "replace")
         except FileNotFoundError:
             return None
 
@@ -265,16 +293,14 @@ class _LocalLeaseSlot:
         os.replace(tmp, self.path)
         return text
 
-    def read(self) -> tuple[dict[str, Any], str] | None:
+    def read(self) -> LeaseRead | None:
         with self.store._locked():
-            text = self._text()
-        if text is None:
-            return None
-        with contextlib.suppress(ValueError):
-            record = json.loads(text)
-            if isinstance(record, dict):
-                return record, text
-        return {}, text  # unreadable: treated as expired, so it can be taken over
+            try:
+                data = _read_capped(self.path, state_json.MAX_LEASE_BYTES)
+                written_at: float | None = self.path.stat().st_mtime
+            except FileNotFoundError:
+                return None
+        return lease_read(data, data.decode("utf-8", "replace"), written_at)
 
     def create(self, record: dict[str, Any]) -> str | None:
         with self.store._locked():

@@ -16,7 +16,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from datetime import datetime
 from typing import IO, Any
 
-from flows.core import crc32, stat_cache
+from flows.core import crc32, stat_cache, state_json
 from flows.core.errors import StoreError
 from flows.core.objects import META_CRC32_SIZE, META_SHA256, META_SHA256_SIZE, StoredObject
 from flows.io.store.base import (
@@ -34,8 +34,9 @@ from flows.io.store.base import (
     _tmp_started,
     head_each,
     is_internal_key,
+    read_only_refusal,
 )
-from flows.io.store.lease import Lease
+from flows.io.store.lease import Lease, LeaseRead, lease_read
 
 _log = logging.getLogger(__name__)
 _PRECONDITION_CODES = frozenset({"PreconditionFailed", "ConditionalRequestConflict", "412", "409"})
@@ -96,8 +97,10 @@ class S3Store:
         multipart_threshold: int = 8 * 1024 * 1024,
         part_size: int = 8 * 1024 * 1024,
         part_concurrency: int = 4,
+        read_only: bool = False,
     ):
         self.bucket = bucket
+        self.read_only = read_only  # a dry run's or a check's: every write refused, no cache kept
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
         self.url = f"s3://{bucket}/{self.prefix}"
         self._client = client
@@ -122,6 +125,10 @@ class S3Store:
 
     def full_key(self, key: str) -> str:
         return self.prefix + _check_key(key)
+
+    def _writable(self, action: str, where: str) -> None:
+        if self.read_only:
+            raise StoreError(read_only_refusal(action, where))
 
     def _call(self, action: str, where: str, method: str, **kwargs: Any) -> Any:
         """One client call; an expected failure becomes a one-line `StoreError`."""
@@ -198,7 +205,9 @@ class S3Store:
             return head_each(self, self.list_keys(prefix), workers)
         listed, listed_at = self._list_with_facts(prefix)
         cache_key = self.prefix + prefix + STAT_CACHE_NAME
-        cache = stat_cache.decode(self._read_optional(cache_key))
+        cache, problem = stat_cache.read(self._read_optional(cache_key, state_json.MAX_STAT_CACHE_BYTES))
+        if problem:
+            _log.warning("s3://%s/%s: %s", self.bucket, cache_key, problem)
         lookup = stat_cache.look_up(listed, cache)
         with self._written_lock:  # objects this store wrote itself need no HEAD
             known = {
@@ -208,7 +217,7 @@ class S3Store:
             }
         fresh = known | head_each(self, [m.key for m in lookup.misses if m.key not in known], workers)
         entries = stat_cache.refreshed(listed, cache, fresh, listed_at)
-        if entries is not None:
+        if entries is not None and not self.read_only:
             self._write_optional(cache_key, stat_cache.encode(entries))
         return {**lookup.hits, **fresh}
 
@@ -249,13 +258,17 @@ class S3Store:
                     listed.append(stat_cache.Listed(key, int(item.get("Size", 0)), etag, stamp))
         return listed, listed_at
 
-    def _read_optional(self, bucket_key: str) -> bytes:
-        """An internal object's bytes, or b"" when it is missing or unreadable (logged)."""
+    def _read_optional(self, bucket_key: str, max_bytes: int) -> bytes:
+        """An internal object's bytes (at most `max_bytes` + 1: a longer one is garbled whatever
+        follows), or b"" when it is missing or unreadable (logged)."""
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
-            body: bytes = self.client.get_object(Bucket=self.bucket, Key=bucket_key)["Body"].read()
-            return body
+            with contextlib.closing(
+                self.client.get_object(Bucket=self.bucket, Key=bucket_key)["Body"]
+            ) as body:
+                data: bytes = body.read(max_bytes + 1)
+            return data
         except (ClientError, BotoCoreError) as exc:
             if _error_code(exc) not in _MISSING_KEY_CODES:
                 _log.warning("%s", describe_s3_error("read", f"s3://{self.bucket}/{bucket_key}", exc))
@@ -264,6 +277,7 @@ class S3Store:
     def _write_optional(self, bucket_key: str, data: bytes) -> None:
         from botocore.exceptions import BotoCoreError, ClientError
 
+        self._writable("write", f"s3://{self.bucket}/{bucket_key}")
         try:
             self.client.put_object(
                 Bucket=self.bucket, Key=bucket_key, Body=data, ContentType="application/json"
@@ -311,6 +325,7 @@ class S3Store:
     def put_bytes(
         self, key: str, data: bytes, metadata: dict[str, str] | None = None, content_type: str | None = None
     ) -> StoredObject:
+        self._writable("put", self.location(key))
         integrity = {META_SHA256: hashlib.sha256(data).hexdigest(), META_SHA256_SIZE: str(len(data))}
         return self._put_object(key, data, {**_clean_metadata(metadata), **integrity}, content_type)
 
@@ -344,6 +359,7 @@ class S3Store:
         content_type: str | None = None,
         expected_size: int | None = None,
     ) -> StoredObject:
+        self._writable("put", self.location(key))
         # Only counted on the way in: a multipart object needs no sha256 (S3's CRC-32 vouches for
         # it), and a small one is hashed once, joined, by `put_bytes`.
         counted = _Counted(chunks)
@@ -451,6 +467,7 @@ class S3Store:
 
     def delete(self, key: str) -> None:
         where = self.location(key)
+        self._writable("delete", where)
         resp = self._call("delete", where, "delete_object", Bucket=self.bucket, Key=self.full_key(key))
         self._wrote(key, None, resp)
 
@@ -465,6 +482,8 @@ class S3Store:
     ) -> Lease:
         """An exclusive lease on `prefix` (see `Lease`), held at `<prefix>.quest-lease.json`."""
         slot = _S3LeaseSlot(self, self.prefix + _check_prefix(prefix) + LEASE_NAME)
+        if hold:
+            self._writable("lease", slot.where)
         return Lease(slot, ttl, owner=owner, wait_seconds=wait_seconds, hold=hold)
 
     def cleanup_stale(self, prefix: str, older_than_seconds: float, now: float | None = None) -> list[str]:
@@ -476,6 +495,7 @@ class S3Store:
         now = time.time() if now is None else now
         full_prefix = self.prefix + _check_prefix(prefix)
         where = f"s3://{self.bucket}/{full_prefix}"
+        self._writable("clean up", where)
         removed = []
         for page in self._pages("list uploads in", where, "list_multipart_uploads", Prefix=full_prefix):
             for upload in page.get("Uploads", []):
@@ -531,22 +551,20 @@ class _S3LeaseSlot:
         self.store, self.key = store, bucket_key
         self.where = f"s3://{store.bucket}/{bucket_key}"
 
-    def read(self) -> tuple[dict[str, Any], str] | None:
+    def read(self) -> LeaseRead | None:
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
             resp = self.store.client.get_object(Bucket=self.store.bucket, Key=self.key)
-            body = resp["Body"].read()
+            with contextlib.closing(resp["Body"]) as body:
+                data: bytes = body.read(state_json.MAX_LEASE_BYTES + 1)  # past the cap: garbled
         except (ClientError, BotoCoreError) as exc:
             if _error_code(exc) in ("NoSuchKey", "404"):
                 return None
             raise StoreError(describe_s3_error("read lease", self.where, exc)) from exc
-        version = resp["ETag"]
-        with contextlib.suppress(ValueError):
-            record = json.loads(body)
-            if isinstance(record, dict):
-                return record, version
-        return {}, version  # unreadable: treated as expired, so it can be taken over
+        modified = resp.get("LastModified")
+        written_at = modified.timestamp() if isinstance(modified, datetime) else None
+        return lease_read(data, str(resp["ETag"]), written_at)
 
     def _put(self, record: dict[str, Any], **condition: str) -> str | None:
         from botocore.exceptions import BotoCoreError, ClientError
