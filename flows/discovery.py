@@ -4,7 +4,10 @@ An explicit list is used as given (no request). Discovery makes one GET of the r
 (retried like every listing), parses it strictly (`flows.core.discovery`: a cut, junk or empty
 root is an error, never "every survey is gone") and compares it with the survey folders in the
 store, read by one delimiter listing of `bls/`. A survey gone upstream is reported and kept; its
-mirror is removed only with `--allow-mass-delete`, under that survey's lease, by `retire_surveys`.
+mirror is removed only with `--allow-mass-delete`, under that survey's lease, by `retire_surveys`,
+and never more than QUEST_MAX_RETIRE_FRACTION of the stored surveys at once. A stored survey that a
+root row which is no clean folder may name is held: neither mirrored nor retired. What the root
+skipped is logged as one line (a count and the first few), however many rows a page holds.
 
 The `ingest` flow runs these as tasks; the CLI and the plain entry (`flows/runtime/plain.py`) call
 them directly.
@@ -20,6 +23,7 @@ from pydantic import BaseModel, Field
 
 from flows.core.discovery import (
     RootListing,
+    check_retire_guard,
     compare_surveys,
     describe_discovery,
     is_survey_name,
@@ -28,6 +32,7 @@ from flows.core.discovery import (
 from flows.core.errors import ListingError, MirrorError, QuestError, one_line
 from flows.core.humanize import counted
 from flows.core.names import ALL_SURVEYS, BLS_PREFIX, bls_survey_prefix
+from flows.core.problems import FIRST_FEW, summarise
 from flows.io.fetch import fetch_listing_page
 from flows.io.store import ObjectStore, store_from_settings
 from flows.mirror import Logger, retried
@@ -45,8 +50,12 @@ class SurveySelection(BaseModel):
     root_url: str | None = None
     new: list[str] = Field(default_factory=list)
     gone: list[str] = Field(default_factory=list)  # stored, no longer listed: not mirrored, kept
-    skipped: list[str] = Field(default_factory=list)  # root folders that are not survey names
-    problems: list[str] = Field(default_factory=list)
+    # Stored, not listed as a clean folder, but a root row may name them: neither mirrored nor retired.
+    held: list[str] = Field(default_factory=list)
+    skipped: list[str] = Field(default_factory=list)  # the first few root folders that are no survey names
+    skipped_count: int = 0  # all of them (a page may hold 50,000)
+    problems: list[str] = Field(default_factory=list)  # the first few problems of the root page
+    problem_count: int = 0
     retired: list[str] = Field(default_factory=list)  # gone surveys whose mirror was removed
 
     def describe(self) -> str:
@@ -59,7 +68,14 @@ class SurveySelection(BaseModel):
         else:
             removal = KEEP_GONE
         return describe_discovery(
-            self.root_url or "", self.surveys, self.new, self.gone, skipped=self.skipped, removal=removal
+            self.root_url or "",
+            self.surveys,
+            self.new,
+            self.gone,
+            skipped=self.skipped,
+            skipped_count=self.skipped_count,
+            held=self.held,
+            removal=removal,
         )
 
 
@@ -98,9 +114,9 @@ def wants_discovery(settings: Settings, requested: list[str] | None) -> bool:
     return settings.discover_surveys
 
 
-def fetch_root_listing(client: httpx.Client, root_url: str) -> RootListing:
-    """GET and parse the root listing, with the same refusals as a survey's listing."""
-    return parse_root_listing(*fetch_listing_page(client, root_url))
+def fetch_root_listing(client: httpx.Client, root_url: str, max_bytes: int) -> RootListing:
+    """GET and parse the root listing, with the same refusals (and size cap) as a survey's listing."""
+    return parse_root_listing(*fetch_listing_page(client, root_url, max_bytes))
 
 
 def stored_surveys(store: ObjectStore) -> list[str]:
@@ -129,16 +145,22 @@ def resolve_surveys(
     if not wants_discovery(settings, requested):
         return SurveySelection(surveys=parse_surveys(requested or settings.bls_surveys))
     url = settings.bls_base_url
-    root = retried(lambda: fetch_root_listing(client, url), settings, f"listing {url}", logger, client)
-    for problem in root.problems:
-        logger.warning("root listing %s: %s; skipped", url, problem)
+    root = retried(
+        lambda: fetch_root_listing(client, url, settings.listing_max_bytes),
+        settings,
+        f"listing {url}",
+        logger,
+        client,
+    )
+    if root.problems:  # one line, however many rows the page holds
+        logger.warning("root listing %s: skipped %s", url, summarise(root.problems))
     if len(root.surveys) > MAX_SURVEYS:  # a run (and a bill) per survey: never from a page alone
         raise ListingError(
             f"{url}: the root lists {len(root.surveys)} survey folders, more than {MAX_SURVEYS} "
             "(BLS publishes about 60); refusing to mirror them all: name the surveys in QUEST_BLS_SURVEYS"
         )
     store = store or store_from_settings(settings)
-    changes = compare_surveys(root.surveys, stored_surveys(store))
+    changes = compare_surveys(root.surveys, stored_surveys(store), root.held)
     # A folder left with only the store's own records (a lease) is no mirror any more.
     gone = [s for s in changes.gone if store.list_keys(bls_survey_prefix(s))]
     selection = SurveySelection(
@@ -147,9 +169,19 @@ def resolve_surveys(
         root_url=root.url,
         new=list(changes.new),
         gone=gone,
-        skipped=list(root.skipped),
-        problems=list(root.problems),
+        held=list(changes.held),
+        skipped=list(root.skipped[:FIRST_FEW]),
+        skipped_count=len(root.skipped),
+        problems=list(root.problems[:FIRST_FEW]),
+        problem_count=len(root.problems),
     )
+    if changes.held:
+        logger.warning(
+            "root listing %s: stored surveys not listed as a clean folder but maybe named by a row "
+            "there, held (neither mirrored nor removed): %s",
+            url,
+            summarise(f"{s}: {root.held[s]}" for s in changes.held),
+        )
     for survey in gone:
         logger.warning(
             "survey %s is no longer listed at %s: its mirror %s is not updated (%s)",
@@ -174,6 +206,8 @@ def retire_surveys(
 
     Each survey is removed under its lease (a sync of it elsewhere is never interleaved with), and
     the lease is checked again before the first delete. Without the flag each is a warning, no more.
+    More than QUEST_MAX_RETIRE_FRACTION of the stored surveys at once raises MassDeleteError before
+    anything is removed: `allow_mass_delete` alone does not lift that share.
     """
     if not gone:
         return []
@@ -182,10 +216,12 @@ def retire_surveys(
             logger.warning("survey %s is gone upstream; its mirror is %s", survey, KEEP_GONE)
         return []
     store = store or store_from_settings(settings)
-    retired = []
     for survey in gone:
         if not is_survey_name(survey):
             raise MirrorError(f"refusing to remove {survey!r}: not a survey name")
+    check_retire_guard(len(gone), len(stored_surveys(store)), settings.max_retire_fraction)
+    retired = []
+    for survey in gone:
         prefix = bls_survey_prefix(survey)
         with store.lease(prefix, settings.lease_seconds) as lease:
             keys = store.list_keys(prefix)

@@ -48,6 +48,13 @@ def test_sync_all_discovers_reports_gone_and_removes_only_when_allowed(
     assert store.list_keys("bls/cu/") == ["bls/cu/cu.a", "bls/cu/cu.b"]
     capsys.readouterr()
 
+    # --allow-mass-delete alone does not retire 1 of 3 stored surveys (> QUEST_MAX_RETIRE_FRACTION, 10%).
+    assert main(["sync", "--allow-mass-delete"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("quest sync: error: refusing to retire 1 of 3 stored surveys at once")
+    assert store.list_keys("bls/cu/") == ["bls/cu/cu.a", "bls/cu/cu.b"]
+
+    monkeypatch.setenv("QUEST_MAX_RETIRE_FRACTION", "0.5")
     assert main(["sync", "--allow-mass-delete"]) == 0
     out = capsys.readouterr().out
     assert "1 gone (cu; removed (--allow-mass-delete))" in out

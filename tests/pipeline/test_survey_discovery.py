@@ -5,10 +5,18 @@ allow_mass_delete, under their lease), a bad root changing nothing, an explicit 
 from __future__ import annotations
 
 import logging
+import re
 
 import pytest
 
-from flows.core.errors import HttpStatusError, IncompleteListing, LeaseHeld, ListingError, StoreError
+from flows.core.errors import (
+    HttpStatusError,
+    IncompleteListing,
+    LeaseHeld,
+    ListingError,
+    MassDeleteError,
+    StoreError,
+)
 from flows.devkit.samples import population_body
 from flows.devkit.upstream_server import UpstreamServer
 from flows.discovery import SurveySelection, resolve_surveys, retire_surveys, stored_surveys
@@ -138,11 +146,16 @@ def test_a_gone_survey_is_kept_and_removed_only_with_allow_mass_delete(upstream,
     assert retire_surveys(settings, selection.gone, False, log) == []
     assert store.list_keys("bls/cu/") == ["bls/cu/f1", "bls/cu/f2"]
 
+    # allow_mass_delete alone does not lift the retirement share: 1 of 2 stored surveys > 10%.
+    with pytest.raises(MassDeleteError, match=r"refusing to retire 1 of 2 stored surveys at once \(> 10%"):
+        retire_surveys(settings, selection.gone, True, log)
+    assert store.list_keys("bls/cu/") == ["bls/cu/f1", "bls/cu/f2"]
+
+    settings = _settings(upstream, store, bls_surveys="all", max_retire_fraction=0.5)
     # Another sync holds cu's lease: nothing of it is removed.
     with store.lease("bls/cu/", 30, owner="elsewhere"), pytest.raises(LeaseHeld):
         retire_surveys(settings, ["cu"], True, log, store=_short_wait(store))
     assert store.list_keys("bls/cu/") == ["bls/cu/f1", "bls/cu/f2"]
-
     selection.retired = retire_surveys(settings, selection.gone, True, log)
     assert selection.retired == ["cu"] and store.list_keys("bls/cu/") == []
     assert store.list_keys("bls/pr/") == ["bls/pr/f1", "bls/pr/f2"]
@@ -238,7 +251,11 @@ def test_plain_ingest_mirrors_every_discovered_survey(upstream, store):
     assert len(upstream.root_gets()) == 1 and len(upstream.listing_gets()) == 2
     assert [r.path for r in upstream.file_gets()] == ["/pub/time.series/ap/ap.a"]
 
-    plain_ingest(settings, ["all"], allow_mass_delete=True)
+    plain_ingest(
+        _settings(upstream, store, bls_surveys="all", max_retire_fraction=0.5),
+        ["all"],
+        allow_mass_delete=True,
+    )
     assert store.list_keys("bls/") == ["bls/ap/ap.a", "bls/pr/pr.a", "bls/pr/pr.b"]
 
 
@@ -284,3 +301,154 @@ def test_the_ingest_flow_goes_on_past_a_failing_discovered_survey(
         ingest(["all"])
     assert {k.split("/")[1] for k in store.list_keys("bls/")} == {"ap", "cu", "pr"} - {broken}
     assert bool(store.list_keys("population/")) is (broken != "pr")
+
+
+# ----------------------------------------------------------- unreadable root rows, the retire guard
+
+_CU = '<A HREF="/pub/time.series/cu/">cu</A>'
+ROOT_MANGLES = {
+    "no trailing slash": lambda page: page.replace(_CU, '<A HREF="/pub/time.series/cu">cu</A>'),
+    "query": lambda page: page.replace(_CU, '<A HREF="/pub/time.series/cu/?sort=1">cu</A>'),
+    "size instead of <dir>": lambda page: re.sub(
+        r"&lt;dir&gt;( <A HREF=\"/pub/time.series/cu/\">)", r"4096\1", page
+    ),
+    "href elsewhere, text cu": lambda page: page.replace(_CU, '<A HREF="https://evil.example/x/">cu</A>'),
+    "single-quoted href": lambda page: page.replace(_CU, "<A HREF='/pub/time.series/cu/'>cu</A>"),
+    "percent-encoded twice": lambda page: page.replace(_CU, '<A HREF="/pub/time.series/%2563u/">%2563u</A>'),
+}
+
+
+def _serve_root(upstream, mangle):
+    clean = upstream._root_html().decode()
+    page = ROOT_MANGLES[mangle](clean)
+    assert page != clean
+    upstream.fail("/pub/time.series/", 200, times=None, body=page.encode())
+
+
+@pytest.mark.parametrize("mangle", sorted(ROOT_MANGLES))
+def test_a_mangled_root_row_never_retires_its_survey(upstream, store, mangle):
+    """A real run with --allow-mass-delete (and no retire share in the way): the survey whose root row
+    cannot be read as a folder is held, its mirror untouched, the others synced."""
+    from flows.runtime.plain import plain_ingest
+
+    settings = _settings(upstream, store, bls_surveys="all", max_retire_fraction=1.0)
+    plain_ingest(settings, ["all"])
+    before = store.list_keys("bls/cu/")
+    assert before == ["bls/cu/cu.a"]
+    upstream.put_file("pr", "pr.c", b"new\n")
+    _serve_root(upstream, mangle)
+    summary = plain_ingest(settings, ["all"], allow_mass_delete=True)
+    assert store.list_keys("bls/cu/") == before
+    assert summary.selection.gone == [] and summary.selection.held == ["cu"]
+    assert summary.selection.retired == [] and summary.selection.surveys == ["pr"]
+    assert "1 held (cu: a root row that is no clean folder may name them)" in summary.selection.describe()
+    assert store.list_keys("bls/pr/") == ["bls/pr/pr.a", "bls/pr/pr.b", "bls/pr/pr.c"]
+    lines = _warnings_of(lambda: _resolve(settings))
+    assert len(lines) <= 2 and "held (neither mirrored nor removed): 1 row: cu: " in lines[-1]
+
+
+def _warnings_of(call):
+    """The warning lines `call` logs on the test logger (a handler of its own: plain_ingest's log
+    set-up may leave pytest's capture out)."""
+    lines = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            lines.append(record.getMessage())
+
+    handler = Keep(logging.WARNING)
+    log.addHandler(handler)
+    try:
+        call()
+    finally:
+        log.removeHandler(handler)
+    return lines
+
+
+def test_the_ingest_flow_never_retires_a_survey_whose_root_row_is_unreadable(
+    prefect_harness, upstream, tmp_path, monkeypatch
+):
+    """The same through the Prefect `ingest` flow, run in-process with allow_mass_delete."""
+    from flows.ingest import ingest
+
+    store = LocalStore(tmp_path / "data")
+    for name, value in {
+        "QUEST_STORE": str(store.root),
+        "QUEST_BLS_BASE_URL": upstream.bls_base_url,
+        "QUEST_POPULATION_URL": upstream.population_url,
+        "QUEST_CONTACT": "tests@example.com",
+        "QUEST_RETRIES": "0",
+        "QUEST_MAX_RETIRE_FRACTION": "1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    ingest(["all"])
+    assert store.list_keys("bls/cu/") == ["bls/cu/cu.a"]
+    _serve_root(upstream, "no trailing slash")
+    summary = ingest(["all"], allow_mass_delete=True)
+    assert store.list_keys("bls/cu/") == ["bls/cu/cu.a"]
+    assert summary.selection is not None and summary.selection.held == ["cu"]
+
+
+def test_retiring_more_than_the_share_of_stored_surveys_retires_none(upstream, store):
+    """QUEST_MAX_RETIRE_FRACTION (default 10%) caps one run's retirements, --allow-mass-delete or not."""
+    from flows.runtime.plain import plain_ingest
+
+    for i in range(8):  # 10 surveys with pr and cu
+        upstream.add_survey(f"s{i}", {f"s{i}.a": b"a"})
+    settings = _settings(upstream, store, bls_surveys="all")
+    plain_ingest(settings, ["all"])
+    before = store.list_keys()
+    upstream.remove_survey("s0")
+    upstream.remove_survey("s1")
+    with pytest.raises(MassDeleteError, match=r"refusing to retire 2 of 10 stored surveys at once \(> 10%"):
+        plain_ingest(settings, ["all"], allow_mass_delete=True)
+    assert store.list_keys() == before  # nothing removed (the other surveys were synced: no change)
+    upstream.add_survey("s1", {"s1.a": b"a"})  # one of ten is within the share
+    summary = plain_ingest(settings, ["all"], allow_mass_delete=True)
+    assert summary.selection.retired == ["s0"] and store.list_keys("bls/s0/") == []
+
+
+# --------------------------------------------------------------------------- the log stays small
+
+
+def test_a_root_full_of_junk_folders_is_one_warning_line(upstream, store, caplog):
+    """100 surveys and 2,000 junk folders: a count and the first few, not a line per folder."""
+    from flows.settings import MAX_SURVEYS
+
+    for i in range(MAX_SURVEYS - 2):
+        upstream.add_survey(f"s{i:03d}", {f"s{i:03d}.a": b"a"})
+    for i in range(2_000):
+        upstream.add_root_entry(f"Junk-{i:05d}")
+    with caplog.at_level(logging.INFO, logger=log.name):
+        selection = _resolve(_settings(upstream, store, bls_surveys="all"))
+    assert len(selection.surveys) == MAX_SURVEYS
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and len(warnings[0]) < 2_000
+    assert selection.skipped_count == 2_000 and len(selection.skipped) <= 5
+    assert len(warnings) == 1 and len(warnings[0]) < 2_000
+    assert "skipped 2,000 rows, the first 5: folder 'Junk-00000' is not a survey name" in warnings[0]
+    assert "... 1,995 more" in warnings[0]
+    assert sum(len(m) for m in caplog.messages) < 5_000
+    assert "2,000 folders skipped (Junk-00000, " in selection.describe()
+
+
+def test_a_survey_listing_full_of_odd_rows_is_two_warning_lines(upstream, store, caplog):
+    from flows import mirror
+
+    page = upstream._listing_html("pr").decode()
+    odd = "".join(
+        f'  6/6/2024  8:30 AM  5 <A HREF="http://evil.example/x{i}">x{i}</A><br>'
+        f'  13/45/2024  8:30 AM  5 <A HREF="/pub/time.series/pr/bad{i}">bad{i}</A><br>'
+        for i in range(2_000)
+    )
+    upstream.fail(
+        "/pub/time.series/pr/", 200, times=None, body=page.replace("</pre>", odd + "</pre>").encode()
+    )
+    settings = _settings(upstream, store)
+    with make_client(settings, settings.bls_base_url) as client, caplog.at_level(logging.WARNING):
+        listing = mirror.list_survey(upstream.survey_url("pr"), client, settings, log)
+    assert len(listing.skipped) == 2_000 and len(listing.unreadable) == 2_000
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 2 and all(len(w) < 2_000 for w in warnings)
+    assert "2,000 rows, the first 5: 'http://evil.example/x0'" in warnings[0]
+    assert "unreadable 2,000 rows, the first 5: bad0: unreadable listing row" in warnings[1]
