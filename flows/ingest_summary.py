@@ -11,6 +11,7 @@ from __future__ import annotations
 from pydantic import BaseModel
 
 from flows.core.humanize import counted, human_bytes
+from flows.core.markdown import md_code, md_text
 from flows.core.names import REPORT_SURVEY
 from flows.discovery import SurveySelection
 from flows.mirror import MirrorSummary
@@ -86,19 +87,22 @@ class IngestFanOut(BaseModel):
         rows: list[str] = []
         for survey in self.selection.surveys:
             if survey in self.started:
-                rows.append(f"| `{survey}` | changed: mirror run started | `{self.started[survey]}` | |")
+                rows.append(
+                    f"| {md_code(survey)} | changed: mirror run started | {md_code(self.started[survey])} | |"
+                )
             elif survey in self.in_progress:
                 rows.append(
-                    f"| `{survey}` | still mirroring from an earlier run | `{self.in_progress[survey]}` | |"
+                    f"| {md_code(survey)} | still mirroring from an earlier run "
+                    f"| {md_code(self.in_progress[survey])} | |"
                 )
             elif survey in self.failed:
-                rows.append(f"| `{survey}` | **check failed**: {_cell(self.failed[survey])} | | |")
+                rows.append(f"| {md_code(survey)} | **check failed**: {md_text(self.failed[survey])} | | |")
         rows += [_mirror_row(m) for m in self.unchanged]
         done = (
             set(self.started) | set(self.in_progress) | set(self.failed) | {m.survey for m in self.unchanged}
         )
         rows += [
-            f"| `{s}` | not checked yet: left for {self.continues_in} | | |"
+            f"| {md_code(s)} | not checked yet: left for {md_text(self.continues_in or '')} | | |"
             for s in self.selection.surveys
             if s not in done and self.continues_in
         ]
@@ -109,20 +113,18 @@ def _snapshot_text(population: PopulationSummary | None) -> str:
     if population is None:
         return "not written by this run"
     years = f"{population.years[0]}–{population.years[-1]}" if population.years else "no years"
-    return f"`{population.key}` ({len(population.years)} years, {years}, {human_bytes(population.bytes)})"
-
-
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+    return (
+        f"{md_code(population.key)} ({len(population.years)} years, {years}, {human_bytes(population.bytes)})"
+    )
 
 
 def _mirror_row(m: MirrorSummary) -> str:
     c = m.counts()
     changed = ", ".join(f"{c[k]:,} {k}" for k in ("added", "updated", "deleted") if c[k]) or "no change"
     if m.not_done:
-        changed += f"; {len(m.not_done):,} left for {m.continues_in}"
+        changed += f"; {len(m.not_done):,} left for {md_text(m.continues_in or '')}"
     moved = human_bytes(m.bytes_transferred)
-    return f"| `{m.survey}` | {changed} ({c['kept']:,} kept) | `{m.store_url}` | {moved} |"
+    return f"| {md_code(m.survey)} | {changed} ({c['kept']:,} kept) | {md_code(m.store_url)} | {moved} |"
 
 
 def _page(
@@ -133,9 +135,9 @@ def _page(
 ) -> str:
     lines = [f"# {title}", ""]  # the message is the artifact's description, shown above
     if selection is not None:
-        lines += [f"Surveys: {selection.describe()}", ""]
+        lines += [f"Surveys: {md_text(selection.describe())}", ""]
     lines += ["| survey | what happened | where | transferred |", "|---|---|---|---:|", *rows, ""]
     lines += ["## Population snapshot", "", _snapshot_text(population)]
     if population is not None:
-        lines += ["", f"Stored at `{population.location}` from `{population.source_url}`"]
+        lines += ["", f"Stored at {md_code(population.location)} from {md_code(population.source_url)}"]
     return "\n".join(lines) + "\n"

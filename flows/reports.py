@@ -30,6 +30,7 @@ from flows.core.errors import (
     QuestError,
     StoreError,
 )
+from flows.core.markdown import md_text
 from flows.core.names import parse_population_key
 from flows.core.population import normalise_population
 from flows.core.report_format import (
@@ -231,11 +232,17 @@ def report_charts(
 
 
 def artifact_rows(records: list[dict[str, Any]], columns: Any) -> list[dict[str, Any]]:
-    """Table artifact rows: lists (years) and people counts shown as text cells, the rest as is."""
-    return [
-        {c: cell(r.get(c), c) if isinstance(r.get(c), list) or c in THOUSANDS else r.get(c) for c in columns}
-        for r in records
-    ]
+    """Table artifact rows: lists (years) and people counts shown as text cells, the rest as is.
+
+    The UI renders a text cell as Markdown: text goes through `md_text` (a series id is read from
+    the BLS file)."""
+    return [{c: _artifact_cell(r.get(c), c) for c in columns} for r in records]
+
+
+def _artifact_cell(value: Any, column: str) -> Any:
+    if isinstance(value, list) or column in THOUSANDS:
+        value = cell(value, column)
+    return md_text(value) if isinstance(value, str) else value
 
 
 _folder: ContextVar[str | None] = ContextVar("quest_reports_folder", default=None)
@@ -390,23 +397,27 @@ def publish_artifacts(built: BuiltReports, request: ReportRequest, population_ke
     create_markdown_artifact(
         markdown="# Headline\n\n" + "\n".join(headline(built.result, sorted(built.population))) + "\n",
         key="reports-headline",
-        description=f"US population {window}: mean {cell(stats['mean'], 'mean')}",
+        description=md_text(f"US population {window}: mean {cell(stats['mean'], 'mean')}"),
     )
     charts = [(name, body.decode()) for name, (body, kind) in built.files.items() if kind == "image/svg+xml"]
     create_markdown_artifact(
-        markdown="# Charts\n\n" + "\n\n".join(f"![{alt}]({data_uri(svg)})" for alt, svg in charts) + "\n",
+        markdown="# Charts\n\n"
+        + "\n\n".join(f"![{md_text(alt)}]({data_uri(svg)})" for alt, svg in charts)
+        + "\n",
         key="reports-charts",
-        description=f"{len(charts)} charts (also in {built.location})",
+        description=md_text(f"{len(charts)} charts (also in {built.location})"),
     )
     sections = report_sections(built.result, request.series_id, request.period, request.quarters_only)
     for (title, records, columns), key in zip(sections, request.artifact_keys, strict=True):
         create_table_artifact(
-            table=artifact_rows(records, columns), key=key, description=f"{title}: {len(records):,} rows"
+            table=artifact_rows(records, columns),
+            key=key,
+            description=md_text(f"{title}: {len(records):,} rows"),
         )
     create_markdown_artifact(
         markdown=built.files[SUMMARY_FILE][0].decode(),
         key="reports-summary",
-        description=f"Reports from {population_key}, written to {built.location}",
+        description=md_text(f"Reports from {population_key}, written to {built.location}"),
     )
 
 

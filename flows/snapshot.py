@@ -10,6 +10,7 @@ from __future__ import annotations
 from pydantic import BaseModel
 
 from flows.core.humanize import human_bytes
+from flows.core.markdown import md_code
 from flows.core.objects import META_SOURCE_URL
 from flows.io.fetch import fetch_population
 from flows.io.http import make_client
@@ -59,6 +60,5 @@ def summarise(
 
 
 def snapshot_markdown(url: str, location: str, rows: list[tuple[int, int]]) -> str:
-    return f"# Population snapshot\n`{url}` → `{location}`\n\n| year | population |\n|---:|---:|\n" + "".join(
-        f"| {y} | {p:,} |\n" for y, p in rows
-    )
+    head = f"# Population snapshot\n{md_code(url)} → {md_code(location)}\n\n"
+    return head + "| year | population |\n|---:|---:|\n" + "".join(f"| {y} | {p:,} |\n" for y, p in rows)

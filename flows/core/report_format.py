@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from flows.core.markdown import md_code, md_text
+
 POPULATION_COLUMNS = ("start_year", "end_year", "years", "missing_years", "mean", "std", "std_population")
 BEST_YEAR_COLUMNS = ("series_id", "year", "value")
 SERIES_COLUMNS = ("series_id", "period", "year", "value", "population")
@@ -65,7 +67,7 @@ def markdown_table(records: Sequence[Mapping[str, Any]], columns: Sequence[str])
     if not records:
         return "_(no rows)_"
     out = ["| " + " | ".join(columns) + " |", "|" + "|".join(" --- " for _ in columns) + "|"]
-    out.extend("| " + " | ".join(v.replace("|", "\\|") for v in r) + " |" for r in _rows(records, columns))
+    out.extend("| " + " | ".join(md_text(v) for v in r) + " |" for r in _rows(records, columns))
     return "\n".join(out)
 
 
@@ -140,7 +142,7 @@ def headline(result: Mapping[str, Any], population_years: Sequence[int]) -> list
     lines += [
         f"- best year per series: {len(result['best_year_by_series']):,} series",
         f"- BLS rows dropped as unreadable: {dropped_text(inputs)}",
-        f"- inputs: `{inputs.get('bls_key')}` and `{inputs.get('population_key')}`",
+        f"- inputs: {md_code(str(inputs.get('bls_key')))} and {md_code(str(inputs.get('population_key')))}",
     ]
     return lines
 
@@ -166,11 +168,11 @@ def summary_markdown(
 ) -> str:
     """summary.md: the headline, the charts (files next to it), then each report's first rows and
     the file holding all of it (`files`: report title -> file name)."""
-    lines = ["# Reports", "", *headline(result, population_years), f"- written to: `{location}`"]
+    lines = ["# Reports", "", *headline(result, population_years), f"- written to: {md_code(location)}"]
     for alt, name in charts:
-        lines += ["", f"![{alt}]({name})"]
+        lines += ["", f"![{md_text(alt)}]({name})"]
     for title, records, columns in report_sections(result, series_id, period, quarters_only):
-        where = f"`{(files or {}).get(title, 'the CSV')}`"
+        where = md_code((files or {}).get(title, "the CSV"))
         shown, note = top_rows(records, where)
-        lines += ["", f"## {title}", "", markdown_table(shown, columns), "", f"_{note}_"]
+        lines += ["", f"## {md_text(title)}", "", markdown_table(shown, columns), "", f"_{note}_"]
     return "\n".join(lines) + "\n"
