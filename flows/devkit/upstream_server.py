@@ -158,9 +158,11 @@ class _Survey:
     files: dict[str, _File] = field(default_factory=dict)
     folders: dict[str, datetime] = field(default_factory=dict)
     listing_mode: str = "ok"  # one of LISTING_MODES
+    redate_on: str | None = None  # one of REDATE_ON: files re-dated (same bytes) on every look
 
 
 LISTING_MODES = ("ok", "html_error", "empty")
+REDATE_ON = ("listing", "download")
 
 ERROR_PAGE = (
     b"<html><head><title>Access Denied</title></head><body><h1>Access Denied</h1>"
@@ -278,6 +280,26 @@ class UpstreamServer:
         """Same bytes, newer listed date (BLS republishes unchanged files sometimes)."""
         with self._lock:
             self._surveys[survey].files[name].last_modified = self._tick()
+
+    def redate(self, survey: str, on: str | None = "listing") -> None:
+        """An upstream that never settles: the same bytes under a new date on every `listing` of the
+        survey (each file), or after each `download` of a file (that file: what a run moved is
+        changed again). None: dates change only when told."""
+        if on is not None and on not in REDATE_ON:
+            raise ValueError(f"redate on must be one of {REDATE_ON} or None")
+        with self._lock:
+            self._surveys.setdefault(survey, _Survey()).redate_on = on
+
+    def _redated(self, survey: str, name: str | None = None) -> None:
+        """The `redate` hook: a listing (name None) or a whole download of `name` was just served."""
+        with self._lock:
+            state = self._surveys.get(survey)
+            if state is None or state.redate_on != ("listing" if name is None else "download"):
+                return
+            when = self._tick()
+            for each, file in state.files.items():
+                if name is None or each == name:
+                    file.last_modified = when
 
     def remove_file(self, survey: str, name: str) -> None:
         with self._lock:
@@ -485,6 +507,7 @@ class UpstreamServer:
         return render_iis_listing(BLS_ROOT, rows, one_line=self.one_line_listing)
 
     def _listing_html(self, survey: str) -> bytes | None:
+        self._redated(survey)
         with self._lock:
             state = self._surveys.get(survey)
             if state is None:
@@ -616,6 +639,8 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             status = 200
             sent = self._body(path, file.chunks(), file.size, "text/plain", file.last_modified, head)
+            if not head and sent == file.size:
+                up._redated(survey, name)
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
         finally:

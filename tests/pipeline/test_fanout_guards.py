@@ -162,7 +162,7 @@ def test_a_check_still_running_at_the_hard_stop_is_left_for_the_follow_up_ingest
     # 6 s: pr is checked (changed, started) beside ce, whose listing is still trickling at the hard
     # stop (2 s before the end), as is la's if it started once pr's check was done; without the
     # stop they would run into the run's deadline and crash it.
-    run = _ingest(deployments, seconds=6, surveys=["pr", "ce", "la"])
+    run = _ingest(deployments, seconds=6, surveys=["pr", "ce", "la"], allow_mass_delete=True)
     assert run.state.type.value == "COMPLETED", run.state
     match = re.match(
         rf"partial: checked 1 of 3 surveys; continues in run .+? \(({UUID_RE})\)", run.state.message or ""
@@ -173,6 +173,9 @@ def test_a_check_still_running_at_the_hard_stop_is_left_for_the_follow_up_ingest
     follow = children["ingest"]
     assert str(follow.id) == match[1] and follow.parameters["surveys"] == ["ce", "la"]
     assert INGEST_CONTINUATION_TAG in follow.tags
+    # The mass-delete leave was this run's (and its own mirror runs'); never its follow-up's (issue 27).
+    assert children["pr"].parameters["allow_mass_delete"] is True
+    assert follow.parameters["allow_mass_delete"] is False
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
     with _client() as client:
@@ -227,7 +230,7 @@ def test_a_check_that_ends_after_the_hand_over_is_taken_off_the_follow_up(deploy
     twice in a day (a no-change day stays at one listing GET per survey)."""
     monkeypatch.setenv("QUEST_CONTINUATION_MARGIN_SECONDS", "10")  # time up at 6 s, hard stop at 11 s
     _trickle(upstream, pr=6.5, ce=8.0)
-    run = _ingest(deployments, seconds=16, surveys=["pr", "ce", "la"])
+    run = _ingest(deployments, seconds=16, surveys=["pr", "ce", "la"], allow_mass_delete=True)
     assert run.state.type.value == "COMPLETED", run.state
     assert re.match(r"partial: checked 2 of 3 surveys; continues in run ", run.state.message or "")
     children = _children(run.id)
@@ -235,3 +238,4 @@ def test_a_check_that_ends_after_the_hand_over_is_taken_off_the_follow_up(deploy
     follow = children["ingest"]
     assert follow.created < children["pr"].created  # handed over at the time-up, ce still running
     assert follow.parameters["surveys"] == ["la"]  # then narrowed
+    assert follow.parameters["allow_mass_delete"] is False  # never carried (issue 27)
