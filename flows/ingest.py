@@ -33,9 +33,10 @@ from flows import discovery, mirror, snapshot
 from flows.budget import Budget, TransferMeter, current_budget
 from flows.checking import ConcurrentChecks, not_checked
 from flows.core import continuation as rules
-from flows.core.errors import QuestError, TransferFailed, one_line
+from flows.core.errors import MassDeleteError, QuestError, TransferFailed, one_line
 from flows.core.humanize import human_bytes
 from flows.core.listing import Listing
+from flows.core.markdown import md_text
 from flows.core.names import (
     INGEST_CONTINUATION_TAG,
     MIRROR_DEPLOYMENT,
@@ -153,13 +154,21 @@ def store_population(store: ObjectStore, key: str, body: bytes, url: str) -> str
 @flow(name="mirror-survey", flow_run_name="mirror {survey}", log_prints=False)
 @ends_failed_on_expected
 def mirror_survey(
-    survey: str, dry_run: bool = False, allow_mass_delete: bool = False, snapshot_population: bool = False
+    survey: str,
+    dry_run: bool = False,
+    allow_mass_delete: bool = False,
+    snapshot_population: bool = False,
+    # A dict default, not None: the deployment form shows an object field, not `type "None"`;
+    # never mutated (Prefect hands each run its own copy of the parameters).
+    chain: dict[str, Any] = {},  # noqa: B006
 ) -> MirrorSummary:
     """Mirror one BLS survey directory into `bls/<survey>/`: add, update, delete, keep.
 
     In Lambda (a run with a budget and a deployment) the transfers stop starting before the time
     is up and the survey continues in a follow-up run of the same deployment: this run ends
-    COMPLETED "partial: ...".
+    COMPLETED "partial: ...". A chain ends (COMPLETED "stopped: ...", left to the next daily
+    ingest) at its third follow-up without net progress or once its first run is a day old
+    (`flows.core.continuation.Chain`).
 
     Args:
         survey: The BLS survey to mirror, e.g. `pr` (its folder under time.series/).
@@ -168,23 +177,38 @@ def mirror_survey(
             of the stored files (a cut or empty listing never deletes anything either way).
         snapshot_population: Take the day's population snapshot once the survey is complete
             (carried to follow-up runs; the daily ingest sets it for `pr`, which the reports read).
+        chain: Leave empty: a partial run sets it for its follow-up (when the chain started, its
+            length and progress), so that the chain ends.
     """
     settings = current_settings()
     logger = get_run_logger()
     deployment_id = _own_deployment()
     budget = current_budget() if deployment_id is not None else None
-    parameters = {
+    here, note = rules.Chain.read(chain, datetime.now(UTC))
+    if note is not None:
+        logger.warning("%s", note)
+    parameters: dict[str, Any] = {
         "survey": survey,
         "dry_run": dry_run,
-        "allow_mass_delete": allow_mass_delete,
+        "allow_mass_delete": False,  # one person's decision for this run: never carried to a follow-up
         "snapshot_population": snapshot_population,
     }
     follow = FollowUp(deployment_id, parameters) if deployment_id is not None else None
+    stop: str | None = None
+    snapshot_key: str | None = None  # taken early by a chain's last run
     with SurveySync.open(settings, survey, dry_run, logger) as sync:
         parameters["survey"] = sync.survey
         listing = list_survey(sync.url, sync.client, settings)
         stored = read_mirror_state(sync.store, sync.survey, settings.concurrency * 2)
-        plan, summary = sync.plan(listing, stored, allow_mass_delete)
+        plan, summary = _guarded_plan(sync, listing, stored, allow_mass_delete, bool(chain))
+        here = here.planned(len(plan.transfers))
+        if follow is not None:
+            stop = here.stop_reason(datetime.now(UTC))  # decided once, before any transfer
+            parameters["chain"] = here.follow_up().parameter()
+        if stop is not None and snapshot_population and not dry_run:
+            # The chain's last run: the day's snapshot now, with the run's time ahead, not in its
+            # last seconds (every stored file is whole, old or new; the reports read what is there).
+            snapshot_key = population_snapshot().key
         if not dry_run:
             meter = TransferMeter.around_current()
             with (
@@ -193,7 +217,7 @@ def mirror_survey(
                 meter.installed(),
             ):
                 outcomes, not_done, started = _transfer_gated(
-                    sync, plan.transfers, runner, budget, meter, follow
+                    sync, plan.transfers, runner, budget, meter, follow if stop is None else None
                 )
             try:
                 deletes = sync.deletions(plan, summary, outcomes, not_done)
@@ -219,6 +243,8 @@ def mirror_survey(
                 f"{' ...' if len(summary.not_done) > 5 else ''} (raise the function's timeout, at most "
                 "900 s, or its memory; QUEST_CONTINUATION_MARGIN_SECONDS sets the margin kept at the end)"
             )
+        if stop is not None:  # the chain ends here: the files left wait for the next daily ingest
+            return cast(MirrorSummary, _stop_chain(summary, plan, stop, snapshot_key))
         follow_up = follow.start()  # first: the artifact and the log can wait, the time cannot
         summary.continues_in = str(follow_up.id)
         message = rules.partial_message(done, len(plan.transfers), follow.shown())
@@ -228,16 +254,50 @@ def mirror_survey(
         return cast(MirrorSummary, Completed(message=message, data=summary))
     _mirror_artifact(summary, plan)
     logger.info("mirror %s done: %s", summary.survey, summary.counts_text())
-    if snapshot_population and not dry_run:
+    if snapshot_population and not dry_run and snapshot_key is None:
         population_snapshot()
     return summary
+
+
+def _guarded_plan(
+    sync: SurveySync,
+    listing: Listing,
+    stored: dict[str, StoredFile],
+    allow_mass_delete: bool,
+    follow_up: bool,
+) -> tuple[SyncPlan, MirrorSummary]:
+    """The plan and the delete guard; a follow-up run meeting the guard says why it has no leave."""
+    try:
+        return sync.plan(listing, stored, allow_mass_delete)
+    except MassDeleteError as exc:
+        if not (follow_up or _tagged(INGEST_CONTINUATION_TAG)):
+            raise
+        raise MassDeleteError(
+            f"{one_line(str(exc))} (this is a follow-up run: allow_mass_delete is one person's decision for "
+            f"one run and never carried to a follow-up; start a mirror-survey run of {sync.survey} with it)"
+        ) from exc
+
+
+def _tagged(tag: str) -> bool:
+    context = FlowRunContext.get()
+    return context is not None and context.flow_run is not None and tag in (context.flow_run.tags or [])
+
+
+def _stop_chain(summary: MirrorSummary, plan: SyncPlan, reason: str, snapshot: str | None) -> Any:
+    """The end of a chain with files left: no follow-up, nothing deleted, one line (naming the day's
+    population snapshot when this chain carried it: the last run takes it all the same)."""
+    done = len(summary.added) + len(summary.updated)
+    summary.stopped = rules.stopped_message(reason, done, len(plan.transfers), snapshot)
+    _mirror_artifact(summary, plan)
+    get_run_logger().warning("mirror %s %s (%s)", summary.survey, summary.stopped, summary.counts_text())
+    return Completed(message=summary.stopped, data=summary)
 
 
 def _mirror_artifact(summary: MirrorSummary, plan: SyncPlan) -> None:
     create_markdown_artifact(
         markdown=summary.markdown(plan),
         key=artifact_key("mirror", summary.survey),
-        description=f"BLS mirror {summary.changes_text()}",
+        description=md_text(f"BLS mirror {summary.changes_text()}"),
     )
 
 
@@ -470,8 +530,9 @@ def population_snapshot() -> PopulationSummary:
     create_markdown_artifact(
         markdown=snapshot.snapshot_markdown(url, location, rows),
         key="population-snapshot",
-        description=f"DataUSA population {key}: {len(years)} years"
-        + (f" ({years[0]}–{years[-1]})" if years else ""),
+        description=md_text(
+            f"DataUSA population {key}: {len(years)} years" + (f" ({years[0]}–{years[-1]})" if years else "")
+        ),
     )
     return snapshot.summarise(key, location, url, body, rows, get_run_logger())
 
@@ -584,7 +645,8 @@ def ingest(surveys: Sequence[str] = (), allow_mass_delete: bool = False) -> Inge
 
 
 def _ingest_artifact(markdown: str, message: str) -> None:
-    create_markdown_artifact(markdown=markdown, key="ingest-summary", description=message[:500])
+    """The description is the run's message, which quotes upstream text (a failed check's page)."""
+    create_markdown_artifact(markdown=markdown, key="ingest-summary", description=md_text(message[:500]))
 
 
 def _run_day() -> str:
@@ -643,7 +705,7 @@ def _fan_out(
             return
         due = datetime.now(UTC) + timedelta(seconds=max(0.0, remaining) + rules.hard_stop_seconds(margin))
         left = sorted([*running, *queued], key=order.index)
-        follow.append(_start_ingest_follow_up(run, left, allow_mass_delete, due))
+        follow.append(_start_ingest_follow_up(run, left, due))
 
     to_check = [s for s in order if s not in busy]
     checks: ConcurrentChecks[SurveyCheck | QuestError] = ConcurrentChecks(
@@ -683,9 +745,9 @@ def _fan_out(
     remaining_surveys = not_checked(order, done)
     if remaining_surveys and run is not None and run.deployment_id is not None:
         if not follow:  # not handed over when the time was up: now, with exactly what is left
-            follow.append(_start_ingest_follow_up(run, remaining_surveys, allow_mass_delete))
+            follow.append(_start_ingest_follow_up(run, remaining_surveys))
         elif follow[0].parameters.get("surveys") != remaining_surveys:
-            _narrow_follow_up(follow[0], remaining_surveys, allow_mass_delete)
+            _narrow_follow_up(follow[0], remaining_surveys)
         fanned.checked, fanned.continues_in = len(done), f"{follow[0].name} ({follow[0].id})"
     if REPORT_SURVEY in started:
         fanned.population_by = started[REPORT_SURVEY]
@@ -707,17 +769,18 @@ def _fan_out(
     return fanned
 
 
-def _start_ingest_follow_up(
-    run: FlowRun, surveys: list[str], allow_mass_delete: bool, at: datetime | None = None
-) -> FlowRun:
-    """The ingest run that checks `surveys` after this one, tagged `INGEST_CONTINUATION_TAG`."""
+def _start_ingest_follow_up(run: FlowRun, surveys: list[str], at: datetime | None = None) -> FlowRun:
+    """The ingest run that checks `surveys` after this one, tagged `INGEST_CONTINUATION_TAG`.
+
+    Never with `allow_mass_delete`: it is one person's decision for one run, so the follow-up and
+    the mirror runs it starts keep the delete guard (and say so when they meet it)."""
     assert run.deployment_id is not None
     tags = sorted({*run.tags, INGEST_CONTINUATION_TAG})  # the server adds the deployment's too
-    parameters = {"surveys": surveys, "allow_mass_delete": allow_mass_delete}
+    parameters = {"surveys": surveys, "allow_mass_delete": False}
     return _start_follow_up(run.deployment_id, parameters, tags, at)
 
 
-def _narrow_follow_up(follow: FlowRun, surveys: list[str], allow_mass_delete: bool) -> None:
+def _narrow_follow_up(follow: FlowRun, surveys: list[str]) -> None:
     """The follow-up handed over at the time-up, down to the surveys still unchecked at the end.
 
     It was created with the checks then running; those that finished need no second listing GET
@@ -726,7 +789,7 @@ def _narrow_follow_up(follow: FlowRun, surveys: list[str], allow_mass_delete: bo
     """
     from prefect.client.orchestration import get_client
 
-    parameters = {"surveys": surveys, "allow_mass_delete": allow_mass_delete}
+    parameters = {"surveys": surveys, "allow_mass_delete": False}
     try:
         with get_client(sync_client=True) as client:
             client.update_flow_run(follow.id, parameters=parameters)
@@ -748,8 +811,11 @@ def _start_mirror(check: SurveyCheck, allow_mass_delete: bool, run: FlowRun | No
         "snapshot_population": check.survey == REPORT_SURVEY,
     }
     key = f"{run.id}:mirror:{check.survey}" if run is not None else None
+    tags = [f"survey:{check.survey}"]
+    if run is not None and INGEST_CONTINUATION_TAG in run.tags:  # its delete guard says why it has no leave
+        tags.append(INGEST_CONTINUATION_TAG)
     child = _start_run(  # a retried ingest starts it once (the key)
-        MIRROR_DEPLOYMENT, parameters, key, [f"survey:{check.survey}"], name=f"mirror {check.survey}"
+        MIRROR_DEPLOYMENT, parameters, key, tags, name=f"mirror {check.survey}"
     )
     get_run_logger().info(
         "%s changed (%s): started mirror run %s (%s)",

@@ -26,9 +26,11 @@ from pydantic import BaseModel, Field
 from flows.core.errors import IncompleteBody, TransferFailed, UpstreamUnavailable
 from flows.core.humanize import human_bytes
 from flows.core.listing import Listing
+from flows.core.markdown import md_code, md_text
 from flows.core.names import bls_key, bls_survey_prefix
 from flows.core.objects import META_SOURCE_URL, META_UPSTREAM_LAST_MODIFIED, META_UPSTREAM_SIZE
 from flows.core.plan import Action, PlanItem, StoredFile, SyncPlan, check_delete_guard, plan_sync
+from flows.core.problems import summarise
 from flows.io.fetch import fetch_listing
 from flows.io.http import (
     DEADLINE_EXTENSION,
@@ -67,6 +69,8 @@ class MirrorSummary(BaseModel):
     # A run that stopped before its time was up (issue 12): what it left for its follow-up run.
     not_done: list[str] = Field(default_factory=list)
     continues_in: str | None = None
+    # A run that ended its continuation chain with files left (issue 27): its one-line final message.
+    stopped: str | None = None
 
     @property
     def partial(self) -> bool:
@@ -98,7 +102,8 @@ class MirrorSummary(BaseModel):
         if not changed and not self.not_done:
             return f"{self.survey}: no change ({c['kept']} kept)"
         text = f"{self.survey}: {', '.join(changed) or 'nothing yet'}, {human_bytes(self.bytes_transferred)}"
-        return text + (f"; {len(self.not_done)} files left for the follow-up run" if self.not_done else "")
+        left = "the next daily ingest" if self.stopped else "the follow-up run"
+        return text + (f"; {len(self.not_done)} files left for {left}" if self.not_done else "")
 
     def describe(self) -> str:
         """A few lines for the terminal; a dry run lists every planned change."""
@@ -119,25 +124,28 @@ class MirrorSummary(BaseModel):
         c = self.counts()
         head = "Dry run (nothing changed)" if self.dry_run else "Mirror"
         lines = [
-            f"# {head}: BLS `{self.survey}`",
-            f"`{self.source_url}` → `{self.store_url}`",
+            f"# {head}: BLS {md_code(self.survey)}",
+            f"{md_code(self.source_url)} → {md_code(self.store_url)}",
             "",
             "| added | updated | deleted | kept | transferred |",
             "|---:|---:|---:|---:|---:|",
             f"| {c['added']:,} | {c['updated']:,} | {c['deleted']:,} | {c['kept']:,} "
             f"| {human_bytes(self.bytes_transferred)} |",
         ]
-        if self.not_done:
+        if self.stopped:  # our own words and counts only: no upstream text
+            lines += ["", f"**Stopped:** {self.stopped.removeprefix('stopped: ')}"]
+        elif self.not_done:
             lines += [
                 "",
                 f"**Partial:** {len(self.not_done):,} files left for the follow-up run "
-                f"{self.continues_in or ''}",
+                f"{md_text(self.continues_in or '')}",
             ]
         changes = [i for i in plan.items if i.action != Action.KEEP]
         if changes:
             lines += ["", "| action | file | size | why |", "|---|---|---:|---|"]
             lines += [
-                f"| {i.action.value} | `{i.name}` | {human_bytes(i.size)} | {i.reason} |" for i in changes
+                f"| {i.action.value} | {md_code(i.name)} | {human_bytes(i.size)} | {md_text(i.reason)} |"
+                for i in changes
             ]
         return "\n".join(lines) + "\n"
 
@@ -172,11 +180,20 @@ def retried(fn: Callable[[], T], settings: Settings, what: str, logger: Logger, 
 
 def list_survey(url: str, client: httpx.Client, settings: Settings, logger: Logger) -> Listing:
     """GET + parse the survey directory, retried."""
-    listing = retried(lambda: fetch_listing(client, url), settings, f"listing {url}", logger, client)
-    for href in listing.skipped:
-        logger.warning("listing %s: ignored href %r (outside the survey directory)", url, href)
-    for problem in listing.problems:
-        logger.warning("listing %s: %s; its stored copy is kept as is", url, problem)
+    listing = retried(
+        lambda: fetch_listing(client, url, settings.listing_max_bytes),
+        settings,
+        f"listing {url}",
+        logger,
+        client,
+    )
+    # One line each, however many rows the page holds (a count and the first few).
+    if listing.skipped:
+        hrefs = (repr(href) for href in listing.skipped)
+        logger.warning("listing %s: ignored hrefs outside the survey directory: %s", url, summarise(hrefs))
+    if listing.problems:
+        problems = summarise(listing.problems)
+        logger.warning("listing %s: unreadable %s; their stored copies are kept as is", url, problems)
     return listing
 
 
@@ -289,7 +306,7 @@ class SurveySync:
         survey = survey.strip().lower()
         settings.check_contacts([survey])  # fail at once, with the fix, when BLS would refuse us
         url = settings.survey_url(survey)
-        store = store_from_settings(settings)
+        store = store_from_settings(settings, read_only=dry_run)  # a dry run (and a check) writes nothing
         prefix = bls_survey_prefix(survey)
         lease = store.lease(prefix, settings.lease_seconds, hold=not dry_run)
         with make_client(settings, url) as client, lease:

@@ -36,6 +36,7 @@ RUN_SETTING_FIELDS = frozenset(
         "bls_surveys",
         "concurrency",
         "max_delete_fraction",
+        "max_retire_fraction",
         "retries",
         "retry_delay_seconds",
         "retry_max_delay_seconds",
@@ -58,6 +59,7 @@ FUNCTION_SETTING_FIELDS = frozenset(
         "lease_seconds",
         "stale_upload_grace_seconds",
         "population_max_bytes",
+        "listing_max_bytes",
         # Politeness to BLS is the stack's to set: a run must not loosen it.
         "bls_max_concurrent_requests",
         "bls_requests_per_second",

@@ -72,6 +72,8 @@ class Settings(BaseSettings):
 
     concurrency: int = Field(4, ge=1, le=64)
     max_delete_fraction: float = Field(0.5, ge=0.0, le=1.0)
+    # Share of the stored surveys one run may retire (remove as gone upstream); tighter than files.
+    max_retire_fraction: float = Field(0.1, ge=0.0, le=1.0)
     retries: int = Field(4, ge=0, le=20)
     # Upper bounds keep sleeps and socket timeouts within what the OS accepts (no OverflowError).
     retry_delay_seconds: float = Field(1.0, ge=0.0, le=3600, description="base of the exponential backoff")
@@ -92,6 +94,9 @@ class Settings(BaseSettings):
     stale_upload_grace_seconds: float = Field(6 * 3600.0, ge=0, le=365 * 86400)
     # The real DataUSA body is about 1.3 KB; anything far larger is not a population response.
     population_max_bytes: int = Field(1024 * 1024, ge=1024, le=256 * 1024 * 1024)
+    # A survey or root listing is read whole, so its decoded bytes are capped too: BLS's `pr` listing
+    # is about 3 KB, the root about 10 KB, the largest survey listings a few hundred rows.
+    listing_max_bytes: int = Field(8 * 1024 * 1024, ge=16 * 1024, le=256 * 1024 * 1024)
     # Politeness to BLS across every invocation at once (Prefect global concurrency limits when
     # the API has them, the same numbers in-process otherwise): requests in flight, requests/s.
     bls_max_concurrent_requests: int = Field(BLS_MAX_CONCURRENT_REQUESTS_DEFAULT, ge=1, le=64)

@@ -12,6 +12,8 @@ Failed state; anything that is not a `QuestError` is a bug and keeps its traceba
     │   ├── DeadlineExceeded         a request outlived its overall deadline (retried)
     │   ├── RedirectRefused          a redirect to another host or from https to http
     │   ├── UpstreamUnavailable      unreachable even after the retries
+    │   ├── BodyTooLarge             a body read whole is past its cap (decoded bytes)
+    │   ├── UndecodableBody          a Content-Encoding we do not read, or bytes that are not it
     │   ├── PolitenessLimitError     Prefect's BLS request limits could not be taken
     │   └── ListingError             the page is not a complete directory listing: nothing deleted
     │       └── IncompleteListing
@@ -22,6 +24,7 @@ Failed state; anything that is not a `QuestError` is a bug and keeps its traceba
     │   ├── BlsFormatError           not a tab-separated BLS time-series file
     │   └── EventFormatError         a Lambda event that is not an SQS batch
     ├── StoreError                   a store operation failed (the message names the object)
+    │   ├── GarbledState             a stored state object none of ours could have written
     │   ├── SizeMismatch             the stream's byte count was wrong: nothing published (retried)
     │   ├── LeaseHeld                another sync holds this survey's lease
     │   └── LeaseLost                the lease expired or was taken over while held
@@ -86,6 +89,14 @@ class UpstreamUnavailable(UpstreamError):
     """The upstream could not be reached even after the retries."""
 
 
+class BodyTooLarge(UpstreamError):
+    """A body read whole (a listing, the population) is larger than its cap once decoded."""
+
+
+class UndecodableBody(UpstreamError):
+    """A Content-Encoding we cannot decode in bounded memory, or bytes that are not that coding."""
+
+
 class ListingError(UpstreamError):
     """The survey directory could not be read as a listing; nothing may be deleted."""
 
@@ -126,6 +137,10 @@ class EventFormatError(DataError):
 
 class StoreError(QuestError):
     """A store operation failed; the message names the object."""
+
+
+class GarbledState(StoreError):
+    """A stored state object that is not one we could have written (the message says why)."""
 
 
 class SizeMismatch(StoreError):

@@ -245,3 +245,29 @@ def test_the_population_obeys_the_same_site_and_deadline_rules(
     assert "deadline" in _one_error_line(capsys, "population")
     assert time.monotonic() - started < 20
     assert store.list_keys("population/") == []
+
+
+@pytest.mark.parametrize("which", ["survey listing", "root listing"])
+def test_a_listing_bomb_is_refused_with_one_line_and_deletes_nothing(
+    prefect_harness, upstream, store, monkeypatch, capsys, which
+):
+    """A gzip bomb as a listing (1 KiB stacked `gzip, gzip` to 64 MiB) stops at the listing cap
+    with one line naming the setting; the mirror is untouched."""
+    import gzip
+
+    from raw_server import raw_server
+
+    assert main(["sync"]) == 0
+    before = _snapshot(store)
+    bomb = gzip.compress(gzip.compress(b"\0" * (64 * 1024 * 1024), 9), 9)
+    headers = [("Content-Type", "text/html"), ("Content-Encoding", "gzip, gzip")]
+    monkeypatch.setenv("QUEST_LISTING_MAX_BYTES", str(256 * 1024))
+    with raw_server() as raw:
+        path = "/pub/time.series/" + ("pr/" if which == "survey listing" else "")
+        raw.serve(path, bomb, headers)
+        monkeypatch.setenv("QUEST_BLS_BASE_URL", raw.url + "/pub/time.series/")
+        capsys.readouterr()
+        assert main(["sync", "--survey", "all"] if which == "root listing" else ["sync"]) == 1
+    line = _one_error_line(capsys)
+    assert "262,144-byte limit (QUEST_LISTING_MAX_BYTES)" in line and raw.url + path in line, line
+    assert _snapshot(store) == before

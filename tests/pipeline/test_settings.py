@@ -319,3 +319,12 @@ def test_surveys_are_split_lowercased_and_deduplicated(monkeypatch):
 def test_surveys_refused(monkeypatch, value, needle):
     message = refused(monkeypatch, QUEST_BLS_SURVEYS=value)
     assert message.startswith("QUEST_BLS_SURVEYS: ") and needle in message
+
+
+def test_the_listing_cap_is_a_setting_checked_when_read(monkeypatch):
+    assert settings_from(monkeypatch).listing_max_bytes == 8 * 1024 * 1024
+    assert settings_from(monkeypatch, QUEST_LISTING_MAX_BYTES="65536").listing_max_bytes == 65536
+    for value in ("0", "-1", "1024", "nan", "8MiB", str(2**40), ""):
+        assert refused(monkeypatch, QUEST_LISTING_MAX_BYTES=value).startswith(
+            "QUEST_LISTING_MAX_BYTES must be"
+        )
