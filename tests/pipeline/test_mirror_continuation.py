@@ -209,7 +209,7 @@ def test_an_upstream_that_re_dates_its_files_cannot_keep_a_chain_going(
     prefect_harness, monkeypatch, tmp_path, redating
 ):
     """Each run moves files and upstream dates them anew (after the run, or as each is served): every
-    plan has all 10 files again. The chain stops at its second follow-up without progress (the bound
+    plan has all 20 files again. The chain stops at its second follow-up without progress (the bound
     set to 2 here, 3 by default) with one line, takes pr's population snapshot all the same,
     deletes nothing, and the survey is no longer "still mirroring" for the next daily ingest."""
     from flows.core import continuation
@@ -217,7 +217,10 @@ def test_an_upstream_that_re_dates_its_files_cannot_keep_a_chain_going(
     from flows.ingest import _mirrors_in_progress
 
     monkeypatch.setattr(continuation, "MAX_STALLED_FOLLOW_UPS", 2, raising=False)  # today: none
-    files = {f"pr.part.{i:02d}": GeneratedFile(256 * KIB, seed=i) for i in range(10)}
+    # 20 files of 2 s each, two at a time, in runs of 14 s: about 10 move a run, never all. The runs
+    # are long enough that the last one's snapshot (a subflow) ends in time on a loaded machine:
+    # under CI's load one 8 s run spent 6 s of it waiting on the Prefect server to end the subflow.
+    files = {f"pr.part.{i:02d}": GeneratedFile(256 * KIB, seed=i) for i in range(20)}
     with UpstreamServer({"pr": files}, population_body(), require_contact=True) as upstream:
         upstream.trickle("*/pr.part.*", bytes_per_second=128 * KIB)
         if redating == "on-every-download":
@@ -233,15 +236,15 @@ def test_an_upstream_that_re_dates_its_files_cannot_keep_a_chain_going(
 
         parameters = {"survey": "pr", "allow_mass_delete": True, "snapshot_population": True}
         first = _deploy_mirror(parameters)
-        runs = _run_chain(first, seconds=8, links=6, between=redate_all)
+        runs = _run_chain(first, seconds=14, links=6, between=redate_all)
     states = [(r.state.type.value, r.state.message) for r in runs]
     assert len(runs) == 3, states  # today: still "continues in run ..." at the sixth run
     last = runs[-1]
     assert last.state.type.value == "COMPLETED" and "\n" not in last.state.message, states
     stopped = re.fullmatch(STOPPED_RE, last.state.message)
     assert stopped, last.state.message
-    assert stopped["reason"].startswith("no net progress in 2 follow-up runs (this run's plan had 10 files")
-    assert int(stopped["total"]) == 10 and int(stopped["done"]) >= 1
+    assert stopped["reason"].startswith("no net progress in 2 follow-up runs (this run's plan had 20 files")
+    assert int(stopped["total"]) == 20 and int(stopped["done"]) >= 1
     # pr's chain carried the day's snapshot: the run that ends it takes it.
     assert stopped["snapshot"] and store.list_keys("population/") == [stopped["snapshot"]]
     assert f"**Stopped:** {last.state.message.removeprefix('stopped: ')}" in _artifact(last.id)
