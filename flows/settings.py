@@ -28,6 +28,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, Settin
 
 from flows import __version__
 from flows.core.errors import ConfigError, one_line
+from flows.core.listing import DEFAULT_MAX_LISTING_BYTES
 from flows.core.names import (
     ALL_SURVEYS,
     BLS_MAX_CONCURRENT_REQUESTS_DEFAULT,
@@ -36,6 +37,7 @@ from flows.core.names import (
     ENV_PREFIX,
     PROJECT,
 )
+from flows.core.population import DEFAULT_MAX_BYTES
 
 __all__ = ["ConfigError", "Settings", "current_settings", "use_settings"]
 
@@ -93,10 +95,10 @@ class Settings(BaseSettings):
     # sync once it is older than this, so a sync still running elsewhere is never disturbed.
     stale_upload_grace_seconds: float = Field(6 * 3600.0, ge=0, le=365 * 86400)
     # The real DataUSA body is about 1.3 KB; anything far larger is not a population response.
-    population_max_bytes: int = Field(1024 * 1024, ge=1024, le=256 * 1024 * 1024)
+    population_max_bytes: int = Field(DEFAULT_MAX_BYTES, ge=1024, le=256 * 1024 * 1024)
     # A survey or root listing is read whole, so its decoded bytes are capped too: BLS's `pr` listing
     # is about 3 KB, the root about 10 KB, the largest survey listings a few hundred rows.
-    listing_max_bytes: int = Field(8 * 1024 * 1024, ge=16 * 1024, le=256 * 1024 * 1024)
+    listing_max_bytes: int = Field(DEFAULT_MAX_LISTING_BYTES, ge=16 * 1024, le=256 * 1024 * 1024)
     # Politeness to BLS across every invocation at once (Prefect global concurrency limits when
     # the API has them, the same numbers in-process otherwise): requests in flight, requests/s.
     bls_max_concurrent_requests: int = Field(BLS_MAX_CONCURRENT_REQUESTS_DEFAULT, ge=1, le=64)

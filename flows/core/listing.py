@@ -37,6 +37,9 @@ _ROW_HEAD = re.compile(
 # characters of the fourth- or third-last word of the head, nowhere else (`_read_row_head`).
 _ROW_WORDS = 4
 _DATE_CHARS = 10
+# A survey or root listing is read whole: past this many decoded bytes it is refused
+# (QUEST_LISTING_MAX_BYTES; BLS's `pr` listing is about 3 KB, the root about 10 KB).
+DEFAULT_MAX_LISTING_BYTES = 8 * 1024 * 1024
 _PARENT = re.compile(r"\[To Parent Directory\]", re.IGNORECASE)
 _PRE_OPEN = re.compile(r"<pre\b[^>]*>", re.IGNORECASE)
 _PRE_CLOSE = re.compile(r"</pre\s*>", re.IGNORECASE)

@@ -11,17 +11,16 @@ from __future__ import annotations
 import httpx
 
 from flows.core.errors import BodyTooLarge, IncompleteListing, ListingError, PopulationBodyTooLarge
-from flows.core.listing import Listing, parse_listing
+from flows.core.listing import DEFAULT_MAX_LISTING_BYTES, Listing, parse_listing
 from flows.core.population import DEFAULT_MAX_BYTES
 from flows.io.http import BodyCap, check_status, read_body
 
-LISTING_MAX_BYTES_DEFAULT = 8 * 1024 * 1024
 LISTING_CAP_SETTING = "QUEST_LISTING_MAX_BYTES"
 POPULATION_CAP_SETTING = "QUEST_POPULATION_MAX_BYTES"
 
 
 def fetch_listing_page(
-    client: httpx.Client, directory_url: str, max_bytes: int = LISTING_MAX_BYTES_DEFAULT
+    client: httpx.Client, directory_url: str, max_bytes: int = DEFAULT_MAX_LISTING_BYTES
 ) -> tuple[str, str]:
     """GET a directory listing page: its text and the URL actually read. HTTP errors raise
     HttpStatusError (the retry policy decides); a non-HTML body, one past `max_bytes` once decoded
@@ -44,7 +43,7 @@ def fetch_listing_page(
 
 
 def fetch_listing(
-    client: httpx.Client, directory_url: str, max_bytes: int = LISTING_MAX_BYTES_DEFAULT
+    client: httpx.Client, directory_url: str, max_bytes: int = DEFAULT_MAX_LISTING_BYTES
 ) -> Listing:
     """GET and parse a survey directory; entries resolve against the URL actually read, so a
     same-site redirect keeps hrefs honest."""
