@@ -13,10 +13,24 @@ a real HTTP server on 127.0.0.1 implementing `POST /2015-03-31/functions/{name}/
 - `DryRun` answers 204 and runs nothing; an unknown function answers 404
   `ResourceNotFoundException`; a throttled invoke answers 429 `TooManyRequestsException`.
 
-Each invocation is a fresh subprocess with a Lambda-like environment: the code is a copy of the
-package in a read-only task root (LAMBDA_TASK_ROOT, the working directory), the only writable
-place is the function's own tmp directory (TMPDIR, PREFECT_HOME under it), the AWS_LAMBDA_* and
-AWS_REGION variables are set, and nothing else of the test process's environment leaks in.
+Two ways to run an attempt:
+
+- execution environments (`runtime_client=lambda_code.runtime_client()`): what Lambda runs. The
+  zip `pulumi up` ships, unpacked read-only, served by AWS's runtime client (`awslambdaric`) on
+  Python 3.12 through a loopback Runtime API (tests/lambda_environment.py). An environment stays
+  warm and takes the next invocation; a new one starts (cold) when none is free, up to the
+  reserved concurrency; a timeout, an out-of-memory kill, an exit or an init error discards it.
+  Each has a private /tmp (bind-mounted over /tmp in its mount namespace) and only Lambda's
+  variables (no AWS_LAMBDA_FUNCTION_TIMEOUT: Lambda gives the deadline through the context).
+  `Attempt.cold` says whether an attempt started an environment.
+- the reduced bootstrap (the default): a fresh Python 3.11 subprocess per attempt running the
+  working tree's code, for tests about the project's own logic (fast, no zip build).
+
+In the bootstrap mode each invocation is a fresh subprocess with a Lambda-like environment: the
+code is a copy of the package in a read-only task root (LAMBDA_TASK_ROOT, the working directory),
+the only writable place is the function's own tmp directory (TMPDIR, PREFECT_HOME under it), the
+AWS_LAMBDA_* and AWS_REGION variables are set, and nothing else of the test process's environment
+leaks in.
 Read-only is enforced with a private mount namespace (`unshare --mount`, the task root bind-mounted
 read-only) where the kernel allows it, else with file modes (which bind every user but root);
 `code_read_only` says which.
@@ -51,6 +65,11 @@ from pathlib import Path
 from typing import IO, Any, Literal
 from urllib.parse import unquote
 
+from lambda_code import RuntimeClient, read_only
+from lambda_environment import ExecutionEnvironment, Run
+from lambda_runtime_api import Event as RuntimeEvent
+from tool_cache import cache_root
+
 REPO = Path(__file__).resolve().parent.parent
 ACCOUNT = "123456789012"
 INVOKE_PREFIX = "/2015-03-31/functions/"
@@ -66,7 +85,7 @@ DEFAULT_MAX_RETRY_ATTEMPTS = 2
 # The reason Lambda gives when a function's reserved concurrency is used up.
 RESERVED_CONCURRENCY_REASON = "ReservedFunctionConcurrentInvocationLimitExceeded"
 
-Outcome = Literal["ok", "error", "timeout", "oom", "killed", "throttled"]
+Outcome = Literal["ok", "error", "init_error", "timeout", "oom", "killed", "throttled"]
 Condition = Literal["RetriesExhausted", "EventAgeExceeded"]
 
 # The Lambda runtime's bootstrap, reduced: read the event, call the handler, write the outcome
@@ -76,7 +95,7 @@ import importlib, json, os, sys, time, traceback
 result_out = os.fdopen(os.dup(1), "w")
 os.dup2(2, 1)
 module_name, func_name = sys.argv[1].rsplit(".", 1)
-deadline = time.monotonic() + float(os.environ["AWS_LAMBDA_FUNCTION_TIMEOUT"])
+deadline_ms = int(sys.argv[4])  # epoch ms, as Lambda-Runtime-Deadline-Ms (no variable on Lambda)
 
 class Context:
     function_name = os.environ["AWS_LAMBDA_FUNCTION_NAME"]
@@ -87,7 +106,7 @@ class Context:
     log_group_name = os.environ["AWS_LAMBDA_LOG_GROUP_NAME"]
     log_stream_name = os.environ["AWS_LAMBDA_LOG_STREAM_NAME"]
     def get_remaining_time_in_millis(self):
-        return max(0, int((deadline - time.monotonic()) * 1000))
+        return max(0, deadline_ms - int(time.time() * 1000))
 
 try:
     event = json.loads(sys.stdin.read())
@@ -141,6 +160,9 @@ class Attempt:
     result: Any = None  # the handler's result, or Lambda's error body
     logs: str = ""
     max_memory_mb: int = 0
+    # Execution-environment mode: whether this attempt started its environment, and which one.
+    cold: bool | None = None
+    environment: int | None = None
 
     @property
     def seconds(self) -> float:
@@ -179,6 +201,14 @@ class Invocation:
     @property
     def retries(self) -> int:
         return max(0, len(self.attempts) - 1)
+
+    @property
+    def cold_starts(self) -> int:
+        return sum(1 for a in self.attempts if a.cold)
+
+    @property
+    def warm_starts(self) -> int:
+        return sum(1 for a in self.attempts if a.cold is False)
 
 
 # --------------------------------------------------------------------------- one execution
@@ -309,27 +339,52 @@ def _signal_text(sig: int) -> str:
         return f"signal {sig}"
 
 
-def classify(sandbox: Sandbox, request_id: str, timeout_seconds: float) -> tuple[Outcome, Any]:
-    """The attempt's outcome and its result (or Lambda's error body) from how the process ended."""
+def lambda_ending(
+    killed_for: str | None, returncode: int | None, request_id: str, timeout_seconds: float
+) -> tuple[Outcome, Any] | None:
+    """Lambda's own answer when it ended the environment (timeout, memory) or the runtime died."""
     prefix = f"RequestId: {request_id} Error: "
-    code = sandbox.returncode
-    if sandbox.killed_for == "timeout":
+    if killed_for == "timeout":
         message = f"{prefix}Task timed out after {timeout_seconds:.2f} seconds"
         return "timeout", {"errorType": "Sandbox.Timedout", "errorMessage": message}
-    if sandbox.killed_for == "oom":
+    if killed_for == "oom":
         message = f"{prefix}Runtime exited with error: signal: killed"
         return "oom", {"errorType": "Runtime.OutOfMemory", "errorMessage": message}
-    if code is not None and code < 0:
-        message = f"{prefix}Runtime exited with error: signal: {_signal_text(-code)}"
+    if returncode is not None and returncode < 0:
+        message = f"{prefix}Runtime exited with error: signal: {_signal_text(-returncode)}"
         return "killed", {"errorType": "Runtime.ExitError", "errorMessage": message}
+    return None
+
+
+def _exit_status(request_id: str, returncode: int | None) -> tuple[Outcome, Any]:
+    message = f"RequestId: {request_id} Error: Runtime exited with error: exit status {returncode}"
+    return "error", {"errorType": "Runtime.ExitError", "errorMessage": message}
+
+
+def classify(sandbox: Sandbox, request_id: str, timeout_seconds: float) -> tuple[Outcome, Any]:
+    """The attempt's outcome and its result (or Lambda's error body) from how the process ended."""
+    ended = lambda_ending(sandbox.killed_for, sandbox.returncode, request_id, timeout_seconds)
+    if ended is not None:
+        return ended
     try:
         outcome = json.loads(sandbox.stdout)
     except ValueError:
-        message = f"{prefix}Runtime exited with error: exit status {code}"
-        return "error", {"errorType": "Runtime.ExitError", "errorMessage": message}
+        return _exit_status(request_id, sandbox.returncode)
     if outcome["ok"]:
         return "ok", outcome["result"]
     return "error", outcome["error"]
+
+
+def classify_run(run: Run, request_id: str, timeout_seconds: float) -> tuple[Outcome, Any]:
+    """An execution environment's attempt: what the runtime posted, or Lambda's error for its end."""
+    killed_for = run.ending if run.ending in ("timeout", "oom") else None
+    if killed_for is None and run.ending == "answered" and run.answer is not None:
+        return ("ok" if run.answer.kind == "response" else "error"), run.answer.json()
+    if killed_for is None and run.ending == "init_error" and run.answer is not None:
+        # Lambda answers the invoke with the body the runtime posted to /init/error.
+        return "init_error", run.answer.json()
+    ended = lambda_ending(killed_for, run.returncode, request_id, timeout_seconds)
+    return ended if ended is not None else _exit_status(request_id, run.returncode)
 
 
 # --------------------------------------------------------------------------- CloudWatch Logs
@@ -389,7 +444,9 @@ class CloudWatchLogs:
     def write(self, function: str, stream: str, lines: list[tuple[float, str]]) -> None:
         group = self.group_name(function)
         self._ensure_group(group)
-        self.client.create_log_stream(logGroupName=group, logStreamName=stream)
+        # One stream per execution environment: a warm one writes to it again.
+        with contextlib.suppress(self.client.exceptions.ResourceAlreadyExistsException):
+            self.client.create_log_stream(logGroupName=group, logStreamName=stream)
         for batch in self._batches(_chronological(lines)):
             self.client.put_log_events(logGroupName=group, logStreamName=stream, logEvents=batch)
 
@@ -506,6 +563,8 @@ class LambdaEmulator:
     `sqs` and `cloudwatch_logs` are boto3 clients or endpoint URLs (moto); `retry_delays` are the
     waits before the first and second retry of a failed async event (Lambda: ~1 and ~2 minutes),
     `throttle_retry_seconds` how often a throttled async event is tried again from the queue.
+    `runtime_client` (tests/lambda_code.py) switches to execution environments running the zip
+    under AWS's runtime client; `extra_files` are then added to a copy of the zip's task root.
     """
 
     def __init__(
@@ -518,6 +577,7 @@ class LambdaEmulator:
         cloudwatch_logs: Any = None,
         retry_delays: tuple[float, ...] = LAMBDA_RETRY_DELAYS,
         throttle_retry_seconds: float = 0.5,
+        runtime_client: RuntimeClient | None = None,
     ):
         self.code_paths = code_paths
         self.extra_files = dict(extra_files or {})
@@ -539,14 +599,22 @@ class LambdaEmulator:
         self._closing = threading.Event()
         self._server: ThreadingHTTPServer | None = None
         self._workdir: Path | None = None
+        self.runtime_client = runtime_client
+        self._idle: dict[str, list[ExecutionEnvironment]] = {}  # warm environments per function
+        self._environments: list[ExecutionEnvironment] = []
+        self._started = 0  # environments started (their numbers)
+        self._private_tmp = False  # /tmp bind-mounted per environment (mount namespace)
 
     # ------------------------------------------------------------------ lifecycle
 
     def __enter__(self) -> LambdaEmulator:
-        self._workdir = Path(tempfile.mkdtemp(prefix="lambda-emulator-"))
-        os.chmod(self._workdir, 0o755)
-        self.task_root = self._workdir / "task"
-        self._build_task_root()
+        if self.runtime_client is None:
+            self._workdir = Path(tempfile.mkdtemp(prefix="lambda-emulator-"))
+            os.chmod(self._workdir, 0o755)
+            self.task_root = self._workdir / "task"
+            self._build_task_root()
+        else:
+            self._enter_environments(self.runtime_client)
         emulator = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -571,8 +639,13 @@ class LambdaEmulator:
             leftovers = [s for group in self._sandboxes.values() for s in group]
         for sandbox in leftovers:
             sandbox.signal_group(signal.SIGKILL)
+        with self._lock:
+            environments, self._environments, self._idle = self._environments, [], {}
+        for environment in environments:
+            environment.discard()
         if self._workdir is not None:
-            _make_writable(self._workdir)
+            # Folders only in the environments' mode: its task root's files are hard links into the cache.
+            _make_writable(self._workdir, files=self.runtime_client is None)
             shutil.rmtree(self._workdir, ignore_errors=True)
 
     @property
@@ -592,9 +665,10 @@ class LambdaEmulator:
         """
         fn = Function(name=name, env=dict(env or {}), **options)
         self._check_destination(fn)
-        tmp = self._workdir / "tmp" / name  # type: ignore[operator]
-        (tmp / "prefect").mkdir(parents=True, exist_ok=True)
-        fn.env.setdefault("PREFECT_HOME", str(tmp / "prefect"))
+        if self.runtime_client is None:  # an environment has its own /tmp, where Lambda's PREFECT_HOME is
+            tmp = self._workdir / "tmp" / name  # type: ignore[operator]
+            (tmp / "prefect").mkdir(parents=True, exist_ok=True)
+            fn.env.setdefault("PREFECT_HOME", str(tmp / "prefect"))
         self.functions[name] = fn
         return self.function_arn(name)
 
@@ -844,12 +918,18 @@ class LambdaEmulator:
 
         The caller holds a concurrency slot (`_acquire`); the attempt gives it back when it ends.
         """
+        if self.runtime_client is not None:
+            return self._attempt_in_environment(fn, call, payload)
         attempt = Attempt(number=len(call.attempts) + 1, log_stream=log_stream_name(), started_at=time.time())
         call.attempts.append(attempt)
         call.started_at = call.started_at or attempt.started_at
         limits = _Limits(fn.timeout_seconds, fn.memory_mb)
+        deadline_ms = int((attempt.started_at + fn.timeout_seconds) * 1000)
         sandbox = Sandbox(
-            self._command(fn, call.request_id), self._environment(fn, attempt), self.task_root, limits
+            self._command(fn, call.request_id, deadline_ms),
+            self._environment(fn, attempt),
+            self.task_root,
+            limits,
         )
 
         def started(pid: int) -> None:
@@ -868,21 +948,34 @@ class LambdaEmulator:
                 if not running:
                     self._sandboxes.pop(call.request_id, None)
             self._release(fn)
+        outcome, result = classify(sandbox, call.request_id, fn.timeout_seconds)
+        return self._record(fn, call, attempt, outcome, result, sandbox.max_rss_mb, sandbox.lines)
+
+    def _record(
+        self,
+        fn: Function,
+        call: Invocation,
+        attempt: Attempt,
+        outcome: Outcome,
+        result: Any,
+        max_rss_mb: int,
+        lines: list[tuple[float, str]],
+    ) -> Attempt:
+        """An ended attempt on its record and the call's, and its lines in CloudWatch (framed)."""
         attempt.ended_at = time.time()
-        attempt.max_memory_mb = sandbox.max_rss_mb
-        attempt.outcome, attempt.result = classify(sandbox, call.request_id, fn.timeout_seconds)
-        attempt.logs = "".join(f"{line}\n" for _, line in sandbox.lines)
+        attempt.max_memory_mb = max_rss_mb
+        attempt.outcome, attempt.result = outcome, result
+        attempt.logs = "".join(f"{line}\n" for _, line in lines)
         call.outcome, call.result = attempt.outcome, attempt.result
         call.function_error = None if attempt.outcome == "ok" else "Unhandled"
         if self.cloudwatch is not None:
-            lines = framed_log_lines(
-                call.request_id, attempt, sandbox.lines, fn.memory_mb, fn.timeout_seconds
-            )
-            self.cloudwatch.write(fn.name, attempt.log_stream, lines)
+            framed = framed_log_lines(call.request_id, attempt, lines, fn.memory_mb, fn.timeout_seconds)
+            self.cloudwatch.write(fn.name, attempt.log_stream, framed)
         return attempt
 
-    def _command(self, fn: Function, request_id: str) -> list[str]:
-        cmd = [sys.executable, "-c", BOOTSTRAP, fn.handler, self.function_arn(fn.name), request_id]
+    def _command(self, fn: Function, request_id: str, deadline_ms: int) -> list[str]:
+        arn = self.function_arn(fn.name)
+        cmd = [sys.executable, "-c", BOOTSTRAP, fn.handler, arn, request_id, str(deadline_ms)]
         if self.code_read_only == "mount":
             cmd = [*_READ_ONLY_MOUNT, str(self.task_root), *cmd]
         return cmd
@@ -899,7 +992,6 @@ class LambdaEmulator:
             "AWS_LAMBDA_FUNCTION_NAME": fn.name,
             "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
             "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(fn.memory_mb),
-            "AWS_LAMBDA_FUNCTION_TIMEOUT": str(fn.timeout_seconds),
             "AWS_LAMBDA_LOG_GROUP_NAME": CloudWatchLogs.group_name(fn.name),
             "AWS_LAMBDA_LOG_STREAM_NAME": attempt.log_stream,
             "AWS_EXECUTION_ENV": "AWS_Lambda_python3.12",
@@ -910,6 +1002,150 @@ class LambdaEmulator:
             "_HANDLER": fn.handler,
             **fn.env,
         }
+
+    # ------------------------------------------------------------------ execution environments
+
+    def _attempt_in_environment(self, fn: Function, call: Invocation, payload: bytes) -> Attempt:
+        """Run the attempt in a warm environment of the function, or a new one (a cold start)."""
+        try:
+            environment, cold = self._checkout(fn)
+        except BaseException:
+            self._release(fn)
+            raise
+        attempt = Attempt(
+            number=len(call.attempts) + 1,
+            log_stream=environment.log_stream,
+            started_at=time.time(),
+            pid=environment.pid,
+            cold=cold,
+            environment=environment.number,
+        )
+        call.attempts.append(attempt)
+        call.started_at = call.started_at or attempt.started_at
+        with self._lock:
+            self._sandboxes.setdefault(call.request_id, []).append(environment)  # type: ignore[arg-type]
+            self._lock.notify_all()
+        event = RuntimeEvent(call.request_id, payload, self.function_arn(fn.name), fn.timeout_seconds)
+        try:
+            run = environment.invoke(event, fn.memory_mb, _group_rss_mb)
+        finally:
+            with self._lock:
+                running = self._sandboxes.get(call.request_id, [])
+                if environment in running:
+                    running.remove(environment)  # type: ignore[arg-type]
+                if not running:
+                    self._sandboxes.pop(call.request_id, None)
+                if not environment.discarded:  # back to the warm pool before the slot is free
+                    self._idle.setdefault(fn.name, []).append(environment)
+                self._release(fn)
+        outcome, result = classify_run(run, call.request_id, fn.timeout_seconds)
+        return self._record(fn, call, attempt, outcome, result, run.max_rss_mb, run.lines)
+
+    def _checkout(self, fn: Function) -> tuple[ExecutionEnvironment, bool]:
+        """A free warm environment of the function (the last used first), else a new one."""
+        stale: list[ExecutionEnvironment] = []
+        found: ExecutionEnvironment | None = None
+        with self._lock:
+            idle = self._idle.get(fn.name, [])
+            while idle and found is None:
+                environment = idle.pop()
+                if environment.config == _config(fn):
+                    found = environment
+                else:  # the function's configuration changed since: Lambda starts new ones
+                    stale.append(environment)
+            self._started += 1
+            number = self._started
+        for environment in stale:
+            environment.discard()
+        if found is not None:
+            return found, False
+        environment = self._start_environment(fn, number)
+        with self._lock:
+            self._environments.append(environment)
+        return environment, True
+
+    def _start_environment(self, fn: Function, number: int) -> ExecutionEnvironment:
+        runtime = self.runtime_client
+        assert runtime is not None and self._workdir is not None
+        tmp = self._workdir / "tmp" / f"{fn.name}-{number}"
+        tmp.mkdir(parents=True)
+        stream = log_stream_name()
+        cmd = [str(runtime.python), "-m", "awslambdaric", fn.handler]
+        if self._private_tmp:
+            cmd = [*_READ_ONLY_MOUNT_PRIVATE_TMP, str(self.task_root), str(tmp), *cmd]
+        elif self.code_read_only == "mount":
+            cmd = [*_READ_ONLY_MOUNT, str(self.task_root), *cmd]
+        environment = ExecutionEnvironment(
+            number, cmd, self._runtime_environment(fn, runtime, stream, tmp), self.task_root, stream
+        )
+        environment.config = _config(fn)
+        environment.start()
+        return environment
+
+    def _runtime_environment(
+        self, fn: Function, runtime: RuntimeClient, stream: str, tmp: Path
+    ) -> dict[str, str]:
+        """Lambda's reserved variables for python3.12, then the function's own (which win).
+
+        https://docs.aws.amazon.com/lambda/latest/dg/configuration-envvars.html#configuration-envvars-runtime
+        There is no AWS_LAMBDA_FUNCTION_TIMEOUT: the deadline reaches the handler through its
+        context (`Lambda-Runtime-Deadline-Ms`). The AWS credentials are the function's role's on
+        Lambda; here moto's defaults unless the function's `env` carries others (an assumed role).
+        """
+        env = {
+            "PATH": "/usr/local/bin:/usr/bin:/bin",
+            "LANG": "en_US.UTF-8",
+            "TZ": ":UTC",
+            "LAMBDA_TASK_ROOT": str(self.task_root),
+            "LAMBDA_RUNTIME_DIR": str(runtime.python.parent.parent),
+            "_HANDLER": fn.handler,
+            "AWS_EXECUTION_ENV": "AWS_Lambda_python3.12",
+            "AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand",
+            "AWS_LAMBDA_FUNCTION_NAME": fn.name,
+            "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(fn.memory_mb),
+            "AWS_LAMBDA_LOG_GROUP_NAME": CloudWatchLogs.group_name(fn.name),
+            "AWS_LAMBDA_LOG_STREAM_NAME": stream,
+            "AWS_REGION": self.region,
+            "AWS_DEFAULT_REGION": self.region,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            # Lambda's sys.path starts with the task root; nothing of the runtime's venv but the
+            # runtime client itself is importable, and no user site-packages of this machine.
+            "PYTHONPATH": str(self.task_root),
+            "PYTHONNOUSERSITE": "1",
+            "PYTHONPYCACHEPREFIX": str(runtime.pycache),
+        }
+        own = dict(fn.env)
+        if not self._private_tmp:  # no mount namespace: the environment's tmp stands in for /tmp
+            env["TMPDIR"] = str(tmp)
+            own = {k: _under(v, "/tmp", tmp) for k, v in own.items()}
+        return {**env, **own}
+
+    def _enter_environments(self, runtime: RuntimeClient) -> None:
+        """Working files outside /tmp (each environment gets a /tmp of its own); the task root."""
+        runs = cache_root() / "lambda-run"
+        runs.mkdir(parents=True, exist_ok=True)
+        self._workdir = Path(tempfile.mkdtemp(prefix="emulator-", dir=runs))
+        os.chmod(self._workdir, 0o755)
+        (self._workdir / "tmp").mkdir()
+        if self.extra_files:  # a copy of the zip (hard links) with the extra files beside it
+            self.task_root = self._workdir / "task"
+            shutil.copytree(runtime.task_root, self.task_root, copy_function=os.link)
+            for path in [self.task_root, *self.task_root.rglob("*")]:
+                if path.is_dir():
+                    os.chmod(path, 0o755)
+            for rel, text in self.extra_files.items():
+                dst = self.task_root / rel
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                dst.write_text(text)
+            read_only(self.task_root)
+        else:
+            self.task_root = runtime.task_root
+        if shutil.which("unshare") and _mount_namespace_works(self.task_root):
+            self.code_read_only = "mount"
+            outside_tmp = [self.task_root, runtime.python, runtime.pycache, self._workdir]
+            self._private_tmp = not any(_under_dir(p, Path("/tmp")) for p in outside_tmp)
 
     # ------------------------------------------------------------------ the code directory
 
@@ -965,8 +1201,38 @@ def _mount_namespace_works(directory: Path) -> bool:
     return done.returncode == 1 and not (directory / ".probe").exists()
 
 
-def _make_writable(root: Path) -> None:
+# As `_READ_ONLY_MOUNT`, and directory $1 mounted over /tmp: the environment's private /tmp.
+_READ_ONLY_MOUNT_PRIVATE_TMP = [
+    "unshare",
+    "--mount",
+    "--propagation",
+    "private",
+    "sh",
+    "-c",
+    'mount --bind "$0" "$0" && mount -o remount,bind,ro "$0" && mount --bind "$1" /tmp && shift && exec "$@"',
+]
+
+
+def _config(fn: Function) -> tuple[Any, ...]:
+    """What an environment is made from: a change starts new environments, as on Lambda."""
+    return (fn.handler, fn.memory_mb, fn.timeout_seconds, tuple(sorted(fn.env.items())))
+
+
+def _under_dir(path: Path, top: Path) -> bool:
+    return path.resolve().is_relative_to(top)
+
+
+def _under(value: str, old: str, new: Path) -> str:
+    """`value` with the path prefix `old` replaced by `new` (only whole path prefixes)."""
+    if value == old or value.startswith(old + "/"):
+        return str(new) + value[len(old) :]
+    return value
+
+
+def _make_writable(root: Path, files: bool = True) -> None:
     for path in [root, *root.rglob("*")]:
+        if not files and not path.is_dir():
+            continue
         with contextlib.suppress(OSError):
             os.chmod(path, os.stat(path).st_mode | stat.S_IWUSR | (stat.S_IXUSR if path.is_dir() else 0))
 

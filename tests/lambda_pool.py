@@ -1,5 +1,6 @@
 """A Lambda work pool on loopback, for end-to-end tests: a real `prefect server start`, the Lambda
-stand-in (tests/lambda_emulator.py) with the stack's async settings, moto for SQS / CloudWatch Logs
+stand-in (tests/lambda_emulator.py; `runtime_emulator`: the zip under AWS's runtime client) with
+the stack's async settings, moto for SQS / CloudWatch Logs
 / S3, and the real `aws-lambda` worker submitting in this process (`get_and_submit_flow_runs`).
 
 `prefect_server(home)` starts and stops the server; `LambdaPool` holds the rest and the small
@@ -105,6 +106,21 @@ def prefect_server(
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+def runtime_emulator(**options: Any) -> LambdaEmulator:
+    """The end-to-end tier's Lambda: execution environments running the zip `pulumi up` ships under
+    AWS's runtime client on Python 3.12 (tests/lambda_code.py). `options` go to `LambdaEmulator`.
+    Skips (one line naming it) where Python 3.12 or the runtime client cannot be had."""
+    from lambda_code import runtime_client
+    from tool_cache import ToolUnavailable, skip_unavailable
+
+    try:
+        runtime = runtime_client()
+    except ToolUnavailable as exc:
+        skip_unavailable(exc)
+        raise
+    return LambdaEmulator(runtime_client=runtime, **options)
 
 
 def aws(service: str, endpoint_url: str) -> Any:

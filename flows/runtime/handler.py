@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from flows.core.errors import UnknownEvent
@@ -60,6 +61,19 @@ def prepare_runtime(environ: dict[str, str] | None = None) -> None:
     load_prefect_api_key(env)
 
 
+def log_info_in_lambda(env: Mapping[str, str]) -> None:
+    """Let the project's INFO lines reach CloudWatch (the plain entry's progress, for one).
+
+    Lambda's Python runtime adds its handler to the root logger but leaves the root at Python's
+    WARNING unless the function sets a log level (`AWS_LAMBDA_LOG_LEVEL`, advanced logging
+    controls): https://docs.aws.amazon.com/lambda/latest/dg/python-logging.html. So `flows`
+    gets INFO itself, unless a level was chosen for the function or for `flows` already.
+    """
+    logger = logging.getLogger("flows")
+    if not env.get("AWS_LAMBDA_LOG_LEVEL") and logger.level == logging.NOTSET:
+        logger.setLevel(logging.INFO)
+
+
 # Each of Prefect's two workers (logs, events) gets at most this long to flush.
 FLUSH_SECONDS = 10.0
 
@@ -93,6 +107,8 @@ def flush_prefect(timeout: float = FLUSH_SECONDS) -> None:
 
 def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     prepare_runtime()
+    if os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):
+        log_info_in_lambda(os.environ)
     from flows.runtime.flow_run import check_prefect_api_target
     from flows.settings import Settings
 
@@ -120,7 +136,7 @@ def _dispatch(kind: str, event: dict[str, Any], context: Any, settings: Settings
     if kind == "sqs":
         from flows.runtime.sqs import handle_sqs_batch
 
-        return handle_sqs_batch(event, settings)
+        return handle_sqs_batch(event, settings, context)
     if kind == "flow_run":
         from flows.runtime.flow_run import run_flow_run
 
@@ -131,4 +147,4 @@ def _dispatch(kind: str, event: dict[str, Any], context: Any, settings: Settings
         return poll_work_pool(str(event["poll_work_pool"]))
     from flows.runtime.plain import run_ingest
 
-    return run_ingest(event.get("ingest") or {}, settings)
+    return run_ingest(event.get("ingest") or {}, settings, context)

@@ -1,4 +1,8 @@
-"""End to end: ingest writes a snapshot → S3 notifies SQS → the Lambda handler runs the reports flow."""
+"""End to end: ingest writes a snapshot → S3 notifies SQS → the function runs the reports flow.
+
+The function is the zip under AWS's runtime client (tests/lambda_code.py), configured as the Pulumi
+program configures it, with moto's server for S3/SQS and the session's Prefect API.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,9 @@ import asyncio
 import json
 
 import boto3
+import pytest
+from lambda_code import stack_function
+from lambda_pool import aws, runtime_emulator
 from reports_data import BLS_KEY, artifacts_of, expected, receive_all, reports_runs_for
 
 from flows.devkit.emulator import wire
@@ -13,15 +20,17 @@ from flows.devkit.samples import sample_upstream
 from flows.devkit.upstream_server import UpstreamServer
 from flows.ingest import ingest
 from flows.io.store import S3Store
-from flows.runtime.handler import handler
 from flows.runtime.sqs import lambda_shaped_event
 
 BUCKET = "quest-e2e"
+TIMEOUT = 120
 
 
-def test_snapshot_to_reports_through_s3_sqs_and_the_lambda_handler(prefect_harness, aws, monkeypatch):
-    s3 = boto3.client("s3", region_name="us-east-1")
-    sqs = boto3.client("sqs", region_name="us-east-1")
+@pytest.mark.slow
+def test_snapshot_to_reports_through_s3_sqs_and_the_function(prefect_harness, moto_server, monkeypatch):
+    from prefect.settings import PREFECT_API_URL
+
+    s3, sqs = aws("s3", moto_server), aws("sqs", moto_server)
     wiring = wire(s3, sqs, BUCKET)
     store = S3Store(BUCKET, client=s3)
     surveys, population = sample_upstream(seed=11)
@@ -30,6 +39,7 @@ def test_snapshot_to_reports_through_s3_sqs_and_the_lambda_handler(prefect_harne
         monkeypatch.setenv("QUEST_BLS_BASE_URL", upstream.bls_base_url)
         monkeypatch.setenv("QUEST_POPULATION_URL", upstream.population_url)
         monkeypatch.setenv("QUEST_RETRY_DELAY_SECONDS", "0")
+        monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server)
         summary = ingest()
     key = summary.population.key
 
@@ -40,7 +50,21 @@ def test_snapshot_to_reports_through_s3_sqs_and_the_lambda_handler(prefect_harne
     assert created == [key.replace("/", "%2F")]
     assert sum(b.get("Event") == "s3:TestEvent" for b in bodies) == 1
 
-    response = handler(lambda_shaped_event(messages, wiring.queue_arn, "us-east-1"), None)
+    event = lambda_shaped_event(messages, wiring.queue_arn, "us-east-1")
+    with runtime_emulator() as lam:
+        assert lam.runtime_client is not None
+        handler, env = stack_function(
+            lam.runtime_client,
+            bucket=BUCKET,
+            timeout_seconds=TIMEOUT,
+            prefect_api_url=PREFECT_API_URL.value(),
+            extra_env={"AWS_ENDPOINT_URL": moto_server},
+        )
+        lam.add_function("runner", env=env, handler=handler, timeout_seconds=TIMEOUT)
+        client = boto3.client("lambda", endpoint_url=lam.endpoint_url, region_name="us-east-1")
+        answer = client.invoke(FunctionName="runner", Payload=json.dumps(event).encode())
+        response = json.loads(answer["Payload"].read())
+        assert "FunctionError" not in answer, (response, lam.invocations[-1].logs[-3000:])
     assert response == {"batchItemFailures": []}
 
     [run] = asyncio.run(reports_runs_for(key))

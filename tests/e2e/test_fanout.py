@@ -2,9 +2,10 @@
 no-change day.
 
 A real `prefect server`, the `aws-lambda` pool with the `ingest` and `mirror-survey` deployments,
-the Lambda stand-in with a SHORT function timeout (40 s: a run has 25 s), moto S3 (versioned, so
-every PUT is an object version) and a loopback BLS whose root lists three surveys, one of them
-(`pr`) trickled so that its mirror needs more than one invocation. The worker rounds run here.
+the Lambda stand-in (the zip under AWS's runtime client) with a SHORT function timeout (40 s: a run
+has 25 s), moto S3 (versioned, so every PUT is an object version) and a loopback BLS whose root
+lists three surveys, one of them (`pr`) trickled so that its mirror needs more than one
+invocation. The worker rounds run here.
 
 1. First day: the ingest starts one `mirror-survey` child per survey and does not wait; `pr`'s
    mirror ends COMPLETED "partial: ..." and continues in follow-up runs until done; the population
@@ -24,7 +25,7 @@ from typing import Any
 
 import pytest
 from lambda_emulator import LambdaEmulator
-from lambda_pool import LambdaPool, aws, prefect_server
+from lambda_pool import LambdaPool, aws, prefect_server, runtime_emulator
 
 from flows.core.names import DEADLINE_MARGIN_SECONDS, ENV_FUNCTION_TIMEOUT_SECONDS
 from flows.devkit.samples import population_body, sample_bls_survey
@@ -55,7 +56,7 @@ def stack(moto_server: str, tmp_path_factory) -> Iterator[dict[str, Any]]:
     with (
         UpstreamServer(surveys, population_body(), require_contact=True) as upstream,
         prefect_server(home) as api_url,
-        LambdaEmulator() as lam,
+        runtime_emulator() as lam,
     ):
         upstream.trickle("*/pr.part.*", bytes_per_second=256 * KIB)
         arn = lam.add_function(

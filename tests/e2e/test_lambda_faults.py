@@ -1,9 +1,9 @@
 """A Lambda work pool that survives Lambda (issue 11), end to end.
 
 A real `prefect server`, the real `aws-lambda` worker submitting deployment runs in this process
-(`get_and_submit_flow_runs`), the Lambda stand-in running the function's handler in Lambda-like
-subprocesses with the stack's async settings (no Lambda retries, an on-failure destination queue,
-CloudWatch logs; moto for SQS, Logs and S3), and one fault each:
+(`get_and_submit_flow_runs`), the Lambda stand-in running the function's zip under AWS's runtime
+client in Lambda-like execution environments, with the stack's async settings (no Lambda retries,
+an on-failure destination queue, CloudWatch logs; moto for SQS, Logs and S3), and one fault each:
 
 1. a run outliving the function's time limit ends CRASHED naming the limit, before Lambda kills it;
 2. an invocation killed with -9 is reconciled CRASHED from its on-failure destination record on the
@@ -29,8 +29,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from lambda_emulator import LambdaEmulator
-from lambda_pool import LambdaPool, aws, prefect_server, wait_for
+from lambda_emulator import REPO
+from lambda_pool import LambdaPool, aws, prefect_server, runtime_emulator, wait_for
 
 from flows.core.names import (
     CANCEL_CHECK_SECONDS,
@@ -45,7 +45,8 @@ from flows.devkit.upstream_server import GeneratedFile, UpstreamServer
 
 pytestmark = pytest.mark.slow
 
-CODE = ("flows", "tests/worker_flows.py")
+# The fault probes' flows, beside the zip's code in the task root (their entrypoints name this path).
+PROBE_FLOWS = {"tests/worker_flows.py": (REPO / "tests" / "worker_flows.py").read_text()}
 BUCKET = "quest-faults"
 # The time-limit scenario's function: the run gets what is left after the deadline margin (15 s).
 SHORT_TIMEOUT = DEADLINE_MARGIN_SECONDS + 15
@@ -89,7 +90,7 @@ def faults(moto_server: str, upstream: UpstreamServer, tmp_path_factory) -> Iter
     home = tmp_path_factory.mktemp("prefect-server")
     with (
         prefect_server(home) as api_url,
-        LambdaEmulator(code_paths=CODE, sqs=sqs, cloudwatch_logs=moto_server) as lam,
+        runtime_emulator(extra_files=PROBE_FLOWS, sqs=sqs, cloudwatch_logs=moto_server) as lam,
         pytest.MonkeyPatch.context() as mp,
     ):
         # The worker (this process) reads the destination queue and the function's logs in moto;
