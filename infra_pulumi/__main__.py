@@ -16,7 +16,13 @@ import pulumi_aws as aws
 from infra_pulumi import config as stack_config
 from infra_pulumi.package import BuiltPackage, PackageSpec, build, describe_zip
 from infra_pulumi.queue import NotificationQueue, NotificationQueueArgs
-from infra_pulumi.runner import Runner, RunnerArgs, RunnerSchedule, RunnerScheduleArgs
+from infra_pulumi.runner import (
+    POLL_MAX_EVENT_AGE_SECONDS,
+    Runner,
+    RunnerArgs,
+    RunnerSchedule,
+    RunnerScheduleArgs,
+)
 from infra_pulumi.storage import Storage, StorageArgs
 
 
@@ -141,11 +147,11 @@ def main() -> None:
                 schedule_expression=cfg.poll_schedule_expression,
                 payload=pool.pool_name.apply(lambda name: {"poll_work_pool": name}),
                 description="one polling round of the Lambda work pool's worker",
+                max_event_age_seconds=POLL_MAX_EVENT_AGE_SECONDS,  # the next poll is a minute away
             ),
             opts=pulumi.ResourceOptions(parent=runner),
         )
         pulumi.export("workPoolName", pool.pool_name)
-        pulumi.export("invokeFailureQueueUrl", runner.invoke_failure_queue_url)
         pulumi.export("zombieAutomationId", zombies.automation_id)
         pulumi.export("blsConcurrencyLimitName", limits.concurrency_limit_name)
         pulumi.export("blsRateLimitName", limits.rate_limit_name)
@@ -166,6 +172,8 @@ def main() -> None:
     pulumi.export("functionName", runner.function_name)
     pulumi.export("functionArn", runner.function_arn)
     pulumi.export("logGroupName", runner.log_group_name)
+    # Where Lambda leaves the record of an async invoke it gave up on (every stack).
+    pulumi.export("invokeFailureQueueUrl", runner.invoke_failure_queue_url)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,10 @@
 """Runner: the one Lambda function (SQS reports, Prefect flow runs, schedules) with its least-privilege role.
 
 The function's entry paths are chosen by event shape in `flows.runtime.handler`; this module wires the
-events (SQS mapping, EventBridge schedule) and gives the role exactly what those paths use. On the
-work-pool path it also owns the async invokes' on-failure destination (a queue the poll reads back),
-their retry and event-age settings, and a reserved concurrency sized with the pool's run limit.
+events (SQS mapping, EventBridge schedule) and gives the role exactly what those paths use. It also
+owns the async invokes' retry and event-age settings and their on-failure destination, on every stack
+(see `Runner` for each async path), and on the work-pool path a reserved concurrency sized with the
+pool's run limit.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from flows.core.names import (
     LAMBDA_HANDLER,
     LAMBDA_PREFECT_HOME,
 )
+from flows.core.wiring import Document
 from infra_pulumi import iam
 from infra_pulumi.config import REPORTS_MAX_CONCURRENCY
 from infra_pulumi.package import BuiltPackage
@@ -48,6 +50,13 @@ ENV_DO_NOT_TRACK = "DO_NOT_TRACK"
 ENV_HEARTBEAT_FREQUENCY = "PREFECT_FLOWS_HEARTBEAT_FREQUENCY"
 # Code objects live outside the data prefixes, so the function's role cannot touch them.
 CODE_PREFIX = "lambda-code/"
+# EventBridge's own retries of a schedule's delivery to Lambda (a throttled or failed Invoke call:
+# nothing ran yet, so retrying is safe). Its default is 185 attempts over 24 hours; the event age
+# bounds them instead: the daily ingest as Lambda's own queue does (INVOKE_MAX_EVENT_AGE_SECONDS),
+# the every-minute poll to EventBridge's minimum, 60 s (the next poll does the same work).
+# https://docs.aws.amazon.com/eventbridge/latest/userguide/eb-rule-retry-policy.html
+SCHEDULE_MAX_RETRY_ATTEMPTS = 185
+POLL_MAX_EVENT_AGE_SECONDS = 60
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -89,6 +98,18 @@ class RunnerArgs:
     # The SQS mapping's maximum concurrency, part of the reserved concurrency's sum.
     reports_max_concurrency: int = REPORTS_MAX_CONCURRENCY
     extra_env: Mapping[str, str] = field(default_factory=dict)
+
+
+def runner_role_policy(grants: iam.RunnerGrants, invoke_failure_queue_arn: str) -> Document:
+    """The role's policy: `iam.runner_policy`, and sending to the on-failure destination where the
+    grants do not hold it already (without a work pool nothing reads the queue, so only SendMessage:
+    Lambda delivers the record with the function's role)."""
+    doc = iam.runner_policy(grants)
+    if grants.invoke_failure_queue_arn != invoke_failure_queue_arn:
+        doc["Statement"].append(
+            iam.statement("SendInvokeFailures", iam.SEND_FAILURE_ACTIONS, [invoke_failure_queue_arn])
+        )
+    return doc
 
 
 class _Code(TypedDict, total=False):
@@ -144,7 +165,7 @@ class Runner(pulumi.ComponentResource):
     role_arn: pulumi.Output[str]
     log_group_name: pulumi.Output[str]
     secret_arn: pulumi.Output[str] | None
-    invoke_failure_queue_url: pulumi.Output[str] | None
+    invoke_failure_queue_url: pulumi.Output[str]
 
     def __init__(self, name: str, args: RunnerArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("quest:runner:Runner", name, None, opts)
@@ -190,29 +211,27 @@ class Runner(pulumi.ComponentResource):
             self.secret_arn = secret.arn
             secret_deps.append(version)
 
-        # The work-pool path's on-failure destination: an async invoke that fails (the function
-        # crashed, timed out, or was throttled past the event age) leaves its record here.
-        failures: aws.sqs.Queue | None = None
-        if args.invoke_self:
-            failures = aws.sqs.Queue(
-                f"{name}-invoke-failures",
-                sqs_managed_sse_enabled=True,
-                message_retention_seconds=DLQ_RETENTION_SECONDS,  # 14 days, the SQS maximum
-                opts=child,
-            )
-            aws.sqs.QueuePolicy(
-                f"{name}-invoke-failures-policy",
-                queue_url=failures.url,
-                policy=pulumi.Output.all(failures.arn, role.arn).apply(
-                    lambda arns: json.dumps(iam.invoke_failure_queue_policy(*arns))
-                ),
-                opts=child,
-            )
-        failures_arn = failures.arn if failures is not None else None
-        self.invoke_failure_queue_url = failures.url if failures is not None else None
+        # Every stack's on-failure destination: an async invoke that fails (an error, a timeout, a
+        # killed runtime, or throttled past the event age) leaves its record here. With a work pool
+        # the poll reads the records back; without one they wait 14 days to be read (and redriven).
+        failures = aws.sqs.Queue(
+            f"{name}-invoke-failures",
+            sqs_managed_sse_enabled=True,
+            message_retention_seconds=DLQ_RETENTION_SECONDS,  # 14 days, the SQS maximum
+            opts=child,
+        )
+        aws.sqs.QueuePolicy(
+            f"{name}-invoke-failures-policy",
+            queue_url=failures.url,
+            policy=pulumi.Output.all(failures.arn, role.arn).apply(
+                lambda arns: json.dumps(iam.invoke_failure_queue_policy(*arns))
+            ),
+            opts=child,
+        )
+        self.invoke_failure_queue_url = failures.url
 
         grants = pulumi.Output.all(
-            args.bucket_arn, args.queue_arn, log_group.arn, self.secret_arn, args.kms_key_arn, failures_arn
+            args.bucket_arn, args.queue_arn, log_group.arn, self.secret_arn, args.kms_key_arn, failures.arn
         ).apply(
             lambda a: iam.RunnerGrants(
                 bucket_arn=a[0],
@@ -221,20 +240,24 @@ class Runner(pulumi.ComponentResource):
                 secret_arn=a[3],
                 kms_key_arn=a[4],
                 region=args.region,
-                invoke_failure_queue_arn=a[5],
+                # Reading the records back is the work-pool path's (the poll); sending is every stack's.
+                invoke_failure_queue_arn=a[5] if args.invoke_self else None,
                 read_own_logs=args.invoke_self,
             )
         )
         policy = aws.iam.RolePolicy(
             f"{name}-policy",
             role=role.id,
-            policy=grants.apply(lambda g: json.dumps(iam.runner_policy(g))),
+            policy=pulumi.Output.all(grants, failures.arn).apply(
+                lambda a: json.dumps(runner_role_policy(a[0], a[1]))
+            ),
             opts=child,
         )
 
         code = self._code(name, args.package, args.bucket_name, child)
+        # Only the poll path reads the destination, so only it is told where the queue is.
         environment = pulumi.Output.all(
-            args.bucket_name, self.secret_arn, self.invoke_failure_queue_url
+            args.bucket_name, self.secret_arn, failures.url if args.invoke_self else None
         ).apply(lambda a: function_environment(args, a[0], a[1], a[2]))
         self.function = aws.lambda_.Function(
             f"{name}-function",
@@ -261,18 +284,26 @@ class Runner(pulumi.ComponentResource):
                 policy=self.function.arn.apply(lambda arn: json.dumps(iam.invoke_self_policy(arn))),
                 opts=child,
             )
-        if failures is not None:
-            # No retries (a crashed run is RUNNING: Prefect would refuse the same run again), and an
-            # invoke still throttled after an hour is dropped to the destination, not run late.
-            aws.lambda_.FunctionEventInvokeConfig(
-                f"{name}-async-invokes",
-                function_name=self.function.name,
-                maximum_retry_attempts=INVOKE_MAX_RETRY_ATTEMPTS,
-                maximum_event_age_in_seconds=INVOKE_MAX_EVENT_AGE_SECONDS,
-                destination_config={"on_failure": {"destination": failures.arn}},
-                # Lambda checks the role may send to the destination when it is configured.
-                opts=pulumi.ResourceOptions(parent=self, depends_on=[policy]),
-            )
+        # One config covers every async invoke of the (unqualified) function; Lambda's defaults
+        # would be 2 retries and 6 hours. The stack's async paths, each with the same choice:
+        # - the worker's Event invokes of flow runs (deployments, the ingest's fan-out and its
+        #   continuations): no retries, a crashed run is RUNNING and Prefect would refuse it again;
+        # - EventBridge's every-minute poll: a retry would only repeat what the next poll does;
+        # - EventBridge's daily ingest (no work pool): a failed or timed-out ingest would fail the
+        #   same way against the same upstream, twice more; the mirror resumes on the next day.
+        # An invoke still throttled after an hour goes to the destination instead of running late.
+        # (The SQS mapping invokes synchronously: its retries are the queue's redrive policy.)
+        # https://docs.aws.amazon.com/lambda/latest/dg/invocation-async-configuring.html
+        # https://docs.aws.amazon.com/lambda/latest/dg/invocation-async-retain-records.html
+        aws.lambda_.FunctionEventInvokeConfig(
+            f"{name}-async-invokes",
+            function_name=self.function.name,
+            maximum_retry_attempts=INVOKE_MAX_RETRY_ATTEMPTS,
+            maximum_event_age_in_seconds=INVOKE_MAX_EVENT_AGE_SECONDS,
+            destination_config={"on_failure": {"destination": failures.arn}},
+            # Lambda checks the role may send to the destination when it is configured.
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[policy]),
+        )
 
         # ReportBatchItemFailures: the handler returns the failed message ids, so one bad
         # snapshot does not send the whole batch back to the queue.
@@ -334,6 +365,8 @@ class RunnerScheduleArgs:
     # None: EventBridge's own `Scheduled Event` (the ingest); a mapping: that JSON event instead.
     payload: pulumi.Input[Mapping[str, object]] | None = None
     description: str = ""
+    # How long EventBridge keeps retrying a delivery it could not make (SCHEDULE_MAX_RETRY_ATTEMPTS).
+    max_event_age_seconds: int = INVOKE_MAX_EVENT_AGE_SECONDS
 
 
 class RunnerSchedule(pulumi.ComponentResource):
@@ -370,6 +403,10 @@ class RunnerSchedule(pulumi.ComponentResource):
             rule=rule.name,
             arn=args.function_arn,
             input=target_input,
+            retry_policy={
+                "maximum_event_age_in_seconds": args.max_event_age_seconds,
+                "maximum_retry_attempts": SCHEDULE_MAX_RETRY_ATTEMPTS,
+            },
             opts=pulumi.ResourceOptions(parent=self, depends_on=[permission]),
         )
         self.rule_arn = rule.arn

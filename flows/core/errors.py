@@ -36,6 +36,7 @@ Failed state; anything that is not a `QuestError` is a bug and keeps its traceba
     └── RuntimeFailure               the Lambda side
         ├── UnknownEvent             an event matching none of the handler's entry paths
         ├── FlowRunEntryError        a flow run cannot be run in the function
+        ├── LambdaTimeLimitReached   the entry without a Prefect API stopped before Lambda's deadline
         └── LambdaInvokeError        the worker could not invoke the function
 """
 
@@ -191,6 +192,11 @@ class UnknownEvent(RuntimeFailure, ValueError):
 
 class FlowRunEntryError(RuntimeFailure):
     """The event or the runtime is not usable for running a flow run; the message says why."""
+
+
+class LambdaTimeLimitReached(RuntimeFailure):
+    """An entry without a Prefect API stopped before Lambda's deadline (or had too little time to
+    start); the message names the limit. Nothing half-written was published."""
 
 
 class LambdaInvokeError(RuntimeFailure):

@@ -87,11 +87,13 @@ def limit_message(limit: int, request_id: str, margin: float) -> str:
     )
 
 
-def too_late_message(limit: int, request_id: str, remaining: float, margin: float) -> str:
-    """A run that was not started because the invocation had too little time left."""
+def too_late_message(
+    limit: int, request_id: str, remaining: float, margin: float, what: str = "the flow"
+) -> str:
+    """A run (`what`) that was not started because the invocation had too little time left."""
     return (
         f"Lambda time limit {limit} s: request {request_id} had {remaining:.1f} s left, less than the "
-        f"{margin:g} s margin plus {MIN_RUN_SECONDS:g} s to run; the flow was not started"
+        f"{margin:g} s margin plus {MIN_RUN_SECONDS:g} s to run; {what} was not started"
     )
 
 

@@ -7,6 +7,10 @@ fail for want of an API. These entries run the same steps the flows orchestrate 
 of a run log, with no artifacts. The choice is made once, at the entry (`run_ingest`,
 `run_reports`), never per step.
 
+In Lambda both entries keep the flow-run path's deadline rule (flows/runtime/plain_deadline.py):
+they stop DEADLINE_MARGIN_SECONDS before Lambda's deadline with one error naming the limit, and no
+survey, transfer or write starts once the time is spent.
+
 What the plain path does not have: Prefect's task retries for the store reads of the reports
 (boto3's own retries still apply) and anything the UI would show.
 """
@@ -14,10 +18,12 @@ What the plain path does not have: Prefect's task retries for the store reads of
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from flows import mirror, snapshot
+from flows.budget import Budget, current_budget
 from flows.core.names import REPORT_SURVEY, population_key, timestamp
 from flows.core.plan import PlanItem
 from flows.core.population import normalise_population
@@ -41,6 +47,7 @@ from flows.reports import (
     reports_location,
     write_outputs,
 )
+from flows.runtime.plain_deadline import check_time, lambda_deadline
 from flows.settings import Settings, use_settings
 from flows.snapshot import PopulationSummary
 
@@ -70,23 +77,27 @@ def _orchestrated(what: str) -> bool:
 # --------------------------------------------------------------------------- the entries
 
 
-def run_ingest(payload: dict[str, Any], settings: Settings) -> dict[str, Any]:
-    """The scheduled event: the `ingest` flow, or its steps here when there is no Prefect API."""
+def run_ingest(payload: dict[str, Any], settings: Settings, context: Any = None) -> dict[str, Any]:
+    """The scheduled event: the `ingest` flow, or its steps here when there is no Prefect API
+    (within Lambda's deadline, read from its `context`)."""
     surveys, allow_mass_delete = ingest_payload(payload, settings)
     if _orchestrated("ingest"):
         with use_settings(settings):
             summary = ingest(surveys=surveys, allow_mass_delete=allow_mass_delete)
     else:
-        summary = plain_ingest(settings, surveys, allow_mass_delete)
+        with lambda_deadline(context, "ingest"):
+            summary = plain_ingest(settings, surveys, allow_mass_delete)
     return summary.model_dump(mode="json")
 
 
-def run_reports(settings: Settings, population_key: str, reports_ts: str) -> ReportRun:
-    """One snapshot's reports: the `reports` flow, or its steps here when there is no Prefect API."""
+def run_reports(settings: Settings, population_key: str, reports_ts: str, context: Any = None) -> ReportRun:
+    """One snapshot's reports: the `reports` flow, or its steps here when there is no Prefect API
+    (within Lambda's deadline, read from its `context`)."""
     if _orchestrated("reports"):
         with use_settings(settings), reports_folder(reports_ts):
             return reports(population_key=population_key)
-    return plain_reports(settings, population_key=population_key, reports_ts=reports_ts)
+    with lambda_deadline(context, "reports"):
+        return plain_reports(settings, population_key=population_key, reports_ts=reports_ts)
 
 
 # --------------------------------------------------------------------------- the steps, unorchestrated
@@ -110,6 +121,7 @@ def plain_ingest(settings: Settings, surveys: list[str], allow_mass_delete: bool
         log.warning("%s", selection.describe())
     if REPORT_SURVEY in failures:
         raise surveys_failed(failures, len(selection.surveys))
+    check_time()  # the snapshot triggers the reports: not taken once the time is spent
     summary = IngestSummary(
         surveys=mirrors, population=plain_population_snapshot(settings), selection=selection
     )
@@ -119,20 +131,34 @@ def plain_ingest(settings: Settings, surveys: list[str], allow_mass_delete: bool
 
 
 def plain_mirror_survey(settings: Settings, survey: str, allow_mass_delete: bool = False) -> MirrorSummary:
+    check_time()
+    budget = current_budget()  # the transfer threads do not inherit the context
     with SurveySync.open(settings, survey, False, log) as sync:
         listing = mirror.list_survey(sync.url, sync.client, settings, log)
         stored = mirror.read_mirror_state(sync.store, sync.survey, settings.concurrency * 2)
         plan, summary = sync.plan(listing, stored, allow_mass_delete)
         with ThreadPoolExecutor(max_workers=settings.concurrency) as pool, sync.abort_on_exit():
             futures = [
-                (item, pool.submit(mirror.transfer_file, **sync.transfer_args(item), logger=log))
+                (
+                    item,
+                    pool.submit(
+                        _in_time, budget, mirror.transfer_file, **sync.transfer_args(item), logger=log
+                    ),
+                )
                 for item in plan.transfers
             ]
             deletes = sync.deletions(plan, summary, (_outcome(item, future) for item, future in futures))
         if deletes:
+            check_time()
             summary.deleted = mirror.delete_files(sync.store, sync.survey, deletes, log)
     log.info("mirror %s done: %s", summary.survey, summary.counts_text())
     return summary
+
+
+def _in_time(budget: Budget | None, transfer: Callable[..., int], **kwargs: Any) -> int:
+    """A transfer that does not start once the invocation's time is spent."""
+    check_time(budget)
+    return transfer(**kwargs)
 
 
 def _outcome(item: PlanItem, future: Future[int]) -> tuple[PlanItem, int, str | None]:
@@ -167,6 +193,7 @@ def plain_reports(
     body = read_object.fn(store, key, POPULATION_HINT)
     built = build_reports(request, bls_bytes, key, body, reports_location(store, request.reports_ts))
     log_reports(built, request, log)
+    check_time()
     keys = write_outputs.fn(store, request.prefix, built.files)
     log.info("reports written to %s", built.location)
     return ReportRun(result=built.result, location=built.location, object_keys=keys)

@@ -9,6 +9,7 @@ maxReceiveCount the redrive policy moves them to the DLQ.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -57,11 +58,14 @@ def store_scope(store_url: str) -> tuple[str | None, str]:
     return bucket, f"{prefix}/" if prefix else ""
 
 
-def run_reports_flow(settings: Any, population_key: str, reports_ts: str) -> ReportOutcome:
-    """Run the reports on one snapshot (the flow when a Prefect API exists, else its plain entry)."""
+def run_reports_flow(
+    settings: Any, population_key: str, reports_ts: str, context: Any = None
+) -> ReportOutcome:
+    """Run the reports on one snapshot (the flow when a Prefect API exists, else its plain entry,
+    within the deadline of Lambda's `context`)."""
     from flows.runtime.plain import run_reports
 
-    run = run_reports(settings, population_key, reports_ts)
+    run = run_reports(settings, population_key, reports_ts, context)
     return ReportOutcome(result=run.result, location=run.location)
 
 
@@ -90,9 +94,12 @@ def process_sqs_batch(event: Mapping[str, Any], settings: Any, runner: Runner | 
     return outcome
 
 
-def handle_sqs_batch(event: Mapping[str, Any], settings: Any) -> dict[str, Any]:
-    """The Lambda SQS path: `{"batchItemFailures": [{"itemIdentifier": messageId}, ...]}`."""
-    return process_sqs_batch(event, settings).response()
+def handle_sqs_batch(event: Mapping[str, Any], settings: Any, context: Any = None) -> dict[str, Any]:
+    """The Lambda SQS path: `{"batchItemFailures": [{"itemIdentifier": messageId}, ...]}`.
+
+    Reports stopped by Lambda's deadline (`context`) fail their messages, which come back later."""
+    runner = functools.partial(run_reports_flow, context=context)
+    return process_sqs_batch(event, settings, runner).response()
 
 
 # --------------------------------------------------------------------------- the long-polling consumer

@@ -65,7 +65,8 @@ def test_dev_stack_deploys_and_passes_every_policy(package_zip):
     assert outputs["queueUrl"] == queues["quest-dev-notifications-queue"].id
     assert outputs["dlqUrl"] == queues["quest-dev-notifications-dlq"].id
     assert outputs["functionArn"] == fn.arn and outputs["functionName"] == fn.outputs["name"]
-    assert "workPoolName" not in outputs and "invokeFailureQueueUrl" not in outputs
+    assert "workPoolName" not in outputs
+    assert outputs["invokeFailureQueueUrl"] == queues["quest-dev-runner-invoke-failures"].id
     assert not mocks.of_type("pulumi-python:dynamic/quest:PrefectAutomation")
 
     # Values from Pulumi.dev.yaml reach the resources.
