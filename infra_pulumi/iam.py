@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from flows.core.names import DATA_PREFIXES
+from flows.core.names import BLS_PREFIX, DATA_PREFIXES
 from flows.core.wiring import Document, document, s3_notification_queue_policy, statement
 
 __all__ = ["document", "statement", "s3_notification_queue_policy"]  # shared with the local emulator
@@ -20,9 +20,12 @@ __all__ = ["document", "statement", "s3_notification_queue_policy"]  # shared wi
 OBJECT_ACTIONS: tuple[str, ...] = (
     "s3:GetObject",
     "s3:PutObject",
-    "s3:DeleteObject",
     "s3:AbortMultipartUpload",
 )
+# Only the mirror deletes: files gone upstream, a retired survey, its lease, an interrupted sync's
+# temp objects, all under bls/. Snapshots and reports are written once and never deleted by the
+# function (versioning and the lifecycle rule age them out).
+DELETE_PREFIXES: tuple[str, ...] = (BLS_PREFIX,)
 # The event source mapping polls on the function's behalf with the function's role.
 QUEUE_ACTIONS: tuple[str, ...] = ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes")
 # The log group is created by the stack, so the role never needs logs:CreateLogGroup.
@@ -32,8 +35,14 @@ KMS_ACTIONS: tuple[str, ...] = ("kms:Decrypt", "kms:GenerateDataKey")
 # function's own execution role.
 SEND_FAILURE_ACTIONS: tuple[str, ...] = ("sqs:SendMessage",)
 # The poll path (in the same function) reads the failure records back, reconciles their runs and
-# deletes them; the same as consuming any queue.
-READ_FAILURE_ACTIONS: tuple[str, ...] = QUEUE_ACTIONS
+# deletes them; a record it must leave (unreadable, another function's) it hides for a while
+# (flows/reconcile.py `_hide`: ChangeMessageVisibility). No GetQueueAttributes: unlike the
+# notification queue, no event source mapping reads this one. A worker outside AWS needs the same.
+READ_FAILURE_ACTIONS: tuple[str, ...] = (
+    "sqs:ReceiveMessage",
+    "sqs:ChangeMessageVisibility",
+    "sqs:DeleteMessage",
+)
 # The poll path forwards a crashed request's last log lines to its flow run: its own group only.
 # FilterLogEvents is authorised on the log group, GetLogEvents on its log streams.
 READ_LOG_ACTIONS: tuple[str, ...] = ("logs:FilterLogEvents", "logs:GetLogEvents")
@@ -83,6 +92,9 @@ def runner_policy(grants: RunnerGrants) -> Document:
     statements = [
         statement("DataObjects", OBJECT_ACTIONS, object_arns(grants.bucket_arn)),
         statement(
+            "DeleteMirrorObjects", ["s3:DeleteObject"], object_arns(grants.bucket_arn, DELETE_PREFIXES)
+        ),
+        statement(
             "ListDataPrefixes",
             ["s3:ListBucket"],
             [grants.bucket_arn],
@@ -120,6 +132,24 @@ def runner_policy(grants: RunnerGrants) -> Document:
 def invoke_self_policy(function_arn: str) -> Document:
     """The work-pool path: a worker poll inside the function invokes the function with a flow run id."""
     return document(statement("InvokeSelfForFlowRuns", ["lambda:InvokeFunction"], [function_arn]))
+
+
+def worker_policy(function_arn: str, invoke_failure_queue_arn: str, log_group_arn: str) -> Document:
+    """The least a long-running `aws-lambda` worker outside AWS needs (README, "Who submits the runs").
+
+    It invokes the pool's function (unqualified: the pool's default), reads the on-failure queue back
+    as the poll path does (reconcile: receive, hide a record it leaves, delete), and reads the
+    function's logs (a crashed request's last lines; whether a killed run's request has ended).
+    """
+    return document(
+        statement("InvokeThePoolsFunction", ["lambda:InvokeFunction"], [function_arn]),
+        statement(
+            "ReadInvokeFailures",
+            READ_FAILURE_ACTIONS,
+            [invoke_failure_queue_arn],
+        ),
+        statement("ReadFunctionLogs", READ_LOG_ACTIONS, [log_group_arn, f"{log_group_arn}:*"]),
+    )
 
 
 def invoke_failure_queue_policy(queue_arn: str, role_arn: str) -> Document:

@@ -103,11 +103,10 @@ def test_function_runs_the_shared_handler_with_the_flows_settings(package):
     assert env["PREFECT_HOME"] == "/tmp/prefect" and env["DO_NOT_TRACK"] == "1"
     assert "PREFECT_API_URL" not in env and ENV_PREFECT_API_KEY_SECRET_ARN not in env
     assert env[ENV_FUNCTION_TIMEOUT_SECONDS] == "300"
-    # Not the work-pool path: no heartbeats, no failure destination, nothing reserved.
+    # Not the work-pool path: no heartbeats, no poll reading the failure destination, nothing
+    # reserved. (Its async invokes have a destination all the same: test_infra_async_invokes.py.)
     assert "PREFECT_FLOWS_HEARTBEAT_FREQUENCY" not in env and ENV_INVOKE_FAILURE_QUEUE_URL not in env
     assert fn.inputs.get("reservedConcurrentExecutions") is None
-    assert not mocks.of_type("aws:sqs/queue:Queue")
-    assert not mocks.of_type("aws:lambda/functionEventInvokeConfig:FunctionEventInvokeConfig")
     # The variables are the ones flows/settings.py reads.
     from flows.settings import Settings
 
@@ -134,6 +133,7 @@ def test_role_policy_is_least_privilege_and_precedes_the_function(package):
         assert "*" not in stmt["Resource"]
     resources = {r for s in doc["Statement"] for r in s["Resource"]}
     group_arn = mocks.one("aws:cloudwatch/logGroup:LogGroup").outputs["arn"]
+    failures_arn = mocks.one("aws:sqs/queue:Queue").arn  # the async invokes' destination
     assert resources == {
         f"{BUCKET_ARN}/bls/*",
         f"{BUCKET_ARN}/population/*",
@@ -141,6 +141,7 @@ def test_role_policy_is_least_privilege_and_precedes_the_function(package):
         BUCKET_ARN,
         QUEUE_ARN,
         f"{group_arn}:*",
+        failures_arn,
     }
     assert mocks.depends_on("run-function", "run-policy")
     assert mocks.depends_on("run-sqs", "run-policy")
@@ -276,7 +277,7 @@ def test_work_pool_path_role_grants_exactly_the_destination_and_its_own_logs(pac
     assert by_sid["ReadInvokeFailures"] == {
         "Sid": "ReadInvokeFailures",
         "Effect": "Allow",
-        "Action": ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"],
+        "Action": ["sqs:ReceiveMessage", "sqs:ChangeMessageVisibility", "sqs:DeleteMessage"],
         "Resource": [queue.arn],
     }
     assert by_sid["ReadOwnLogs"] == {
@@ -300,6 +301,7 @@ def test_work_pool_path_role_grants_exactly_the_destination_and_its_own_logs(pac
     }
     assert set(by_sid) == {
         "DataObjects",
+        "DeleteMirrorObjects",  # bls/ only: snapshots and reports are never deleted
         "ListDataPrefixes",
         "FindInterruptedUploads",
         "ConsumeNotifications",
@@ -325,4 +327,9 @@ def test_work_pool_path_role_grants_exactly_the_destination_and_its_own_logs(pac
 
 def test_without_the_work_pool_no_failure_or_log_reading_grants(package):
     mocks, _ = _runner(package)
-    assert not {"SendInvokeFailures", "ReadInvokeFailures", "ReadOwnLogs"} & set(_by_sid(mocks))
+    by_sid = _by_sid(mocks)
+    assert not {"ReadInvokeFailures", "ReadOwnLogs"} & set(by_sid)
+    # Lambda delivers the failure record with the function's role: sending is every stack's grant.
+    queue = mocks.one("aws:sqs/queue:Queue")
+    assert by_sid["SendInvokeFailures"]["Action"] == ["sqs:SendMessage"]
+    assert by_sid["SendInvokeFailures"]["Resource"] == [queue.arn]

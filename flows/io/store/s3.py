@@ -181,7 +181,7 @@ class S3Store:
         except ClientError as exc:
             if _error_code(exc) not in _MISSING_KEY_CODES:
                 raise StoreError(describe_s3_error("head", self.location(key), exc)) from exc
-            self._check_bucket()  # a HEAD has no body: a missing bucket is a bare 404 too
+            self._check_bucket(full_key)  # a HEAD has no body: a missing bucket is a bare 404 too
             return None
         except BotoCoreError as exc:
             raise StoreError(describe_s3_error("head", self.location(key), exc)) from exc
@@ -285,14 +285,21 @@ class S3Store:
         except (ClientError, BotoCoreError) as exc:
             _log.warning("%s", describe_s3_error("write", f"s3://{self.bucket}/{bucket_key}", exc))
 
-    def _check_bucket(self) -> None:
-        """Raise unless the bucket exists (checked once per store: every later 404 is a key's)."""
+    def _check_bucket(self, full_key: str) -> None:
+        """Raise unless the bucket exists (checked once per store: every later 404 is a key's).
+
+        Asked as a one-key listing under the key itself, not HeadBucket: HeadBucket is authorised as
+        s3:ListBucket with no `s3:prefix` in its context, so a role whose ListBucket is limited to
+        its prefixes (the function's: `s3:prefix` StringLike) is denied it (Amazon S3 API Reference,
+        HeadBucket permissions; IAM: a condition on a key the request lacks does not match). A
+        listing answers NoSuchBucket with a body.
+        """
         from botocore.exceptions import BotoCoreError, ClientError
 
         if self._bucket_seen:
             return
         try:
-            self.client.head_bucket(Bucket=self.bucket)
+            self.client.list_objects_v2(Bucket=self.bucket, Prefix=full_key, MaxKeys=1)
         except (ClientError, BotoCoreError) as exc:
             if _error_code(exc) in ("404", "NotFound", "NoSuchBucket"):
                 raise StoreError(
@@ -578,6 +585,11 @@ class _S3LeaseSlot:
                 **condition,
             )
         except (ClientError, BotoCoreError) as exc:
+            # Not written, nothing wrong with the store: a condition that failed (412), a racing
+            # conditional write (409 ConditionalRequestConflict: read again), and If-Match on a key
+            # that is gone, which AWS answers 404 NoSuchKey and SeaweedFS 412 (both: "not written").
+            # https://docs.aws.amazon.com/AmazonS3/latest/userguide/conditional-writes.html
+            # https://docs.aws.amazon.com/AmazonS3/latest/API/API_PutObject.html (If-Match)
             if _error_code(exc) in _PRECONDITION_CODES | {"NoSuchKey"}:
                 return None
             raise StoreError(describe_s3_error("write lease", self.where, exc)) from exc
