@@ -141,10 +141,26 @@ def cmd_consume(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from flows.devkit.demo import print_demo, run_demo
+    import os
 
-    print_demo(run_demo(output_dir=args.output_dir))
+    from flows.devkit.demo import ENDPOINT_VAR, print_demo, run_demo
+
+    endpoint = args.endpoint_url or _endpoint_url(os.environ.get(ENDPOINT_VAR, ""), ENDPOINT_VAR)
+    print_demo(run_demo(output_dir=args.output_dir, endpoint_url=endpoint or None))
     return 0
+
+
+def _endpoint_url(text: str, source: str) -> str:
+    """An S3 + SQS endpoint: an http(s) URL with a host ('' stays '': none given)."""
+    from flows.core.errors import ConfigError
+    from flows.settings import parse_http_url
+
+    if not text:
+        return ""
+    try:
+        return parse_http_url(text, directory=False)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
 
 
 def wait_seconds(text: str) -> int:
@@ -165,6 +181,16 @@ def queue_url(text: str) -> str:
 
     try:
         return parse_http_url(text, directory=False)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def endpoint_url(text: str) -> str:
+    """--endpoint-url: an http(s) URL with a host; checked before any AWS call."""
+    from flows.core.errors import ConfigError
+
+    try:
+        return _endpoint_url(text, "--endpoint-url")
     except ConfigError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
@@ -202,6 +228,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="the whole event-driven chain offline on loopback")
     p.add_argument("--output-dir", default="demo-output", help="where the report files are copied")
+    p.add_argument(
+        "--endpoint-url",
+        type=endpoint_url,
+        help="S3 + SQS you already run, e.g. LocalStack's http://localhost:4566 (default: moto, started "
+        "here; or QUEST_DEMO_ENDPOINT_URL)",
+    )
     p.set_defaults(func=cmd_demo)
     return parser
 

@@ -5,6 +5,10 @@ plays S3 + SQS with the Pulumi program's wiring (`flows/devkit/emulator.py`); th
 snapshots into the emulated bucket; S3 notifies the queue; the consumer (the same logic as the
 Lambda SQS path) runs the reports flow. Flows report to `PREFECT_API_URL` when set, else to
 Prefect's ephemeral API. Everything started here is stopped here, and the environment is restored.
+
+With an endpoint (`quest demo --endpoint-url URL`, or `QUEST_DEMO_ENDPOINT_URL`), S3 + SQS are the
+user's own server instead of moto's (LocalStack: real bucket notifications); the demo wires a bucket
+and queues of its own there and removes them at the end.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from flows.io.environ import patched_environ
 
 DEFAULT_OUTPUT_DIR = "demo-output"
 DEFAULT_TIMEOUT_SECONDS = 45.0
+ENDPOINT_VAR = "QUEST_DEMO_ENDPOINT_URL"  # S3 + SQS the user runs (LocalStack); unset: moto, started here
 EPHEMERAL_TIMEOUT_VAR = "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"
 ANALYTICS_VAR = "PREFECT_SERVER_ANALYTICS_ENABLED"
 # Variables a user's shell may carry that must not leak into the demo's emulated AWS.
@@ -47,6 +52,7 @@ class DemoResult:
     put_to_reports_seconds: float | None  # snapshot PUT (S3 eventTime) → report objects written
     total_seconds: float
     prefect_api: str
+    endpoint_url: str | None = None  # the user's S3 + SQS endpoint; None: moto's, started and stopped here
 
 
 @contextlib.contextmanager
@@ -93,8 +99,11 @@ def run_demo(
     output_dir: str | Path = DEFAULT_OUTPUT_DIR,
     say: Callable[[str], None] = print,
     timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
+    endpoint_url: str | None = None,
 ) -> DemoResult:
-    """Run the chain; raise QuestError when no report appears within `timeout_seconds`."""
+    """Run the chain; raise QuestError when no report appears within `timeout_seconds`.
+
+    `endpoint_url`: an S3 + SQS server to wire instead of starting moto's (see the module)."""
     from flows.devkit.emulator import LocalAws
     from flows.devkit.samples import sample_upstream
     from flows.devkit.upstream_server import UpstreamServer
@@ -117,10 +126,11 @@ def run_demo(
         stack.enter_context(quiet_loggers("werkzeug"))
         upstream = stack.enter_context(UpstreamServer(surveys, population))
         say(f"upstream (BLS + DataUSA samples) on {upstream.base_url}")
-        aws = stack.enter_context(LocalAws())
+        aws = stack.enter_context(LocalAws(endpoint_url=endpoint_url))
         wiring = aws.wiring
         assert wiring is not None
-        say(f"S3 + SQS emulator on {aws.endpoint_url}: bucket {wiring.bucket}, queue + DLQ, notification")
+        where = f"at {aws.endpoint_url} (yours)" if endpoint_url else f"emulator on {aws.endpoint_url}"
+        say(f"S3 + SQS {where}: bucket {wiring.bucket}, queue + DLQ, notification")
         env = {
             **aws.env(),
             names.ENV_STORE: f"s3://{wiring.bucket}",
@@ -207,6 +217,7 @@ def run_demo(
         put_to_reports_seconds=latency,
         total_seconds=time.monotonic() - started,
         prefect_api=prefect_api,
+        endpoint_url=endpoint_url,
     )
 
 
@@ -218,7 +229,10 @@ def print_demo(demo: DemoResult, say: Callable[[str], None] = print) -> None:
     say("")
     say(text_report(demo.result, DEFAULT_SERIES_ID, DEFAULT_PERIOD))
     say("")
-    say(f"reports written to {demo.location} (emulated bucket, gone with the emulator)")
+    if demo.endpoint_url:
+        say(f"reports written to {demo.location} at {demo.endpoint_url} (removed with the demo's bucket)")
+    else:
+        say(f"reports written to {demo.location} (emulated bucket, gone with the emulator)")
     say(f"copied to {demo.output_dir}: {', '.join(demo.files)}")
     say(f"flow runs, logs and artifacts: {demo.prefect_api}")
     if demo.put_to_reports_seconds is not None:
