@@ -45,13 +45,15 @@ def prefect_harness():
     EventsWorker.drain_all = classmethod(drain_all)  # type: ignore[method-assign]
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(scope="session")
 def _moto_conditional_puts_are_atomic():
     """S3 decides a conditional PutObject (If-Match, If-None-Match) atomically: of two writers
     racing on one key, one wins. moto 5.2 checks the condition, then writes, with nothing held in
     between (`S3Response.put_object`), so under load both won and two syncs held one store lease
     (`test_store_lease`, seen once in a full run). Conditional PUTs go one at a time here, as S3
-    has them; unconditional ones are left alone."""
+    has them; unconditional ones are left alone. Only moto's fixtures (`aws`, `moto_server`) take
+    this: the store's contract tests on LocalStack and SeaweedFS run the race on their own
+    atomic writes (tests/io/test_store_contract.py)."""
     import threading
 
     from moto.s3.responses import S3Response
@@ -71,7 +73,7 @@ def _moto_conditional_puts_are_atomic():
 
 
 @pytest.fixture
-def aws():
+def aws(_moto_conditional_puts_are_atomic):
     """moto's in-process AWS for boto3 clients created inside the block."""
     from moto import mock_aws
 
@@ -96,7 +98,7 @@ def s3_client(aws):
 
 
 @pytest.fixture(scope="module")
-def moto_server():
+def moto_server(_moto_conditional_puts_are_atomic):
     """moto's S3/SQS/... as a real HTTP server on loopback, for subprocesses (one per test module)."""
     from moto.server import ThreadedMotoServer
 
@@ -105,6 +107,42 @@ def moto_server():
     host, port = srv.get_host_and_port()
     yield f"http://{host}:{port}"
     srv.stop()
+
+
+@pytest.fixture(scope="session")
+def localstack_backend():
+    """LocalStack (S3 + SQS) in host mode for the session, or a one-line skip naming it."""
+    import s3_backends
+    import tool_cache
+
+    try:
+        with s3_backends.localstack() as backend:
+            yield backend
+    except tool_cache.ToolUnavailable as exc:
+        tool_cache.skip_unavailable(exc)
+
+
+@pytest.fixture(scope="session")
+def seaweedfs_backend():
+    """SeaweedFS's S3 server for the session, or a one-line skip naming it."""
+    import s3_backends
+    import tool_cache
+
+    try:
+        with s3_backends.seaweedfs() as backend:
+            yield backend
+    except tool_cache.ToolUnavailable as exc:
+        tool_cache.skip_unavailable(exc)
+
+
+def pytest_collection_finish(session):
+    """Start installing the S3 backends the collected tests need (LocalStack takes ~80 s cold) and
+    building the Lambda zip (~60 s cold), so the work overlaps the tests that run before them."""
+    import lambda_code
+    import s3_backends
+
+    s3_backends.prefetch_for(s3_backends.backends_needed(session.items))
+    lambda_code.prefetch_for(session.items)  # the Lambda zip and the runtime client's venv
 
 
 @pytest.fixture(autouse=True)
