@@ -110,6 +110,7 @@ def stack_function(
     surveys: tuple[str, ...] = ("all",),
     extra_env: dict[str, str] | None = None,
     invoke_failure_queue_url: str | None = None,
+    secret_arn: str | None = None,
     **settings: Any,
 ) -> tuple[str, dict[str, str]]:
     """(handler, environment) of the function as the Pulumi program configures it.
@@ -117,7 +118,8 @@ def stack_function(
     Both come from the program's own code (`infra_pulumi.runner.HANDLER`, `function_environment`
     over `RunnerArgs`), so a variable the program stops setting is missing here too. `settings`
     are further `RunnerArgs` fields (prefect_api_url, bls_base_url, population_url, ...);
-    `extra_env` is the stack's `extraEnv` (a test's endpoint overrides go there).
+    `extra_env` is the stack's `extraEnv` (a test's endpoint overrides go there); `secret_arn` the
+    work-pool stack's Prefect API key secret.
     """
     from infra_pulumi.runner import HANDLER, RunnerArgs, function_environment
 
@@ -137,7 +139,18 @@ def stack_function(
         extra_env=dict(extra_env or {}),
         **settings,
     )
-    return HANDLER, function_environment(args, bucket, None, invoke_failure_queue_url)
+    return HANDLER, function_environment(args, bucket, secret_arn, invoke_failure_queue_url)
+
+
+def loopback_upstream(upstream: Any) -> dict[str, Any]:
+    """`stack_function` settings for the loopback BLS/DataUSA server (flows/devkit/upstream_server.py),
+    without the politeness limits' waits."""
+    return {
+        "bls_base_url": upstream.bls_base_url,
+        "population_url": upstream.population_url,
+        "bls_max_concurrent_requests": 8,
+        "bls_requests_per_second": 100.0,
+    }
 
 
 def unpacked(zip_path: Path, sha256: str) -> Path:

@@ -129,6 +129,42 @@ def aws(service: str, endpoint_url: str) -> Any:
     return boto3.client(service, endpoint_url=endpoint_url, region_name="us-east-1")
 
 
+def invoke(lam: LambdaEmulator, function: str, event: dict[str, Any], read_timeout: float) -> tuple[Any, Any]:
+    """A synchronous Invoke through the emulator's Invoke API, as boto3 sends it (one attempt):
+    the emulator's record of the call (`Invocation`) and the function's answer."""
+    import json
+
+    import boto3
+    from botocore.config import Config
+
+    client = boto3.client(
+        "lambda",
+        endpoint_url=lam.endpoint_url,
+        region_name="us-east-1",
+        config=Config(retries={"total_max_attempts": 1}, read_timeout=read_timeout),
+    )
+    response = client.invoke(FunctionName=function, Payload=json.dumps(event).encode())
+    body = json.loads(response["Payload"].read())
+    (call,) = lam.calls(response["ResponseMetadata"]["RequestId"])
+    assert call.function_error == response.get("FunctionError")
+    return call, body
+
+
+def scheduled_event() -> dict[str, Any]:
+    """EventBridge's `Scheduled Event`, as the stack's ingest schedule sends it."""
+    return {
+        "version": "0",
+        "id": str(uuid.uuid4()),
+        "detail-type": "Scheduled Event",
+        "source": "aws.events",
+        "account": "123456789012",
+        "time": "2026-01-02T06:00:00Z",
+        "region": "us-east-1",
+        "resources": ["arn:aws:events:us-east-1:123456789012:rule/quest-ingest"],
+        "detail": {},
+    }
+
+
 def wait_for(check: Callable[[], Any], timeout: float, interval: float = 0.25, what: str = "it") -> Any:
     """Poll `check` until it returns something truthy; that value. TimeoutError after `timeout` s."""
     deadline = time.monotonic() + timeout

@@ -49,9 +49,9 @@ def package_zip(tmp: Path) -> str:
     return str(path)
 
 
-def stack(tmp: Path, prefect: bool, kms: bool = False) -> RecordingMocks:
+def stack(tmp: Path, prefect: bool, kms: bool = False, name: str = "dev") -> RecordingMocks:
     """The program with Pulumi.dev.yaml; `prefect`: the work-pool stack (secret, invoke-self, failure
-    queue); `kms`: SSE-KMS with the stack's own key."""
+    queue); `kms`: SSE-KMS with the stack's own key; `name`: the stack's (its resources' names)."""
     config: dict[str, object] = {
         **stack_yaml_config(ROOT / "Pulumi.dev.yaml"),
         "quest:lambdaPackagePath": package_zip(tmp),
@@ -62,7 +62,7 @@ def stack(tmp: Path, prefect: bool, kms: bool = False) -> RecordingMocks:
         secrets = ["prefectApiKey"]
     if kms:
         config["quest:encryption"] = "sse-kms"
-    mocks = install(config, secrets)
+    mocks = install(config, secrets, stack=name)
 
     def program() -> None:
         from infra_pulumi.__main__ import main

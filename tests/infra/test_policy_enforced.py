@@ -22,6 +22,7 @@ import zipfile
 import boto3
 import pytest
 from botocore.exceptions import ClientError
+from enforced_role import add_resource_policies, assume, create_role, trust_policy
 from iam_enforcement import Enforcer, Request, decide, enforcing, installed
 from stack_policies import emitted_policies, stack, worker_policy
 
@@ -72,26 +73,13 @@ def world(tmp_path_factory):
         logs.create_log_group(logGroupName="/aws/lambda/someone-else")
         logs.create_log_stream(logGroupName="/aws/lambda/someone-else", logStreamName="s")
 
-        def concrete(document: dict) -> dict:
-            return json.loads(json.dumps(document).replace(mock_secret.arn, secret_arn))
+        def concrete(text: str) -> str:
+            return text.replace(mock_secret.arn, secret_arn)
 
         iam_client = boto3.client("iam", region_name=REGION)
-        by_kind = {e.name: e for e in emitted}
-        trust = by_kind[f"{mocks.one('aws:iam/role:Role').name}.assumeRolePolicy"].document
-        role_arn = iam_client.create_role(RoleName=role_name, AssumeRolePolicyDocument=json.dumps(trust))[
-            "Role"
-        ]["Arn"]
-        for e in emitted:
-            if e.kind == "identity":
-                iam_client.put_role_policy(
-                    RoleName=role_name, PolicyName=e.name, PolicyDocument=json.dumps(concrete(e.document))
-                )
-            elif e.kind == "resource" and "notifications" not in e.name:
-                attached = secret_arn if e.attached_to == mock_secret.arn else e.attached_to
-                for pattern in (
-                    (attached, f"{attached}/*") if attached.startswith("arn:aws:s3") else (attached,)
-                ):
-                    enforcer.add_resource_policy(pattern, concrete(e.document))
+        trust = trust_policy(emitted, mocks.one("aws:iam/role:Role").name)
+        role_arn = create_role(iam_client, role_name, trust, emitted, concrete)
+        add_resource_policies(enforcer, emitted, concrete)
         lam = boto3.client("lambda", region_name=REGION)
         for name in (fn.outputs["name"], OTHER_FUNCTION):
             lam.create_function(
@@ -101,22 +89,8 @@ def world(tmp_path_factory):
                 Handler="handler.handler",
                 Code={"ZipFile": _zip()},
             )
-        worker_doc = worker_policy(mocks).document
-        iam_client.create_role(RoleName="worker", AssumeRolePolicyDocument=json.dumps(trust))
-        iam_client.put_role_policy(
-            RoleName="worker", PolicyName="worker", PolicyDocument=json.dumps(worker_doc)
-        )
+        create_role(iam_client, "worker", trust, [worker_policy(mocks)])
         sts = boto3.client("sts", region_name=REGION)
-
-        def credentials(name: str) -> dict[str, str]:
-            arn = f"arn:aws:iam::123456789012:role/{name}"
-            c = sts.assume_role(RoleArn=arn, RoleSessionName="lambda")["Credentials"]
-            return {
-                "AWS_ACCESS_KEY_ID": c["AccessKeyId"],
-                "AWS_SECRET_ACCESS_KEY": c["SecretAccessKey"],
-                "AWS_SESSION_TOKEN": c["SessionToken"],
-            }
-
         yield {
             "enforcer": enforcer,
             "bucket": bucket,
@@ -129,8 +103,8 @@ def world(tmp_path_factory):
             "other_secret": other_secret,
             "trust": trust,
             "role_arn": role_arn,
-            "function": credentials(role_name),
-            "worker": credentials("worker"),
+            "function": assume(sts, role_name),
+            "worker": assume(sts, "worker"),
         }
 
 

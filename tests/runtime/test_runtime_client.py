@@ -13,7 +13,6 @@ S3/SQS moto's server, the Prefect API a real `prefect server`.
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +21,7 @@ from typing import Any
 import pytest
 from lambda_code import RuntimeClient, runtime_client, stack_function
 from lambda_emulator import Invocation, LambdaEmulator
-from lambda_pool import LambdaPool, aws, prefect_server
+from lambda_pool import LambdaPool, aws, invoke, prefect_server, scheduled_event
 from reports_data import receive_all
 from tool_cache import ToolUnavailable, skip_unavailable
 
@@ -132,20 +131,7 @@ def _this_api(world, tmp_path) -> Iterator[None]:
 
 
 def _invoke(lam: LambdaEmulator, function: str, event: dict[str, Any]) -> tuple[Invocation, Any]:
-    import boto3
-    from botocore.config import Config
-
-    client = boto3.client(
-        "lambda",
-        endpoint_url=lam.endpoint_url,
-        region_name="us-east-1",
-        config=Config(retries={"total_max_attempts": 1}, read_timeout=TIMEOUT + 30),
-    )
-    response = client.invoke(FunctionName=function, Payload=json.dumps(event).encode())
-    body = json.loads(response["Payload"].read())
-    (call,) = lam.calls(response["ResponseMetadata"]["RequestId"])
-    assert call.function_error == response.get("FunctionError")
-    return call, body
+    return invoke(lam, function, event, read_timeout=TIMEOUT + 30)
 
 
 def _record(path: str, calls: list[Invocation], state: str) -> None:
@@ -175,18 +161,7 @@ def _keys(world: dict[str, Any], prefix: str) -> list[str]:
 
 def test_scheduled_ingest_runs_without_a_prefect_api(world):
     """EventBridge's `Scheduled Event` on a stack without a Prefect API: the plain entry, from the zip."""
-    event = {
-        "version": "0",
-        "id": str(uuid.uuid4()),
-        "detail-type": "Scheduled Event",
-        "source": "aws.events",
-        "account": "123456789012",
-        "time": "2026-01-02T06:00:00Z",
-        "region": "us-east-1",
-        "resources": ["arn:aws:events:us-east-1:123456789012:rule/quest-ingest"],
-        "detail": {},
-    }
-    call, body = _invoke(world["lam"], "plain", event)
+    call, body = _invoke(world["lam"], "plain", scheduled_event())
 
     assert call.outcome == "ok", call.result
     assert sorted(s["survey"] for s in body["surveys"]) == ["ce", "pr"]
