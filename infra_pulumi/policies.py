@@ -162,11 +162,10 @@ def _function_of(config: Resource, functions: Sequence[Resource]) -> Resource | 
     return next((f for f in functions if ref and ref in (f.arn, f.outputs.get("name"), f.id)), None)
 
 
-def work_pool_invokes_have_failure_destination(resources: Sequence[Resource]) -> list[Violation]:
-    """With a work pool, every function's async invokes: no Lambda retries, the event age bounded,
-    failures to an SQS queue of this stack (which the poll reads back)."""
-    if not _of(resources, WORK_POOL_TYPE):
-        return []
+def async_invokes_have_failure_destination(resources: Sequence[Resource]) -> list[Violation]:
+    """Every function's async invokes, on every stack: no Lambda retries, the event age bounded,
+    failures to an SQS queue of this stack (the poll reads them back where there is a work pool).
+    Without a config Lambda retries twice over six hours and keeps no record (runner.py)."""
     functions = _of(resources, "aws:lambda/function:Function")
     queue_arns = {q.arn for q in _of(resources, "aws:sqs/queue:Queue")}
     configured: set[str] = set()
@@ -319,7 +318,7 @@ RULES: tuple[Rule, ...] = (
     lambdas_have_no_plaintext_secrets,
     sqs_mappings_report_item_failures,
     queue_visibility_covers_function,
-    work_pool_invokes_have_failure_destination,
+    async_invokes_have_failure_destination,
     work_pool_concurrency_is_reserved,
     log_groups_have_retention,
     aws_resources_tagged_by_provider,

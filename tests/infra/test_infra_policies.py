@@ -20,6 +20,9 @@ def _r(typ: str, name: str, outputs: dict | None = None, **inputs) -> Resource:
     return Resource(type=f"aws:{typ}", name=name, inputs=inputs, outputs=outputs or {}, provider=PROVIDER)
 
 
+FAILURES_ARN = "arn:aws:sqs:us-east-1:1:invoke-failures"
+
+
 def good_stack() -> list[Resource]:
     policy = iam.runner_policy(iam.RunnerGrants(BUCKET_ARN, Q_ARN, "arn:aws:logs:us-east-1:1:log-group:g"))
     return [
@@ -69,6 +72,21 @@ def good_stack() -> list[Resource]:
             functionResponseTypes=["ReportBatchItemFailures"],
         ),
         _r("cloudwatch/logGroup:LogGroup", "g", retentionInDays=14),
+        # Every stack's async invokes: no retries, an hour of event age, failures to a stack queue.
+        _r("sqs/queue:Queue", "failures", {"arn": FAILURES_ARN}, sqsManagedSseEnabled=True),
+        _r(
+            "sqs/queuePolicy:QueuePolicy",
+            "failures-policy",
+            policy=json.dumps(iam.invoke_failure_queue_policy(FAILURES_ARN, "arn:aws:iam::1:role/r")),
+        ),
+        _r(
+            "lambda/functionEventInvokeConfig:FunctionEventInvokeConfig",
+            "async",
+            functionName=FN_ARN,
+            maximumRetryAttempts=0,
+            maximumEventAgeInSeconds=3600,
+            destinationConfig={"onFailure": {"destination": FAILURES_ARN}},
+        ),
     ]
 
 
@@ -136,31 +154,12 @@ def test_deny_statements_may_use_wildcards():
 
 # --------------------------------------------------------------------------- work-pool stacks
 
-FAILURES_ARN = "arn:aws:sqs:us-east-1:1:invoke-failures"
-
 
 def work_pool_stack() -> list[Resource]:
-    """good_stack plus what a work pool adds: pool, failure destination, reserved concurrency."""
+    """good_stack plus what a work pool adds: the pool and the reserved concurrency it needs."""
     stack = _replace(good_stack(), "f", reservedConcurrentExecutions=10 + 2 + 1)
     stack = _replace(stack, "m", scalingConfig={"maximumConcurrency": 2})
-    return [
-        *stack,
-        Resource(WORK_POOL_TYPE, "pool", {"name": "quest-lambda", "concurrency_limit": 10}),
-        _r("sqs/queue:Queue", "failures", {"arn": FAILURES_ARN}, sqsManagedSseEnabled=True),
-        _r(
-            "sqs/queuePolicy:QueuePolicy",
-            "failures-policy",
-            policy=json.dumps(iam.invoke_failure_queue_policy(FAILURES_ARN, "arn:aws:iam::1:role/r")),
-        ),
-        _r(
-            "lambda/functionEventInvokeConfig:FunctionEventInvokeConfig",
-            "async",
-            functionName=FN_ARN,
-            maximumRetryAttempts=0,
-            maximumEventAgeInSeconds=3600,
-            destinationConfig={"onFailure": {"destination": FAILURES_ARN}},
-        ),
-    ]
+    return [*stack, Resource(WORK_POOL_TYPE, "pool", {"name": "quest-lambda", "concurrency_limit": 10})]
 
 
 def test_a_good_work_pool_stack_passes():
@@ -208,6 +207,10 @@ def test_without_its_destination_the_failure_queue_is_a_queue_without_dead_lette
     assert ("invoke-failure-destination", "f") in rules
 
 
-def test_work_pool_rules_are_silent_without_a_work_pool():
-    assert policies.work_pool_invokes_have_failure_destination(good_stack()) == []
+def test_the_concurrency_rule_is_silent_without_a_work_pool():
     assert policies.work_pool_concurrency_is_reserved(good_stack()) == []
+
+
+def test_a_stack_without_a_work_pool_still_needs_its_async_invoke_config():
+    stack = [r for r in good_stack() if r.name != "async"]
+    assert ("invoke-failure-destination", "f") in {(v.rule, v.resource) for v in check(stack)}
