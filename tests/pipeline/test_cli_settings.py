@@ -7,6 +7,7 @@ called, which proves a bad setting stops a command before any flow run starts; a
 
 from __future__ import annotations
 
+import importlib
 import os
 import subprocess
 import sys
@@ -153,7 +154,7 @@ def test_survey_option_is_normalised(no_flows, monkeypatch, capsys):
         return types.SimpleNamespace(describe=lambda: f"mirrored {survey}")
 
     monkeypatch.setattr(sys.modules["flows.ingest"], "mirror_survey", mirror)
-    monkeypatch.setitem(sys.modules, "flows.progress", types.SimpleNamespace(cli_session=_null_session))
+    monkeypatch.setattr(importlib.import_module("flows.progress"), "cli_session", _null_session)
     assert main(["sync", "--survey", "PR", "--survey", "pr", "--survey", " ce"]) == 0
     assert capsys.readouterr().out.splitlines() == ["mirrored pr", "mirrored ce"]
 
@@ -192,7 +193,7 @@ def test_expected_failure_messages_are_flattened_to_one_line(no_flows, monkeypat
         raise QuestError("GET http://x/ failed:\nHTTP 500\r\n\x1b[31mboom\u2028end")
 
     monkeypatch.setattr(sys.modules["flows.ingest"], "mirror_survey", fail)
-    monkeypatch.setitem(sys.modules, "flows.progress", types.SimpleNamespace(cli_session=_null_session))
+    monkeypatch.setattr(importlib.import_module("flows.progress"), "cli_session", _null_session)
     assert main(["sync"]) == 1
     message = one_error_line(capsys.readouterr().err, "sync")
     assert message == "GET http://x/ failed: HTTP 500  \\x1b[31mboom end"
