@@ -127,6 +127,11 @@ def install(
         values[full] = value if isinstance(value, str) else json.dumps(value)
     secrets = [k if ":" in k else f"{PROJECT}:{k}" for k in (secret_keys or [])]
     pulumi.runtime.set_all_config(values, secrets)
+    # A fresh root stack resource: its outputs (`pulumi.export`) would otherwise carry the last
+    # program's exports into this one (a work-pool stack's `workPoolName` into a dev stack's).
+    from pulumi.runtime.settings import ROOT
+
+    ROOT.set(None)
     mocks = RecordingMocks()
     mocks.monitor = RecordingMonitor(mocks)
     pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=False, monitor=mocks.monitor)
