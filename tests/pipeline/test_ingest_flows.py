@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import time
 
 import pytest
 
@@ -308,15 +309,31 @@ def _task_runs(flow_run_id):
         )
 
 
-def _logs(flow_run_id) -> list[str]:
+def _logs(flow_run_id, expect: tuple[str, ...] = (), wait_seconds: float = 20.0) -> list[str]:
+    """Every log line of the run, read page by page (the API answers at most its default limit,
+    200, per call: a run of 80 files and a retried one's lines is longer), and read again for a
+    while until each of `expect` is in them (the run's logs reach the API in batches)."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 
-    with get_client(sync_client=True) as client:
-        return [
-            log.message
-            for log in client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))
-        ]
+    page = 200
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        messages: list[str] = []
+        with get_client(sync_client=True) as client:
+            while True:
+                logs = client.read_logs(
+                    LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])),
+                    limit=page,
+                    offset=len(messages),
+                )
+                messages += [log.message for log in logs]
+                if len(logs) < page:
+                    break
+        text = "\n".join(messages)
+        if all(e in text for e in expect) or time.monotonic() >= deadline:
+            return messages
+        time.sleep(0.5)
 
 
 def test_many_files_move_packed_into_task_runs_that_name_every_file(prefect_harness, upstream, store, env):
@@ -346,7 +363,7 @@ def test_many_files_move_packed_into_task_runs_that_name_every_file(prefect_harn
     (first,) = [n for n in packed if ": many.part.0000 to " in n]
     assert transfers[first].state.type.value == "FAILED"
     assert all(t.state.type.value == "COMPLETED" for n, t in transfers.items() if n != first)
-    logs = "\n".join(_logs(run_id))
+    logs = "\n".join(_logs(run_id, expect=tuple(small)))
     for name in small:
         assert name in logs, name  # the UI shows what moved (and what did not)
     stored = set(store.list_keys("bls/many/"))
