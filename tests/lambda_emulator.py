@@ -1179,15 +1179,9 @@ def _function_name(raw: str) -> str:
 
 
 # Run a command in a private mount namespace where directory $0 is read-only (even for root).
-_READ_ONLY_MOUNT = [
-    "unshare",
-    "--mount",
-    "--propagation",
-    "private",
-    "sh",
-    "-c",
-    'mount --bind "$0" "$0" && mount -o remount,bind,ro "$0" && exec "$@"',
-]
+_IN_PRIVATE_MOUNTS = ["unshare", "--mount", "--propagation", "private", "sh", "-c"]
+_RO_TASK_ROOT = 'mount --bind "$0" "$0" && mount -o remount,bind,ro "$0"'
+_READ_ONLY_MOUNT = [*_IN_PRIVATE_MOUNTS, f'{_RO_TASK_ROOT} && exec "$@"']
 
 
 def _mount_namespace_works(directory: Path) -> bool:
@@ -1203,13 +1197,8 @@ def _mount_namespace_works(directory: Path) -> bool:
 
 # As `_READ_ONLY_MOUNT`, and directory $1 mounted over /tmp: the environment's private /tmp.
 _READ_ONLY_MOUNT_PRIVATE_TMP = [
-    "unshare",
-    "--mount",
-    "--propagation",
-    "private",
-    "sh",
-    "-c",
-    'mount --bind "$0" "$0" && mount -o remount,bind,ro "$0" && mount --bind "$1" /tmp && shift && exec "$@"',
+    *_IN_PRIVATE_MOUNTS,
+    f'{_RO_TASK_ROOT} && mount --bind "$1" /tmp && shift && exec "$@"',
 ]
 
 
